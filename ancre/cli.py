@@ -1,0 +1,54 @@
+"""The ``ancre`` command: ``ancre train CONFIG [key=value ...]``, ``ancre eval CHECKPOINT``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ancre.checkpoint import CheckpointError
+from ancre.config import ConfigError, load_config
+from ancre.train.trainer import evaluate_checkpoint, train
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ancre", description="Pretrain Llama models with a learnable residual topology."
+    )
+    # DeepSpeed's launcher passes --local_rank; the rank is read from the environment.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train_cmd = commands.add_parser("train", help="train a model from a YAML config")
+    train_cmd.add_argument("config", type=Path, help="YAML config file")
+    train_cmd.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=100")
+    eval_cmd = commands.add_parser("eval", help="validation loss of a checkpoint")
+    eval_cmd.add_argument("checkpoint", type=Path, help="a checkpoint folder")
+    eval_cmd.add_argument("overrides", nargs="*", help="key=value overrides of its config")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ancre`` console script.
+
+    Args:
+        argv: Arguments (without the program name); None reads sys.argv.
+
+    Returns:
+        The process exit code.
+    """
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            train(load_config(args.config, args.overrides))
+        else:
+            print(json.dumps(evaluate_checkpoint(args.checkpoint, args.overrides)))
+    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError) as error:
+        print(f"ancre {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

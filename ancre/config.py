@@ -1,0 +1,412 @@
+"""The run configuration: one typed schema, one merge order, validation that never mutates.
+
+A run is described by an :class:`AncreConfig`, merged with OmegaConf in the order
+``defaults <- YAML file <- command-line dotlist`` (``train.steps=100``). The merged
+config is checked by :func:`validate`, which raises :class:`ConfigError` naming the key
+and what is allowed; it never changes a value. The resolved config is written into the
+run folder with :func:`save_config` and read back with :func:`load_config`.
+
+This module imports nothing else from ``ancre``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
+TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform")
+MIX_BACKENDS = ("auto", "reference")
+ATTENTION_BACKENDS = ("sdpa",)
+DATA_SOURCES = ("local",)
+PACKING_MODES = ("docs",)
+TOKENIZER_MODELS = ("unigram", "bpe")
+PRECISIONS = ("fp32", "bf16")
+WANDB_MODES = ("disabled", "offline", "online")
+
+
+class ConfigError(ValueError):
+    """A config key holds a value the schema does not allow.
+
+    Attributes:
+        key: Dotted name of the offending key (``train.global_batch_size``), or the file.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where a run lives and how it is seeded."""
+
+    name: str = "run"
+    """Name of the run; its folder is ``<out_dir>/<name>``."""
+    out_dir: str = "runs"
+    """Parent folder of run folders."""
+    seed: int = 0
+    """Seed of the model initialisation and of every random stream of the run."""
+    overwrite: bool = False
+    """Start over in a run folder that already holds a run, deleting what is there."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of the Llama decoder: a named preset, with any field set here winning."""
+
+    preset: str | None = "tiny"
+    """Named size (tiny, 60m, 130m, 350m, 1b, 7b), or null to give every shape field."""
+    hidden_size: int | None = None
+    """Width of the residual stream; overrides the preset."""
+    intermediate_size: int | None = None
+    """Width of the SwiGLU hidden layer; overrides the preset."""
+    num_layers: int | None = None
+    """Number of decoder blocks L; overrides the preset."""
+    num_heads: int | None = None
+    """Number of attention heads; must divide hidden_size."""
+    vocab_size: int | None = None
+    """Vocabulary size; null takes the tokenizer's. When set it must equal the tokenizer's."""
+    max_seq_len: int | None = None
+    """Longest sequence the rotary tables cover; null takes data.seq_len."""
+    rope_theta: float = 10000.0
+    """Base of the rotary embedding frequencies."""
+    norm_eps: float = 1e-6
+    """Epsilon of RMSNorm."""
+    init_std: float = 0.02
+    """Standard deviation of the normal initialisation of every weight matrix."""
+    attention: str = "sdpa"
+    """Attention implementation: sdpa (torch.nn.functional.scaled_dot_product_attention)."""
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    """The residual wiring: the L x (L+1) connection matrix."""
+
+    kind: str = "ancre"
+    """cascaded (plain Llama), ancre (learned softmax rows) or uniform (frozen 1/(j+1))."""
+    temperature: float = 1e-2
+    """Softmax temperature tau of the ancre rows: P[j] = softmax(theta_j / tau)."""
+    lr_multiplier: float = 1.0
+    """Learning rate of the topology logits as a multiple of train.lr."""
+    backend: str = "auto"
+    """Implementation of the weighted sum: auto or reference (plain PyTorch)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where documents come from and how they become token sequences."""
+
+    source: str = "local"
+    """local: C4-format JSON-lines shards (.json.gz or .jsonl) on disk."""
+    path: str = "data/sample"
+    """Folder holding the shards, or a glob matching them."""
+    text_field: str = "text"
+    """Key of each JSON line that holds the document text."""
+    tokenizer: str | None = None
+    """Path to a sentencepiece .model file; null trains one on the training shards."""
+    tokenizer_vocab_size: int = 4096
+    """Vocabulary size of a tokenizer trained by the run (data.tokenizer: null)."""
+    tokenizer_model: str = "unigram"
+    """Algorithm of a tokenizer trained by the run: unigram or bpe."""
+    seq_len: int = 256
+    """Tokens per training sequence (the model sees seq_len inputs and seq_len targets)."""
+    packing: str = "docs"
+    """docs: documents joined with EOS and cut into windows with no padding."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: batch sizes, AdamW, the learning-rate schedule, precision and ZeRO."""
+
+    steps: int = 1000
+    """Number of optimiser steps."""
+    micro_batch_size: int = 8
+    """Sequences per process per forward pass."""
+    global_batch_size: int = 8
+    """Sequences per optimiser step over all processes (micro x accumulation x world)."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate of the cosine decay as a fraction of lr."""
+    warmup_steps: int = 100
+    """Steps of linear warmup from 0 to lr."""
+    weight_decay: float = 0.0
+    """AdamW weight decay of the weight matrices (never of norms or topology logits)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.999
+    """AdamW beta2."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    precision: str = "bf16"
+    """fp32, or bf16: fp32 weights (the master copy) with bf16 compute under autocast."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage, 0 to 3."""
+    log_every: int = 10
+    """Write a metrics line every this many steps."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Validation on a fixed set of held-out tokens."""
+
+    every: int = 0
+    """Evaluate every this many steps; 0 evaluates at the start and at the end only."""
+    tokens: int = 65536
+    """Validation tokens; the same tokens whatever the number of processes."""
+    micro_batch_size: int = 8
+    """Sequences per process per evaluation forward pass."""
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """When the run folder receives checkpoints and topology snapshots."""
+
+    every: int = 0
+    """Save a checkpoint every this many steps; 0 saves at the end only."""
+    topology_every: int = 50
+    """Write a topology snapshot under topology/ every this many steps; 0 never."""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Where metrics go besides metrics.jsonl."""
+
+    wandb: str = "disabled"
+    """Weights & Biases: disabled, offline (files in the run folder) or online."""
+    wandb_project: str = "ancre"
+    """Weights & Biases project name."""
+
+
+@dataclass(frozen=True)
+class AncreConfig:
+    """Everything a run needs; the sections mirror the YAML files."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> AncreConfig:
+    """Merges defaults, a YAML file and dotlist overrides, then validates the result.
+
+    Args:
+        path: YAML file; None uses the defaults alone.
+        overrides: ``key=value`` strings, e.g. ``["train.steps=100"]``; they win over the file.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: The file is missing or unreadable, a key is unknown, a value has the
+            wrong type, or a value is not allowed.
+    """
+    merged = OmegaConf.structured(AncreConfig)
+    try:
+        if path is not None:
+            merged = OmegaConf.merge(merged, _read_yaml(Path(path)))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(item, "an override must be key=value, e.g. train.steps=100")
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        config = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise _named(error) from None
+    assert isinstance(config, AncreConfig)
+    validate(config)
+    return config
+
+
+def save_config(config: AncreConfig, path: str | Path) -> None:
+    """Writes the resolved config as YAML; :func:`load_config` reads it back unchanged.
+
+    Args:
+        config: The config to write.
+        path: Destination file.
+    """
+    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+
+
+def config_dict(config: AncreConfig) -> dict[str, Any]:
+    """Returns the config as nested plain dicts (for metrics sinks and manifests)."""
+    return OmegaConf.to_container(OmegaConf.structured(config))  # type: ignore[return-value]
+
+
+def validate(config: AncreConfig) -> None:
+    """Checks every value against what the schema allows.
+
+    Shape checks that need a preset's numbers live with the presets in
+    ``ancre.model.presets``, and the batch check that needs the world size in
+    :func:`check_world_size`.
+
+    Args:
+        config: The config to check; it is not changed.
+
+    Raises:
+        ConfigError: The first value that is not allowed, with its key.
+    """
+    _choice("model.preset", config.model.preset, MODEL_PRESETS, optional=True)
+    _choice("model.attention", config.model.attention, ATTENTION_BACKENDS)
+    _choice("topology.kind", config.topology.kind, TOPOLOGY_KINDS)
+    _choice("topology.backend", config.topology.backend, MIX_BACKENDS)
+    _choice("data.source", config.data.source, DATA_SOURCES)
+    _choice("data.packing", config.data.packing, PACKING_MODES)
+    _choice("data.tokenizer_model", config.data.tokenizer_model, TOKENIZER_MODELS)
+    _choice("train.precision", config.train.precision, PRECISIONS)
+    _choice("logging.wandb", config.logging.wandb, WANDB_MODES)
+
+    if config.model.preset is None:
+        for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads"):
+            if getattr(config.model, key) is None:
+                raise ConfigError(f"model.{key}", "must be set when model.preset is null")
+    for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "vocab_size"):
+        _positive(f"model.{key}", getattr(config.model, key), optional=True)
+    _positive("model.max_seq_len", config.model.max_seq_len, optional=True)
+    _positive("model.rope_theta", config.model.rope_theta)
+    _positive("model.norm_eps", config.model.norm_eps)
+    _positive("model.init_std", config.model.init_std)
+    _positive("topology.temperature", config.topology.temperature)
+    _non_negative("topology.lr_multiplier", config.topology.lr_multiplier)
+    _positive("data.tokenizer_vocab_size", config.data.tokenizer_vocab_size)
+    _positive("data.seq_len", config.data.seq_len)
+    if not config.data.text_field:
+        raise ConfigError("data.text_field", "must name the JSON key that holds the text")
+    if config.model.max_seq_len is not None and config.model.max_seq_len < config.data.seq_len:
+        raise ConfigError(
+            "model.max_seq_len",
+            f"is {config.model.max_seq_len}, shorter than data.seq_len={config.data.seq_len}",
+        )
+
+    train = config.train
+    for key in ("steps", "micro_batch_size", "global_batch_size", "log_every"):
+        _positive(f"train.{key}", getattr(train, key))
+    _positive("train.lr", train.lr)
+    if not 0.0 <= train.min_lr_ratio <= 1.0:
+        raise ConfigError("train.min_lr_ratio", f"is {train.min_lr_ratio}; allowed: 0 to 1")
+    _non_negative("train.warmup_steps", train.warmup_steps)
+    if train.warmup_steps > train.steps:
+        raise ConfigError(
+            "train.warmup_steps", f"is {train.warmup_steps}, more than train.steps={train.steps}"
+        )
+    _non_negative("train.weight_decay", train.weight_decay)
+    for key in ("beta1", "beta2"):
+        if not 0.0 <= getattr(train, key) < 1.0:
+            raise ConfigError(f"train.{key}", f"is {getattr(train, key)}; allowed: [0, 1)")
+    _positive("train.eps", train.eps)
+    _non_negative("train.grad_clip", train.grad_clip)
+    if train.zero_stage not in (0, 1, 2, 3):
+        raise ConfigError("train.zero_stage", f"is {train.zero_stage}; allowed: 0, 1, 2, 3")
+    if train.global_batch_size % train.micro_batch_size:
+        raise ConfigError(
+            "train.global_batch_size",
+            f"is {train.global_batch_size}, not a multiple of "
+            f"train.micro_batch_size={train.micro_batch_size}",
+        )
+
+    _non_negative("eval.every", config.eval.every)
+    _positive("eval.tokens", config.eval.tokens)
+    _positive("eval.micro_batch_size", config.eval.micro_batch_size)
+    _non_negative("checkpoint.every", config.checkpoint.every)
+    _non_negative("checkpoint.topology_every", config.checkpoint.topology_every)
+
+
+def check_world_size(config: AncreConfig, world_size: int) -> int:
+    """Checks that the global batch splits evenly over the processes.
+
+    Args:
+        config: A validated config.
+        world_size: Number of training processes.
+
+    Returns:
+        The number of gradient-accumulation micro-steps per optimiser step.
+
+    Raises:
+        ConfigError: ``train.global_batch_size`` is not a multiple of
+            ``train.micro_batch_size x world_size``.
+    """
+    per_step = config.train.micro_batch_size * world_size
+    if config.train.global_batch_size % per_step:
+        raise ConfigError(
+            "train.global_batch_size",
+            f"is {config.train.global_batch_size}, not a multiple of train.micro_batch_size "
+            f"({config.train.micro_batch_size}) x world size ({world_size}) = {per_step}; "
+            "change one of them",
+        )
+    return config.train.global_batch_size // per_step
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(str(path), "no such config file")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(str(path), f"not valid YAML: {error}") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(str(path), "the top level must be a mapping of sections")
+    known = {f.name for f in fields(AncreConfig)}
+    for section, values in content.items():
+        if section not in known:
+            raise ConfigError(
+                str(section), f"unknown section in {path}; allowed: {', '.join(sorted(known))}"
+            )
+        if values is not None and not isinstance(values, dict):
+            allowed = ", ".join(_keys_beside(f"{section}.key"))
+            raise ConfigError(
+                str(section), f"in {path} must be a mapping of keys ({allowed}), not {values!r}"
+            )
+    return OmegaConf.create(content)
+
+
+def _named(error: OmegaConfBaseException) -> ConfigError:
+    key = getattr(error, "full_key", None) or "config"
+    first_line = str(getattr(error, "msg", error)).splitlines()[0]
+    if isinstance(error, ConfigKeyError):
+        first_line += f"; allowed: {', '.join(_keys_beside(key))}"
+    return ConfigError(key, first_line)
+
+
+def _keys_beside(full_key: str) -> list[str]:
+    """The schema's keys in the section that holds ``full_key`` (sections for a top key)."""
+    schema: Any = AncreConfig
+    for part in full_key.split(".")[:-1]:
+        schema = get_type_hints(schema).get(part)
+        if not is_dataclass(schema):
+            return []
+    return [f.name for f in fields(schema)]
+
+
+def _choice(key: str, value: str | None, allowed: Sequence[str], optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value not in allowed:
+        raise ConfigError(key, f"is {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _positive(key: str, value: float | None, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise ConfigError(key, f"is {value}; it must be a positive number")
+
+
+def _non_negative(key: str, value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(key, f"is {value}; it must be zero or positive")

@@ -1,0 +1,1 @@
+"""The data pipeline: shards -> documents -> sentencepiece ids -> packed windows -> batches."""

@@ -1,0 +1,41 @@
+"""The topology mix in plain PyTorch: the executable specification of every fused kernel.
+
+For block j with output y_j and the states h_0 .. h_j before it (METHOD.md)::
+
+    h_{j+1} = y_j + sum_{i=0..j} P[j, i] * h_i
+
+The sum accumulates in fp32 (fp64 for fp64 inputs) whatever the dtype of the states,
+and the result takes the dtype of y_j. Autograd derives the backward pass: dh_i += P[j, i] * g and
+dP[j, i] = <h_i, g>, with g the gradient of h_{j+1}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype to accumulate a dtype's values in: at least fp32."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def mix(y: torch.Tensor, states: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """Adds the weighted sum of earlier states to a block's output.
+
+    Args:
+        y: Output of block j, shape (..., D).
+        states: The j+1 states h_0 .. h_j, each shaped like y.
+        weights: Row j of the connection matrix, shape (j+1,).
+
+    Returns:
+        h_{j+1}, shaped and typed like y.
+    """
+    if weights.shape != (len(states),):
+        raise ValueError(f"{len(states)} states need {len(states)} weights, got {weights.shape}")
+    wide = accumulation_dtype(y.dtype)
+    out = y.to(wide)  # (..., D) accumulator
+    for weight, state in zip(weights.to(wide).unbind(0), states, strict=True):
+        out = out + weight * state.to(wide)  # (..., D)
+    return out.to(y.dtype)

@@ -1,0 +1,25 @@
+"""A standard pre-norm Llama decoder block, with its own two inner residuals."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ancre.model.layers import CausalSelfAttention, RMSNorm, SwiGLU
+from ancre.model.presets import ModelShape
+
+
+class DecoderBlock(nn.Module):
+    """``x + Attn(norm x)``, then ``+ MLP(norm .)``: y_j = Block_j(h_j) in METHOD.md."""
+
+    def __init__(self, shape: ModelShape) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(shape.hidden_size, shape.norm_eps)
+        self.attn = CausalSelfAttention(shape.hidden_size, shape.num_heads)
+        self.mlp_norm = RMSNorm(shape.hidden_size, shape.norm_eps)
+        self.mlp = SwiGLU(shape.hidden_size, shape.intermediate_size)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Maps the block's input state (B, T, D) to its output y (B, T, D)."""
+        x = x + self.attn(self.attn_norm(x), rope)  # (B, T, D)
+        return x + self.mlp(self.mlp_norm(x))  # (B, T, D)

@@ -1,0 +1,91 @@
+"""The parts of a Llama decoder block, in reading order: norm, rotary, attention, MLP.
+
+Shapes: B batch, T sequence, D hidden size, H heads, K head size (D = H * K),
+F intermediate size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ancre.kernels.reference import accumulation_dtype
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation with a learned gain, computed in at least fp32."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalises the last dimension; returns x's dtype."""
+        wide = x.to(accumulation_dtype(x.dtype))  # (B, T, D)
+        normed = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.to(x.dtype) * self.weight.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Cos/sin tables of rotary position embeddings (not saved: they are derived)."""
+
+    def __init__(self, head_dim: int, max_seq_len: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)  # (K/2,)
+        angles = torch.outer(torch.arange(max_seq_len).float(), inv_freq)  # (T_max, K/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the (T, K/2) cos and sin tables of the first seq_len positions."""
+        if seq_len > self.cos.shape[0]:
+            raise ValueError(
+                f"sequence of {seq_len} tokens is longer than model.max_seq_len={self.cos.shape[0]}"
+            )
+        return self.cos[:seq_len], self.sin[:seq_len]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotates pairs (x[..., :K/2], x[..., K/2:]) of a (B, H, T, K) tensor by position."""
+    x1, x2 = x.to(accumulation_dtype(x.dtype)).chunk(2, dim=-1)  # (B, H, T, K/2) each
+    rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)  # (B, H, T, K)
+    return rotated.to(x.dtype)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with rotary embeddings, through SDPA."""
+
+    def __init__(self, hidden_size: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.wq = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.wk = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.wv = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.wo = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Attends each position to itself and the positions before it."""
+        b, t, d = x.shape
+        q = self.wq(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
+        k = self.wk(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
+        v = self.wv(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, K)
+        return self.wo(out.transpose(1, 2).reshape(b, t, d))  # (B, T, D)
+
+
+class SwiGLU(nn.Module):
+    """The Llama MLP: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Maps (B, T, D) to (B, T, D) through a (B, T, F) gated hidden layer."""
+        return self.down(F.silu(self.gate(x)) * self.up(x))

@@ -1,0 +1,190 @@
+"""The connection matrix: how the blocks of a stack are wired together.
+
+A stack of L blocks starts from h_0 (the embeddings). Block j reads h_j, returns
+y_j = Block_j(h_j), and the topology adds a weighted sum of every earlier state::
+
+    h_{j+1} = y_j + sum_{i=0..j} P[j, i] * h_i
+
+P is the L x (L+1) connection matrix, zero above the diagonal. The parameterisations:
+
+- ``cascaded``: no mix, h_{j+1} = y_j (the plain Llama); P is all zero.
+- ``ancre``: P[j, :j+1] = softmax(theta_j / tau) with learnable theta_j, zero at
+  initialisation (so P starts uniform); theta_0 has one entry and is frozen (P[0, 0] = 1).
+- ``uniform``: P[j, i] = 1 / (j+1), frozen ("all connections, equal weight").
+
+The logits and the softmax stay in fp32 whatever precision the blocks run in. The
+topology works on any sequence of blocks that map a state to a state of the same shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ancre.config import TopologyConfig
+from ancre.kernels import MixFn, select_mix
+from ancre.kernels.reference import accumulation_dtype
+from ancre.snapshot import TopologySnapshot
+
+logger = logging.getLogger(__name__)
+
+Block = Callable[..., torch.Tensor]
+
+
+class Topology(nn.Module):
+    """The cascaded wiring, and the base of every learned or fixed wiring.
+
+    Subclasses override :meth:`weights` to return a connection matrix.
+
+    Attributes:
+        num_layers: L, the number of blocks the topology wires.
+        parameterisation: Name written into snapshots.
+        temperature: Softmax temperature, or None where there is no softmax.
+    """
+
+    parameterisation = "cascaded"
+    temperature: float | None = None
+
+    def __init__(self, num_layers: int, mix: MixFn) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"a topology needs at least one block, got num_layers={num_layers}")
+        self.num_layers = num_layers
+        self.mix = mix
+
+    def weights(self) -> torch.Tensor | None:
+        """The (L, L+1) fp32 connection matrix the forward pass uses, or None for no mix."""
+        return None
+
+    def matrix(self) -> torch.Tensor:
+        """The (L, L+1) fp32 connection matrix P, detached (all zero when cascaded)."""
+        weights = self.weights()
+        if weights is None:
+            return torch.zeros(self.num_layers, self.num_layers + 1)
+        return weights.detach().float().cpu()
+
+    def logit_rows(self) -> list[torch.Tensor] | None:
+        """The raw logits as ragged rows (row j has j+1 entries), or None if there are none."""
+        return None
+
+    def forward(self, blocks: Sequence[Block], h0: torch.Tensor, *block_args) -> list[torch.Tensor]:
+        """Runs the blocks wired by this topology.
+
+        Args:
+            blocks: The L blocks, each called as ``block(h, *block_args)``.
+            h0: The input state (..., D), e.g. the embeddings.
+            *block_args: Extra arguments passed to every block (e.g. rotary tables).
+
+        Returns:
+            The L+1 states [h_0, ..., h_L].
+        """
+        if len(blocks) != self.num_layers:
+            raise ValueError(f"topology wires {self.num_layers} blocks, got {len(blocks)}")
+        weights = self.weights()  # (L, L+1) fp32, or None
+        states = [h0]
+        for j, block in enumerate(blocks):
+            y = block(states[-1], *block_args)  # (..., D)
+            states.append(y if weights is None else self.mix(y, states, weights[j, : j + 1]))
+        return states
+
+    def snapshot(self, step: int, tokens: int) -> TopologySnapshot:
+        """The connection matrix and logits in the snapshot format of ``ancre.snapshot``."""
+        rows = self.logit_rows()
+        return TopologySnapshot(
+            step=step,
+            tokens=tokens,
+            num_layers=self.num_layers,
+            parameterisation=self.parameterisation,
+            temperature=self.temperature,
+            logits=None if rows is None else [r.detach().cpu().tolist() for r in rows],
+            matrix=self.matrix().tolist(),
+        )
+
+    def extra_repr(self) -> str:
+        """Shown by print(model)."""
+        return f"num_layers={self.num_layers}, parameterisation={self.parameterisation}"
+
+
+class UniformTopology(Topology):
+    """Every block adds the plain average of the states before it: P[j, i] = 1/(j+1)."""
+
+    parameterisation = "uniform"
+
+    def __init__(self, num_layers: int, mix: MixFn) -> None:
+        super().__init__(num_layers, mix)
+        rows = torch.arange(1, num_layers + 1, dtype=torch.float32).unsqueeze(1)  # (L, 1)
+        uniform = torch.ones(num_layers, num_layers + 1).tril() / rows  # (L, L+1)
+        self.register_buffer("uniform", uniform, persistent=False)
+
+    def weights(self) -> torch.Tensor:
+        """The frozen (L, L+1) uniform matrix."""
+        return self.uniform.to(accumulation_dtype(self.uniform.dtype))
+
+
+class AncreTopology(Topology):
+    """Learned rows: P[j, :j+1] = softmax(theta_j / tau), theta zero at initialisation.
+
+    The learnable logits are one flat fp32 parameter holding theta_1 .. theta_{L-1}
+    row after row (L(L+1)/2 - 1 numbers: 299 at L = 24); theta_0 is the frozen 0.
+    """
+
+    parameterisation = "softmax"
+
+    def __init__(self, num_layers: int, mix: MixFn, temperature: float) -> None:
+        super().__init__(num_layers, mix)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
+        num_entries = num_layers * (num_layers + 1) // 2
+        self.logits = nn.Parameter(torch.zeros(num_entries - 1, dtype=torch.float32))
+        rows, cols = torch.tril_indices(num_layers, num_layers + 1)  # row-major, i <= j
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+
+    def _all_logits(self) -> torch.Tensor:
+        """theta_0 (frozen 0) followed by the learnable logits, at least fp32, (L(L+1)/2,)."""
+        logits = self.logits.to(accumulation_dtype(self.logits.dtype))
+        return torch.cat([logits.new_zeros(1), logits])
+
+    def weights(self) -> torch.Tensor:
+        """The (L, L+1) softmax matrix (fp32 or wider), differentiable in the logits."""
+        with torch.autocast(device_type=self.logits.device.type, enabled=False):
+            n = self.num_layers
+            logits = self._all_logits()  # (L(L+1)/2,)
+            scores = logits.new_full((n, n + 1), float("-inf"))
+            scores = scores.index_put((self.rows, self.cols), logits)  # (L, L+1)
+            return torch.softmax(scores / self.temperature, dim=-1)  # (L, L+1), zero above diag
+
+    def logit_rows(self) -> list[torch.Tensor]:
+        """theta_0 .. theta_{L-1} as ragged rows."""
+        sizes = list(range(1, self.num_layers + 1))
+        return list(self._all_logits().detach().split(sizes))
+
+    def extra_repr(self) -> str:
+        """Shown by print(model)."""
+        return f"{super().extra_repr()}, temperature={self.temperature}"
+
+
+def build_topology(config: TopologyConfig, num_layers: int) -> Topology:
+    """Builds the topology a config names, with its mix backend chosen once, here.
+
+    Args:
+        config: The ``topology`` section.
+        num_layers: L, the number of blocks to wire.
+
+    Returns:
+        The topology module.
+    """
+    backend, mix = select_mix(config.backend)
+    if config.kind == "ancre":
+        topology: Topology = AncreTopology(num_layers, mix, config.temperature)
+    elif config.kind == "uniform":
+        topology = UniformTopology(num_layers, mix)
+    else:
+        topology = Topology(num_layers, mix)
+    if config.kind != "cascaded":
+        logger.info("topology %s over %d blocks, mix backend %s", config.kind, num_layers, backend)
+    return topology

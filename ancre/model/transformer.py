@@ -1,0 +1,105 @@
+"""The Llama decoder: embed -> blocks wired by a topology -> norm -> head -> loss.
+
+Shapes: B batch, T sequence, D hidden size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ancre.config import AncreConfig
+from ancre.kernels.reference import accumulation_dtype
+from ancre.model.block import DecoderBlock
+from ancre.model.layers import RMSNorm, RotaryEmbedding
+from ancre.model.presets import ModelShape, resolve_shape
+from ancre.model.topology import Topology, build_topology
+
+IGNORE_INDEX = -100
+"""Target value of positions that do not count in the loss."""
+
+
+class Transformer(nn.Module):
+    """A Llama-style decoder whose residual wiring between blocks is a topology.
+
+    Attributes:
+        shape: The numbers the model was built from.
+    """
+
+    def __init__(self, shape: ModelShape, topology: Topology) -> None:
+        super().__init__()
+        if topology.num_layers != shape.num_layers:
+            raise ValueError(
+                f"topology wires {topology.num_layers} blocks, model has {shape.num_layers}"
+            )
+        self.shape = shape
+        self.embed = nn.Embedding(shape.vocab_size, shape.hidden_size)
+        self.rope = RotaryEmbedding(shape.head_dim, shape.max_seq_len, shape.rope_theta)
+        self.blocks = nn.ModuleList(DecoderBlock(shape) for _ in range(shape.num_layers))
+        self.topology = topology
+        self.norm = RMSNorm(shape.hidden_size, shape.norm_eps)
+        self.head = nn.Linear(shape.hidden_size, shape.vocab_size, bias=False)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.shape.init_std)
+
+    def hidden_states(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Returns the L+1 states [h_0 (embeddings), ..., h_L], each (B, T, D).
+
+        Under autocast the residual stream runs in the autocast dtype, while the
+        weights (the fp32 master copy) and the topology logits stay fp32.
+        """
+        h = self.embed(tokens)  # (B, T, D)
+        device = h.device.type
+        if torch.is_autocast_enabled(device):
+            h = h.to(torch.get_autocast_dtype(device))
+        rope = self.rope(tokens.shape[1])  # 2 x (T, D/H/2)
+        return self.topology(self.blocks, h, rope)
+
+    def forward(
+        self, tokens: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"
+    ) -> torch.Tensor:
+        """Computes logits, or the cross-entropy against targets.
+
+        Args:
+            tokens: Input token ids (B, T).
+            targets: Next-token ids (B, T); IGNORE_INDEX marks positions left out.
+            reduction: ``mean`` over counted positions, or ``sum``.
+
+        Returns:
+            Logits (B, T, V) without targets; the loss (scalar, fp32 or wider) with them.
+        """
+        h = self.hidden_states(tokens)[-1]  # (B, T, D)
+        logits = self.head(self.norm(h))  # (B, T, V)
+        if targets is None:
+            return logits
+        return F.cross_entropy(
+            logits.to(accumulation_dtype(logits.dtype)).flatten(0, 1),  # (B*T, V)
+            targets.flatten(),  # (B*T,)
+            ignore_index=IGNORE_INDEX,
+            reduction=reduction,
+        )
+
+    def num_parameters(self) -> int:
+        """Number of parameters, topology logits included."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(config: AncreConfig, vocab_size: int) -> Transformer:
+    """Builds the decoder and its topology from a config.
+
+    Args:
+        config: A validated config.
+        vocab_size: The tokenizer's vocabulary size.
+
+    Returns:
+        The model, initialised from ``run.seed`` by the caller's RNG state.
+
+    Raises:
+        ConfigError: The model section and the tokenizer do not fit together.
+    """
+    shape = resolve_shape(config.model, vocab_size, config.data.seq_len)
+    return Transformer(shape, build_topology(config.topology, shape.num_layers))

@@ -1,0 +1,125 @@
+"""The topology snapshot: the connection matrix of a run at one step, as versioned JSON.
+
+A snapshot is readable with the standard library alone (numpy optional), so tools can
+inspect a copied run folder without torch::
+
+    {"format": "ancre-topology", "version": 1, "step": 1000, "tokens": 131072000,
+     "num_layers": 8, "parameterisation": "softmax", "temperature": 0.01,
+     "logits": [[0.0], [a, b], ...],      # ragged, row j has j+1 entries; null if none
+     "matrix": [[1.0, 0, ...], ...]}      # L x (L+1), zeros above the diagonal
+
+Row j of ``matrix`` holds the weights P[j, 0..j] that block j puts on the states
+h_0 (the embeddings) .. h_j. Parameterisations: ``softmax`` (learned Ancre rows),
+``uniform`` (frozen 1/(j+1)) and ``cascaded`` (no mix: the matrix is all zero).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ancre.atomic import write_json_atomic
+
+FORMAT = "ancre-topology"
+VERSION = 1
+PARAMETERISATIONS = ("softmax", "uniform", "cascaded")
+ROW_SUM_TOLERANCE = 1e-4
+
+
+class SnapshotError(ValueError):
+    """A snapshot file is missing, of another format or version, or inconsistent."""
+
+
+@dataclass(frozen=True)
+class TopologySnapshot:
+    """One connection matrix with the step it was taken at.
+
+    Attributes:
+        step: Optimiser steps taken when the snapshot was made.
+        tokens: Training tokens seen by then, over all processes.
+        num_layers: L, the number of blocks (rows).
+        parameterisation: How the matrix is made (softmax, uniform, cascaded).
+        temperature: Softmax temperature, or None where no softmax is involved.
+        logits: Ragged raw logits (row j has j+1 entries), or None.
+        matrix: The L x (L+1) matrix P, zeros above the diagonal.
+    """
+
+    step: int
+    tokens: int
+    num_layers: int
+    parameterisation: str
+    temperature: float | None
+    logits: list[list[float]] | None
+    matrix: list[list[float]]
+
+    def to_dict(self) -> dict:
+        """Returns the JSON object of the format, header first."""
+        return {"format": FORMAT, "version": VERSION, **asdict(self)}
+
+    def check(self, source: str = "snapshot") -> None:
+        """Raises SnapshotError (naming ``source``) if the matrix breaks the format's rules."""
+        n = self.num_layers
+        if self.parameterisation not in PARAMETERISATIONS:
+            raise SnapshotError(
+                f"{source}: unknown parameterisation {self.parameterisation!r}; "
+                f"known: {', '.join(PARAMETERISATIONS)}"
+            )
+        if len(self.matrix) != n or any(len(row) != n + 1 for row in self.matrix):
+            raise SnapshotError(f"{source}: matrix must be {n} x {n + 1} (num_layers x L+1)")
+        for j, row in enumerate(self.matrix):
+            if any(not math.isfinite(v) for v in row):
+                raise SnapshotError(f"{source}: row {j} of the matrix is not finite")
+            if any(v != 0.0 for v in row[j + 1 :]):
+                raise SnapshotError(f"{source}: row {j} has weight above the diagonal")
+            total = sum(row)
+            expected = 0.0 if self.parameterisation == "cascaded" else 1.0
+            if abs(total - expected) > ROW_SUM_TOLERANCE:
+                raise SnapshotError(
+                    f"{source}: row {j} of the {self.parameterisation} matrix sums to "
+                    f"{total:.6f}, not {expected:g}"
+                )
+        if self.logits is not None and [len(r) for r in self.logits] != list(range(1, n + 1)):
+            raise SnapshotError(f"{source}: logits must be ragged, row j with j+1 entries")
+
+
+def write_snapshot(snapshot: TopologySnapshot, path: str | Path) -> None:
+    """Checks a snapshot and writes it atomically as JSON."""
+    snapshot.check(str(path))
+    write_json_atomic(path, snapshot.to_dict())
+
+
+def read_snapshot(path: str | Path) -> TopologySnapshot:
+    """Reads and checks a snapshot file.
+
+    Args:
+        path: A ``topology.json`` or ``topology/step_*.json`` file.
+
+    Returns:
+        The snapshot.
+
+    Raises:
+        SnapshotError: The file is missing, not JSON, of another format or version, or
+            its matrix breaks the rules; the message names the file.
+    """
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SnapshotError(f"{path}: no such snapshot file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SnapshotError(f"{path}: not a JSON file ({error})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise SnapshotError(f"{path}: not an {FORMAT} snapshot (format field missing or other)")
+    if obj.get("version") != VERSION:
+        raise SnapshotError(
+            f"{path}: snapshot version {obj.get('version')!r}; this ancre reads version {VERSION}"
+        )
+    try:
+        fields = {k: v for k, v in obj.items() if k not in ("format", "version")}
+        snapshot = TopologySnapshot(**fields)
+    except TypeError as error:
+        raise SnapshotError(f"{path}: fields do not match version {VERSION} ({error})") from None
+    snapshot.check(str(path))
+    return snapshot

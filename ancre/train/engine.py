@@ -1,0 +1,284 @@
+"""Everything distributed: process-group setup and the DeepSpeed engine.
+
+This is the only module of ancre that imports deepspeed or torch.distributed.
+
+Precision: ``train.precision: bf16`` runs DeepSpeed's ``torch_autocast`` mode. The
+parameters stay fp32 (they are the master weights the optimiser updates), matrix
+work runs in bf16 under autocast, and the topology logits and their softmax stay
+fp32 as METHOD.md requires. DeepSpeed's ``bf16`` section is not used because it casts
+every parameter, the topology logits included, to bf16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+if not torch.cuda.is_available():
+    # DeepSpeed picks its accelerator when imported; without a GPU it must be the CPU.
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+import deepspeed  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from deepspeed.utils import logger as deepspeed_logger  # noqa: E402
+
+from ancre.config import AncreConfig  # noqa: E402
+from ancre.model import Transformer  # noqa: E402
+from ancre.snapshot import TopologySnapshot  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands among the training processes.
+
+    Attributes:
+        rank: Global rank.
+        local_rank: Rank on this machine.
+        world_size: Number of processes.
+        device: The device this process computes on.
+    """
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes shared files (rank 0)."""
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_distributed() -> DistributedContext:
+    """Joins the process group that a launcher (DeepSpeed, torchrun) describes.
+
+    A process started with no launcher is a world of one: the variables DeepSpeed
+    needs are set here (a free local port), instead of DeepSpeed's MPI discovery.
+
+    Returns:
+        This process's place in the world.
+    """
+    if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
+        os.environ.update(
+            RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(_free_port()),
+        )  # fmt: skip
+    missing = [name for name in LAUNCHER_VARIABLES if name not in os.environ]
+    if missing:
+        raise RuntimeError(
+            f"the launcher set only part of the process-group variables; missing: "
+            f"{', '.join(missing)}. Start with deepspeed, torchrun, or no launcher at all"
+        )
+    deepspeed_logger.setLevel(logging.WARNING)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    return DistributedContext(dist.get_rank(), local_rank, dist.get_world_size(), device)
+
+
+def barrier() -> None:
+    """Waits until every process of the group gets here."""
+    dist.barrier()
+
+
+def deepspeed_config(config: AncreConfig, accumulation_steps: int) -> dict[str, Any]:
+    """The DeepSpeed config dict of a run.
+
+    Args:
+        config: The run config.
+        accumulation_steps: Micro-batches per optimiser step and process.
+
+    Returns:
+        The dict for ``deepspeed.initialize``.
+    """
+    train = config.train
+    ds: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": train.micro_batch_size,
+        "gradient_accumulation_steps": accumulation_steps,
+        "gradient_clipping": train.grad_clip,
+        "zero_optimization": {"stage": train.zero_stage},
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+    if train.precision == "bf16":
+        ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    return ds
+
+
+def parameter_groups(model: Transformer, config: AncreConfig) -> list[dict[str, Any]]:
+    """AdamW groups: weight matrices (decayed), norms (not), topology logits (own lr).
+
+    Args:
+        model: The model.
+        config: The run config (lr, weight decay, topology lr multiplier).
+
+    Returns:
+        The non-empty parameter groups; each remembers its peak lr as ``peak_lr``.
+    """
+    topology = [p for p in model.topology.parameters() if p.requires_grad]
+    topology_ids = {id(p) for p in topology}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in topology_ids]
+    lr = config.train.lr
+    groups = [
+        {"name": "weights", "params": [p for p in others if p.ndim >= 2],
+         "weight_decay": config.train.weight_decay, "peak_lr": lr},
+        {"name": "norms", "params": [p for p in others if p.ndim < 2],
+         "weight_decay": 0.0, "peak_lr": lr},
+        {"name": "topology", "params": topology,
+         "weight_decay": 0.0, "peak_lr": lr * config.topology.lr_multiplier},
+    ]  # fmt: skip
+    return [dict(group, lr=group["peak_lr"]) for group in groups if group["params"]]
+
+
+class Engine:
+    """The model and its optimiser inside a DeepSpeed engine.
+
+    Attributes:
+        context: This process's place in the world.
+        model: The single-device model the engine wraps.
+    """
+
+    def __init__(
+        self,
+        model: Transformer,
+        config: AncreConfig,
+        context: DistributedContext,
+        accumulation_steps: int,
+    ) -> None:
+        self.context = context
+        self.model = model
+        self._zero_stage = config.train.zero_stage
+        self._grad_norm: float | None = None
+        optimizer = torch.optim.AdamW(
+            parameter_groups(model, config),
+            lr=config.train.lr,
+            betas=(config.train.beta1, config.train.beta2),
+            eps=config.train.eps,
+        )
+        self._engine, self._optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=deepspeed_config(config, accumulation_steps)
+        )
+
+    def forward_backward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One micro-batch: forward, loss, backward (gradients accumulate).
+
+        Args:
+            inputs: Token ids (B, T).
+            targets: Next-token ids (B, T).
+
+        Returns:
+            The micro-batch's mean loss, detached.
+        """
+        self._engine.train()
+        loss = self._engine(inputs.to(self.context.device), targets.to(self.context.device))
+        self._engine.backward(loss)
+        return loss.detach()
+
+    def step(self, lr_factor: float) -> None:
+        """Ends a micro-batch; on the last one of a step, updates the weights.
+
+        Args:
+            lr_factor: Multiplier of every group's peak learning rate for this step.
+        """
+        for group in self._optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * lr_factor
+        if self._zero_stage == 0 and self._engine.is_gradient_accumulation_boundary():
+            # ZeRO optimisers record the norm; without ZeRO the gradients are whole here.
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            self._grad_norm = float(torch.nn.utils.get_total_norm(grads))
+        self._engine.step()
+
+    @property
+    def lr(self) -> float:
+        """Learning rate of the weight matrices."""
+        return float(self._optimizer.param_groups[0]["lr"])
+
+    def grad_norm(self) -> float | None:
+        """Global gradient norm of the last optimiser step, before clipping, if known."""
+        if self._zero_stage == 0:
+            return self._grad_norm
+        norm = self._engine.get_global_grad_norm()
+        return None if norm is None else float(norm)
+
+    @torch.no_grad()
+    def loss_sum(self, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+        """Summed cross-entropy of a batch, without gradients (for evaluation)."""
+        self._engine.eval()
+        device = self.context.device
+        loss = self._engine(inputs.to(device), targets.to(device), reduction="sum")
+        return float(loss)
+
+    def all_reduce_sum(self, values: Sequence[float]) -> list[float]:
+        """Sums a few numbers over all processes (fp64, so sums are exact enough)."""
+        tensor = torch.tensor(list(values), dtype=torch.float64, device=self.context.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor.tolist()
+
+    @contextlib.contextmanager
+    def _whole_topology(self) -> Iterator[None]:
+        """Makes the topology parameters whole on every rank (ZeRO-3 partitions them)."""
+        params = list(self.model.topology.parameters())
+        if params and hasattr(params[0], "ds_id"):
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                yield
+        else:
+            yield
+
+    def topology_snapshot(self, step: int, tokens: int) -> TopologySnapshot:
+        """The current connection matrix (collective under ZeRO-3: call on every rank)."""
+        with self._whole_topology():
+            return self.model.topology.snapshot(step, tokens)
+
+    def save(self, folder: Path) -> None:
+        """Writes DeepSpeed's model and optimiser state into ``folder`` (collective).
+
+        DeepSpeed also writes its own ``latest`` file beside ``folder``, naming it: its
+        ZeRO-3 weights-only loader looks for that file and ignores the tag.
+        """
+        self._engine.save_checkpoint(str(folder.parent), tag=folder.name, save_latest=True)
+
+    def load(self, folder: Path, weights_only: bool = False) -> None:
+        """Reads the state written by :meth:`save` (collective).
+
+        Args:
+            folder: The engine folder of a checkpoint.
+            weights_only: Load the model weights and leave the optimiser as it is.
+        """
+        path, _ = self._engine.load_checkpoint(
+            str(folder.parent),
+            tag=folder.name,
+            load_optimizer_states=not weights_only,
+            load_lr_scheduler_states=False,
+            load_module_only=weights_only,
+        )
+        if path is None:
+            raise FileNotFoundError(f"{folder}: DeepSpeed found no checkpoint to load there")
+
+    def close(self) -> None:
+        """Leaves the process group."""
+        self._engine.destroy()
+        if dist.is_initialized():
+            dist.destroy_process_group()

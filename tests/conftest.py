@@ -1,0 +1,42 @@
+"""Shared fixtures: the repository root, a tokenizer of the sample corpus, subprocess env."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ancre.data.sources import find_shards, iter_documents
+from ancre.data.tokenizer import Tokenizer, train_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+
+
+@pytest.fixture(scope="session")
+def sample_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    """A 512-piece unigram tokenizer trained on the bundled sample corpus."""
+    path = tmp_path_factory.mktemp("tokenizer") / "sample.model"
+    documents = iter_documents(find_shards(str(SAMPLE), "train"), "text", Counter())
+    return train_tokenizer(documents, path, vocab_size=512)
+
+
+@pytest.fixture(scope="session")
+def subprocess_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for `ancre` subprocesses: CPU DeepSpeed, offline wandb, no launcher."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
+    env.update(
+        DS_ACCELERATOR="cpu",
+        WANDB_MODE="offline",
+        PYTHONUNBUFFERED="1",
+        MPLCONFIGDIR=str(tmp_path_factory.mktemp("mpl")),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    return env

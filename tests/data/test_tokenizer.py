@@ -1,0 +1,69 @@
+"""Tests for ancre/data/tokenizer.py: training, loading, encoding and decoding."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import sentencepiece as spm
+
+from ancre.data.tokenizer import Tokenizer, train_tokenizer
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_training_is_deterministic(tmp_path: Path, documents, model_type) -> None:
+    first = train_tokenizer(documents, tmp_path / "a.model", 320, model_type)
+    second = train_tokenizer(documents, tmp_path / "b.model", 320, model_type)
+    assert first.path.read_bytes() == second.path.read_bytes()
+    assert first.vocab_size == 320
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_unigram_and_bpe_differ(tmp_path: Path, documents) -> None:
+    unigram = train_tokenizer(documents, tmp_path / "u.model", 320, "unigram")
+    bpe = train_tokenizer(documents, tmp_path / "b.model", 320, "bpe")
+    assert unigram.path.read_bytes() != bpe.path.read_bytes()
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_round_trip_keeps_spaces(tmp_path: Path, documents, model_type) -> None:
+    tokenizer = train_tokenizer(documents, tmp_path / "t.model", 320, model_type)
+    texts = ["the  river   stone", "  leading and trailing  ", "Ünïcode ✓ 42 zebra"]
+    texts += [document.replace("\n", "  ") for document in documents[:20]]
+    for text, ids in zip(texts, tokenizer.encode(texts), strict=True):
+        assert tokenizer.decode(ids) == text
+
+
+def test_round_trip_keeps_newlines_and_tabs(tokenizer: Tokenizer, documents) -> None:
+    texts = ["anchor layer\n\nresidual\tweight\n", *documents[:5]]
+    assert any("\n" in text for text in texts[1:])
+    for text, ids in zip(texts, tokenizer.encode(texts), strict=True):
+        assert tokenizer.decode(ids) == text
+
+
+def test_eos_piece(tokenizer: Tokenizer) -> None:
+    processor = spm.SentencePieceProcessor(model_file=str(tokenizer.path))
+    assert 0 <= tokenizer.eos_id < tokenizer.vocab_size
+    assert processor.id_to_piece(tokenizer.eos_id) == "</s>"
+    assert tokenizer.eos_id not in tokenizer.encode(["the river </s> stone"])[0]
+
+
+def test_loading_a_saved_model(tokenizer: Tokenizer, documents) -> None:
+    loaded = Tokenizer(tokenizer.path)
+    assert loaded.vocab_size == tokenizer.vocab_size
+    assert loaded.encode(documents[:5]) == tokenizer.encode(documents[:5])
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.model"
+    with pytest.raises(FileNotFoundError) as info:
+        Tokenizer(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_soft_vocabulary_limit(tmp_path: Path, documents, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="ancre.data.tokenizer"):
+        tokenizer = train_tokenizer(documents[:30], tmp_path / "t.model", 5000)
+    assert tokenizer.vocab_size < 5000
+    assert f"only {tokenizer.vocab_size} of the 5000" in caplog.text

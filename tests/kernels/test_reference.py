@@ -1,0 +1,44 @@
+import torch
+
+from ancre.kernels import select_mix
+from ancre.kernels.reference import mix
+
+
+def test_mix_is_the_weighted_sum():
+    y = torch.randn(2, 3, 4)
+    states = [torch.randn(2, 3, 4) for _ in range(3)]
+    w = torch.tensor([0.2, 0.3, 0.5])
+    torch.testing.assert_close(
+        mix(y, states, w), y + 0.2 * states[0] + 0.3 * states[1] + 0.5 * states[2]
+    )
+
+
+def test_gradcheck_in_float64():
+    y = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    states = [torch.randn(3, 5, dtype=torch.float64, requires_grad=True) for _ in range(4)]
+    w = torch.rand(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda y, w, *s: mix(y, s, w), (y, w, *states))
+
+
+def test_bf16_states_accumulate_in_fp32():
+    # bf16 spaces values 2 apart near 256: adding 0.5 four times one by one in bf16 rounds
+    # every addition away (256), while an fp32 accumulator reaches 258, a bf16 value.
+    y = torch.full((4,), 256.0, dtype=torch.bfloat16)
+    states = [torch.ones(4, dtype=torch.bfloat16)] * 4
+    out = mix(y, states, torch.full((4,), 0.5))
+    assert out.dtype == torch.bfloat16
+    assert torch.all(out == 258.0)
+
+
+def test_weights_must_match_states():
+    try:
+        mix(torch.ones(2), [torch.ones(2)], torch.ones(2))
+    except ValueError as error:
+        assert "1 states need 1 weights" in str(error)
+    else:
+        raise AssertionError("a weight count mismatch was accepted")
+
+
+def test_auto_selects_reference_on_cpu():
+    name, fn = select_mix("auto")
+    assert name == "reference" and fn is mix

@@ -1,0 +1,113 @@
+import pytest
+import torch
+from torch import nn
+
+from ancre.config import TopologyConfig
+from ancre.kernels.reference import mix
+from ancre.model.topology import AncreTopology, Topology, UniformTopology, build_topology
+from ancre.snapshot import TopologySnapshot
+
+
+def expected_matrix(logits: torch.Tensor, num_layers: int, tau: float) -> torch.Tensor:
+    """P from the flat learnable logits, row by row, straight from METHOD.md."""
+    matrix = torch.zeros(num_layers, num_layers + 1)
+    matrix[0, 0] = 1.0
+    start = 0
+    for j in range(1, num_layers):
+        row = logits[start : start + j + 1]
+        matrix[j, : j + 1] = torch.softmax(row / tau, dim=0)
+        start += j + 1
+    return matrix
+
+
+def test_ancre_counts_learnable_logits_like_the_method():
+    assert AncreTopology(24, mix, 0.01).logits.numel() == 299
+    assert AncreTopology(1, mix, 0.01).logits.numel() == 0
+
+
+def test_ancre_starts_uniform_with_frozen_first_row():
+    topology = AncreTopology(5, mix, 0.01)
+    matrix = topology.matrix()
+    assert matrix.shape == (5, 6)
+    for j in range(5):
+        torch.testing.assert_close(matrix[j, : j + 1], torch.full((j + 1,), 1 / (j + 1)))
+        assert torch.all(matrix[j, j + 1 :] == 0)
+
+
+def test_ancre_matrix_is_softmax_of_rows_over_temperature():
+    torch.manual_seed(0)
+    topology = AncreTopology(6, mix, 0.5)
+    with torch.no_grad():
+        topology.logits.normal_()
+    expected = expected_matrix(topology.logits.detach(), 6, 0.5)
+    torch.testing.assert_close(topology.matrix(), expected)
+    torch.testing.assert_close(topology.matrix().sum(1), torch.ones(6))
+    rows = topology.logit_rows()
+    assert [len(r) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[0].item() == 0.0
+
+
+def test_uniform_and_cascaded_matrices():
+    uniform = UniformTopology(4, mix).matrix()
+    torch.testing.assert_close(uniform[3, :4], torch.full((4,), 0.25))
+    assert torch.all(uniform.triu(1) == 0)
+    assert list(UniformTopology(4, mix).parameters()) == []
+    assert torch.all(Topology(4, mix).matrix() == 0)
+
+
+def test_topology_wires_any_blocks_by_the_formula():
+    torch.manual_seed(1)
+    blocks = nn.ModuleList(nn.Linear(8, 8) for _ in range(4))
+    topology = AncreTopology(4, mix, 1.0)
+    with torch.no_grad():
+        topology.logits.normal_()
+    h0 = torch.randn(3, 8)
+    states = topology(blocks, h0)
+    P = topology.matrix()
+    expected = [h0]
+    for j, block in enumerate(blocks):
+        y = block(expected[j])
+        expected.append(y + sum(P[j, i] * expected[i] for i in range(j + 1)))
+    assert len(states) == 5
+    for got, want in zip(states, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_cascaded_is_a_plain_chain_of_blocks():
+    blocks = [lambda h: 2 * h, lambda h: h + 1]
+    states = Topology(2, mix)(blocks, torch.ones(2))
+    torch.testing.assert_close(states[-1], torch.full((2,), 3.0))
+
+
+def test_wrong_number_of_blocks_is_refused():
+    with pytest.raises(ValueError, match="wires 3 blocks, got 2"):
+        Topology(3, mix)([lambda h: h, lambda h: h], torch.ones(1))
+
+
+def test_softmax_stays_fp32_under_bf16_autocast():
+    topology = AncreTopology(4, mix, 0.01)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        weights = topology.weights()
+    assert weights.dtype == torch.float32
+    assert topology.logits.dtype == torch.float32
+
+
+def test_snapshot_holds_matrix_logits_and_temperature():
+    topology = AncreTopology(3, mix, 0.02)
+    snapshot = topology.snapshot(step=7, tokens=700)
+    assert isinstance(snapshot, TopologySnapshot)
+    assert (snapshot.step, snapshot.tokens, snapshot.num_layers) == (7, 700, 3)
+    assert snapshot.parameterisation == "softmax" and snapshot.temperature == 0.02
+    assert [len(r) for r in snapshot.logits] == [1, 2, 3]
+    snapshot.check()
+    Topology(3, mix).snapshot(0, 0).check()
+    UniformTopology(3, mix).snapshot(0, 0).check()
+
+
+def test_build_topology_kinds():
+    assert type(build_topology(TopologyConfig(kind="cascaded"), 2)) is Topology
+    assert isinstance(build_topology(TopologyConfig(kind="uniform"), 2), UniformTopology)
+    ancre = build_topology(TopologyConfig(kind="ancre", temperature=0.3), 2)
+    assert isinstance(ancre, AncreTopology) and ancre.temperature == 0.3
+    with pytest.raises(ValueError, match="topology.backend='nope' is not available"):
+        build_topology(TopologyConfig(backend="nope"), 2)

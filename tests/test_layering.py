@@ -1,0 +1,74 @@
+"""The import rules of DESIGN.md, checked on the source and in a fresh interpreter."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ancre"
+DISTRIBUTED = ("deepspeed", "torch.distributed")
+
+# module (or package) -> the ancre modules it may import
+ALLOWED = {
+    "ancre.atomic": set(),
+    "ancre.config": set(),
+    "ancre.kernels": {"ancre.kernels"},
+    "ancre.snapshot": {"ancre.atomic"},
+    "ancre.model": {"ancre.model", "ancre.config", "ancre.kernels", "ancre.snapshot"},
+    "ancre.data": {"ancre.data", "ancre.config", "ancre.atomic"},
+    "ancre.checkpoint": {"ancre", "ancre.atomic", "ancre.config", "ancre.snapshot"},
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@pytest.mark.parametrize("folder", ["model", "kernels"])
+def test_model_and_kernels_never_import_distributed_code(folder):
+    for path in (PACKAGE / folder).rglob("*.py"):
+        for name in imports_of(path):
+            assert not name.startswith(DISTRIBUTED), f"{path} imports {name}"
+
+
+def test_importing_model_and_kernels_loads_no_distributed_module():
+    code = (
+        "import sys, ancre.model, ancre.kernels, ancre.data.loader, ancre.snapshot;"
+        "print(sorted(m for m in sys.modules if m.startswith('deepspeed')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_only_the_engine_imports_deepspeed():
+    importers = {
+        module_name(p)
+        for p in PACKAGE.rglob("*.py")
+        if any(n.startswith(DISTRIBUTED) for n in imports_of(p))
+    }
+    assert importers == {"ancre.train.engine"}
+
+
+def test_modules_import_only_what_the_layering_allows():
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        rule = next((ALLOWED[k] for k in ALLOWED if name == k or name.startswith(k + ".")), None)
+        if rule is None:
+            continue  # train, cli and tools sit on top and may import everything
+        for imported in imports_of(path):
+            if imported == "ancre" or imported.startswith("ancre."):
+                top = next((r for r in rule if imported == r or imported.startswith(r + ".")), None)
+                assert top is not None, f"{name} imports {imported}; allowed: {sorted(rule)}"

@@ -1,0 +1,113 @@
+"""Tests for ancre/snapshot.py: the versioned JSON topology snapshot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ancre.snapshot import SnapshotError, TopologySnapshot, read_snapshot, write_snapshot
+
+
+def uniform(num_layers: int = 3) -> TopologySnapshot:
+    matrix = [
+        [1 / (j + 1) if i <= j else 0.0 for i in range(num_layers + 1)] for j in range(num_layers)
+    ]
+    return TopologySnapshot(
+        step=7,
+        tokens=7 * 4096,
+        num_layers=num_layers,
+        parameterisation="uniform",
+        temperature=None,
+        logits=None,
+        matrix=matrix,
+    )
+
+
+def softmax() -> TopologySnapshot:
+    return TopologySnapshot(
+        step=10,
+        tokens=1234,
+        num_layers=2,
+        parameterisation="softmax",
+        temperature=0.01,
+        logits=[[0.0], [0.25, -0.5]],
+        matrix=[[1.0, 0.0, 0.0], [0.75, 0.25, 0.0]],
+    )
+
+
+def write_raw(path: Path, snapshot: TopologySnapshot, **changes) -> Path:
+    """Writes the snapshot's JSON object with some fields changed, bypassing the checks."""
+    path.write_text(json.dumps({**snapshot.to_dict(), **changes}))
+    return path
+
+
+@pytest.mark.parametrize("snapshot", [uniform(), softmax()], ids=["uniform", "softmax"])
+def test_round_trip(tmp_path: Path, snapshot: TopologySnapshot) -> None:
+    path = tmp_path / "topology.json"
+    write_snapshot(snapshot, path)
+    assert read_snapshot(path) == snapshot
+    obj = json.loads(path.read_text())
+    assert (obj["format"], obj["version"]) == ("ancre-topology", 1)
+
+
+def test_cascaded_all_zero_accepted(tmp_path: Path) -> None:
+    cascaded = replace(uniform(), parameterisation="cascaded", matrix=[[0.0] * 4] * 3)
+    path = write_raw(tmp_path / "topology.json", cascaded)
+    assert read_snapshot(path) == cascaded
+    with pytest.raises(SnapshotError, match="sums to"):
+        read_snapshot(write_raw(tmp_path / "bad.json", uniform(), parameterisation="cascaded"))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.json"
+    with pytest.raises(SnapshotError, match="no such snapshot file") as info:
+        read_snapshot(path)
+    assert str(path) in str(info.value)
+
+
+def test_not_json(tmp_path: Path) -> None:
+    path = tmp_path / "topology.json"
+    path.write_text("{not json")
+    with pytest.raises(SnapshotError, match="not a JSON file") as info:
+        read_snapshot(path)
+    assert str(path) in str(info.value)
+
+
+BAD_FIELDS = {
+    "wrong format": ({"format": "other-topology"}, "not an ancre-topology snapshot"),
+    "wrong version": ({"version": 2}, "version 2"),
+    "unknown field": ({"extra": 1}, "fields do not match"),
+    "row sum": ({"matrix": [[1.0, 0.0, 0.0], [0.5, 0.25, 0.0]]}, "row 1 .* sums to 0.75"),
+    "above diagonal": ({"matrix": [[0.9, 0.1, 0.0], [0.75, 0.25, 0.0]]}, "above the diagonal"),
+    "too few rows": ({"matrix": [[1.0, 0.0, 0.0]]}, "must be 2 x 3"),
+    "short row": ({"matrix": [[1.0, 0.0], [0.75, 0.25]]}, "must be 2 x 3"),
+    "ragged logits": ({"logits": [[0.0, 0.0], [0.25]]}, "ragged"),
+    "parameterisation": ({"parameterisation": "sigmoid"}, "unknown parameterisation"),
+}
+
+
+@pytest.mark.parametrize("changes, message", BAD_FIELDS.values(), ids=BAD_FIELDS.keys())
+def test_bad_snapshot_names_the_file(tmp_path: Path, changes: dict, message: str) -> None:
+    path = write_raw(tmp_path / "step_00000010.json", softmax(), **changes)
+    with pytest.raises(SnapshotError, match=message) as info:
+        read_snapshot(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_write_refuses_a_bad_matrix(tmp_path: Path) -> None:
+    path = tmp_path / "topology.json"
+    with pytest.raises(SnapshotError, match="above the diagonal"):
+        write_snapshot(replace(softmax(), matrix=[[0.5, 0.5, 0.0], [0.75, 0.25, 0.0]]), path)
+    assert not path.exists()
+
+
+def test_imports_nothing_heavy() -> None:
+    code = "import ancre.snapshot, sys; print('torch' in sys.modules, 'numpy' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]

@@ -1,0 +1,146 @@
+"""Real training runs through DeepSpeed on the CPU: one and two processes, ZeRO 0 and 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+from ancre.checkpoint import latest_checkpoint, verify_checkpoint
+from ancre.config import load_config
+from ancre.data.loader import validation_windows
+from ancre.data.sources import find_shards
+from ancre.data.tokenizer import Tokenizer
+from ancre.model import build_model
+from ancre.snapshot import read_snapshot
+from tests.conftest import REPO, SAMPLE
+
+pytestmark = pytest.mark.slow
+
+STEPS = 50
+
+
+@dataclass(frozen=True)
+class Run:
+    zero_stage: int
+    processes: int
+    precision: str = "fp32"
+    own_tokenizer: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"zero{self.zero_stage}-p{self.processes}-{self.precision}"
+
+
+RUNS = [
+    Run(0, 1, own_tokenizer=True),
+    Run(2, 1, precision="bf16"),
+    Run(0, 2),
+    Run(2, 2),
+]
+
+
+def launcher(processes: int) -> list[str]:
+    if processes == 1:
+        return [sys.executable, "-m", "ancre.cli"]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={processes}", "-m", "ancre.cli"]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=RUNS, ids=lambda run: run.name)
+def trained(request, tmp_path_factory, subprocess_env, sample_tokenizer) -> tuple[Run, Path]:
+    run: Run = request.param
+    out = tmp_path_factory.mktemp("runs")
+    tokenizer = "null" if run.own_tokenizer else str(sample_tokenizer.path)
+    overrides = [
+        f"run.out_dir={out}", f"run.name={run.name}", f"data.path={SAMPLE}",
+        f"data.tokenizer={tokenizer}", "data.tokenizer_vocab_size=512", "data.seq_len=64",
+        f"train.steps={STEPS}", "train.micro_batch_size=4", "train.global_batch_size=8",
+        "train.lr=3e-3", "train.warmup_steps=5", f"train.precision={run.precision}",
+        f"train.zero_stage={run.zero_stage}", "train.log_every=10",
+        "eval.every=25", "eval.tokens=4096", "checkpoint.topology_every=10",
+    ]  # fmt: skip
+    command = launcher(run.processes) + ["train", str(REPO / "configs/quickstart.yaml"), *overrides]
+    result = subprocess.run(
+        command, env=subprocess_env, capture_output=True, text=True, timeout=600, cwd=out
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return run, out / run.name
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_validation_loss_falls_and_metrics_are_written(trained):
+    run, run_dir = trained
+    logged = records(run_dir)
+    train_steps = [r["step"] for r in logged if "loss" in r]
+    evals = [r for r in logged if "val_loss" in r]
+    assert train_steps == [10, 20, 30, 40, 50]
+    assert [r["step"] for r in evals] == [0, 25, 50]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0
+    assert evals[-1]["val_tokens"] == 4096
+    last = [r for r in logged if "loss" in r][-1]
+    assert last["tokens"] == STEPS * 8 * 64
+    assert last["tokens_per_s"] > 0 and last["lr"] > 0 and last["grad_norm"] > 0
+
+
+def test_topology_snapshots_are_valid_and_learned(trained):
+    _, run_dir = trained
+    files = sorted((run_dir / "topology").glob("step_*.json"))
+    assert [f.name for f in files] == [f"step_{s:08d}.json" for s in range(0, STEPS + 1, 10)]
+    first, last = read_snapshot(files[0]), read_snapshot(files[-1])  # rows sum to 1, tril
+    assert first.parameterisation == "softmax" and first.num_layers == 6
+    assert first.matrix[3][:4] == pytest.approx([0.25] * 4)
+    assert last.matrix != first.matrix
+
+
+def test_checkpoint_loads_back_into_an_identical_model(trained):
+    run, run_dir = trained
+    folder = latest_checkpoint(run_dir)
+    assert folder is not None and folder.name == f"step_{STEPS:08d}"
+    manifest = verify_checkpoint(folder)
+    assert (manifest["world_size"], manifest["zero_stage"]) == (run.processes, run.zero_stage)
+
+    if run.zero_stage == 0:
+        states = torch.load(folder / "engine" / "mp_rank_00_model_states.pt", weights_only=False)
+        weights = states["module"]
+    else:
+        weights = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag="engine")
+    assert weights["topology.logits"].dtype == torch.float32
+
+    config = load_config(folder / "config.yaml")
+    tokenizer = Tokenizer(folder / "tokenizer.model")
+    model = build_model(config, tokenizer.vocab_size)
+    model.load_state_dict(weights, strict=True)
+    snapshot = read_snapshot(folder / "topology.json")
+    torch.testing.assert_close(model.topology.matrix(), torch.tensor(snapshot.matrix))
+
+    windows = validation_windows(
+        find_shards(str(SAMPLE), "validation"), tokenizer, "text", 64, config.eval.tokens
+    )
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=run.precision == "bf16"):
+        loss = model(windows[:, :-1], windows[:, 1:], reduction="sum") / windows[:, 1:].numel()
+    final = [r for r in records(run_dir) if "val_loss" in r][-1]
+    tolerance = 2e-3 if run.precision == "bf16" else 1e-5
+    assert float(loss) == pytest.approx(final["val_loss"], rel=tolerance)
+
+
+def test_eval_command_reproduces_the_final_validation_loss(trained, subprocess_env):
+    _, run_dir = trained
+    folder = run_dir / "checkpoints" / f"step_{STEPS:08d}"
+    result = subprocess.run(
+        launcher(1) + ["eval", str(folder)], env=subprocess_env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads(result.stdout.strip().splitlines()[-1])
+    final = [r for r in records(run_dir) if "val_loss" in r][-1]
+    assert evaluated["step"] == STEPS
+    assert evaluated["val_loss"] == pytest.approx(final["val_loss"], rel=1e-6)

@@ -1,0 +1,104 @@
+"""Training-step time of the same model wired cascaded, Ancre and uniform, in one run.
+
+Each topology gets its own model (same seed, same shapes) and the same batches. Steps
+(forward, backward, AdamW) are timed in turns, one step of each topology per round,
+so drifts of a noisy machine hit them alike; the script prints the median step
+time, tokens/s and the ratio to cascaded. No DeepSpeed: this measures the model.
+
+    python tools/bench_step.py --preset tiny --seq-len 128 --micro-batch 8
+    python tools/bench_step.py --preset 1b --seq-len 2048 --micro-batch 4 --precision bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from contextlib import nullcontext
+
+import torch
+
+from ancre.config import load_config
+from ancre.model import Transformer, build_model
+
+TOPOLOGIES = ("cascaded", "ancre", "uniform")
+
+
+def build(kind: str, args: argparse.Namespace, device: torch.device) -> Transformer:
+    """One model of the preset, wired by ``kind``."""
+    torch.manual_seed(0)
+    overrides = [
+        f"model.preset={args.preset}",
+        f"topology.kind={kind}",
+        f"data.seq_len={args.seq_len}",
+        f"topology.backend={args.backend}",
+    ]
+    return build_model(load_config(None, overrides), args.vocab_size).to(device)
+
+
+def main() -> None:
+    """Parses the arguments, times the steps and prints the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--micro-batch", type=int, default=8)
+    parser.add_argument("--vocab-size", type=int, default=32000)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--backend", default="auto", help="topology.backend")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per topology")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per topology")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    models = {kind: build(kind, args, device) for kind in TOPOLOGIES}
+    optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+    generator = torch.Generator().manual_seed(0)
+    shape = (args.micro_batch, args.seq_len + 1)
+    batches = [
+        torch.randint(0, args.vocab_size, shape, generator=generator).to(device) for _ in range(4)
+    ]
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if args.precision == "bf16"
+        else nullcontext()
+    )
+
+    def step(kind: str, batch: torch.Tensor) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with autocast:
+            loss = models[kind](batch[:, :-1], batch[:, 1:])
+        loss.backward()
+        optimizers[kind].step()
+        optimizers[kind].zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {kind: [] for kind in TOPOLOGIES}
+    for i in range(args.warmup + args.steps):
+        for kind in TOPOLOGIES:
+            elapsed = step(kind, batches[i % len(batches)])
+            if i >= args.warmup:
+                times[kind].append(elapsed)
+
+    shape_ = models["cascaded"].shape
+    tokens = args.micro_batch * args.seq_len
+    print(
+        f"preset {args.preset}: L={shape_.num_layers} D={shape_.hidden_size}, "
+        f"{args.micro_batch}x{args.seq_len} tokens, {args.precision}, {device.type}, "
+        f"{torch.get_num_threads()} threads, median of {args.steps} steps"
+    )
+    base = statistics.median(times["cascaded"])
+    print(f"{'topology':<10} {'step ms':>9} {'tokens/s':>10} {'vs cascaded':>12}")
+    for kind in TOPOLOGIES:
+        median = statistics.median(times[kind])
+        print(f"{kind:<10} {median * 1e3:9.2f} {tokens / median:10.0f} {median / base:11.3f}x")
+
+
+if __name__ == "__main__":
+    main()
