@@ -34,9 +34,15 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Writes an object as indented JSON atomically (see :func:`write_bytes_atomic`)."""
-    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 1) -> None:
+    """Writes an object as JSON atomically (see :func:`write_bytes_atomic`).
+
+    Args:
+        path: Destination.
+        obj: A JSON-serialisable object.
+        indent: Indentation for people to read; None writes one compact line.
+    """
+    write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
 
 
 def fsync_dir(path: str | Path) -> None:

@@ -10,6 +10,7 @@
         config.yaml          the resolved config of the run
         tokenizer.model      the run's sentencepiece model
         trainer_state.json   step, tokens, world size
+        data/rank_00000.json the data loader position of each rank
         manifest.json        format, version, step, tokens, world size, ZeRO stage,
                              code version, and every file above with size and sha256
       latest                 name of the newest complete checkpoint, written last
@@ -59,6 +60,17 @@ class TrainerState:
 def checkpoint_folder(run_dir: Path, step: int) -> Path:
     """The folder of the checkpoint taken after ``step`` steps."""
     return run_dir / "checkpoints" / f"step_{step:08d}"
+
+
+def write_data_state(folder: Path, rank: int, state: dict[str, Any]) -> None:
+    """Writes one rank's data-loader position into a checkpoint folder (every rank calls it)."""
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / "data" / f"rank_{rank:05d}.json", state, indent=None)
+
+
+def read_data_state(folder: Path, rank: int) -> dict[str, Any]:
+    """The data-loader position of one rank saved in a checkpoint."""
+    return json.loads((folder / "data" / f"rank_{rank:05d}.json").read_text())
 
 
 def _sha256(path: Path) -> str:

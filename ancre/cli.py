@@ -1,4 +1,4 @@
-"""The ``ancre`` command: ``ancre train CONFIG [key=value ...]``, ``ancre eval CHECKPOINT``."""
+"""The ``ancre`` command: ``ancre train CONFIG [CONFIG ...] [key=value ...]``, ``ancre eval``."""
 
 from __future__ import annotations
 
@@ -20,9 +20,13 @@ def _parser() -> argparse.ArgumentParser:
     # DeepSpeed's launcher passes --local_rank; the rank is read from the environment.
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    train_cmd = commands.add_parser("train", help="train a model from a YAML config")
-    train_cmd.add_argument("config", type=Path, help="YAML config file")
-    train_cmd.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=100")
+    train_cmd = commands.add_parser("train", help="train a model from YAML configs")
+    train_cmd.add_argument(
+        "settings",
+        nargs="+",
+        metavar="CONFIG_OR_OVERRIDE",
+        help="YAML files merged in order, then key=value overrides (e.g. train.steps=100)",
+    )
     eval_cmd = commands.add_parser("eval", help="validation loss of a checkpoint")
     eval_cmd.add_argument("checkpoint", type=Path, help="a checkpoint folder")
     eval_cmd.add_argument("overrides", nargs="*", help="key=value overrides of its config")
@@ -41,9 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "train":
-            train(load_config(args.config, args.overrides))
-        else:
-            print(json.dumps(evaluate_checkpoint(args.checkpoint, args.overrides)))
+            files = [item for item in args.settings if "=" not in item]
+            overrides = [item for item in args.settings if "=" in item]
+            train(load_config(files, overrides))
+        elif (result := evaluate_checkpoint(args.checkpoint, args.overrides)) is not None:
+            print(json.dumps(result))
     except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError) as error:
         print(f"ancre {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -25,8 +25,8 @@ MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
 TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform")
 MIX_BACKENDS = ("auto", "reference")
 ATTENTION_BACKENDS = ("sdpa",)
-DATA_SOURCES = ("local",)
-PACKING_MODES = ("docs",)
+DATA_SOURCES = ("local", "hub")
+PACKING_MODES = ("docs", "none")
 TOKENIZER_MODELS = ("unigram", "bpe")
 PRECISIONS = ("fp32", "bf16")
 WANDB_MODES = ("disabled", "offline", "online")
@@ -105,11 +105,16 @@ class DataConfig:
     """Where documents come from and how they become token sequences."""
 
     source: str = "local"
-    """local: C4-format JSON-lines shards (.json.gz or .jsonl) on disk."""
+    """local: C4-format JSON-lines shards (.json.gz or .jsonl) under data.path; hub: stream
+    data.hub_name from the Hugging Face hub."""
     path: str = "data/sample"
-    """Folder holding the shards, or a glob matching them."""
+    """Folder holding the shards, or a glob matching them (data.source: local)."""
+    hub_name: str = "allenai/c4"
+    """Dataset streamed when data.source is hub."""
+    hub_subset: str = "en"
+    """Configuration of the hub dataset."""
     text_field: str = "text"
-    """Key of each JSON line that holds the document text."""
+    """Key of each JSON line (or hub example) that holds the document text."""
     tokenizer: str | None = None
     """Path to a sentencepiece .model file; null trains one on the training shards."""
     tokenizer_vocab_size: int = 4096
@@ -119,7 +124,12 @@ class DataConfig:
     seq_len: int = 256
     """Tokens per training sequence (the model sees seq_len inputs and seq_len targets)."""
     packing: str = "docs"
-    """docs: documents joined with EOS and cut into windows with no padding."""
+    """docs: documents joined with EOS and cut into windows with no padding; none: one
+    window per document, truncated or padded, padding masked out of the loss."""
+    num_workers: int = 0
+    """DataLoader worker processes per rank that read and tokenize; 0 reads in the trainer."""
+    shuffle: bool = True
+    """Read the training shards in a seeded random order, new each epoch."""
 
 
 @dataclass(frozen=True)
@@ -162,8 +172,9 @@ class EvalConfig:
 
     every: int = 0
     """Evaluate every this many steps; 0 evaluates at the start and at the end only."""
-    tokens: int = 65536
-    """Validation tokens; the same tokens whatever the number of processes."""
+    tokens: int = 10_000_000
+    """Validation target tokens (rounded up to whole sequences); the same tokens whatever
+    the number of processes."""
     micro_batch_size: int = 8
     """Sequences per process per evaluation forward pass."""
 
@@ -202,12 +213,16 @@ class AncreConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> AncreConfig:
-    """Merges defaults, a YAML file and dotlist overrides, then validates the result.
+def load_config(
+    path: str | Path | Sequence[str | Path] | None = None, overrides: Sequence[str] = ()
+) -> AncreConfig:
+    """Merges defaults, YAML files and dotlist overrides, then validates the result.
 
     Args:
-        path: YAML file; None uses the defaults alone.
-        overrides: ``key=value`` strings, e.g. ``["train.steps=100"]``; they win over the file.
+        path: A YAML file, or several merged in order (a base config, then fragments
+            such as ``configs/data/c4.yaml``); None uses the defaults alone.
+        overrides: ``key=value`` strings, e.g. ``["train.steps=100"]``; they win over
+            the files.
 
     Returns:
         The validated config.
@@ -216,10 +231,11 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         ConfigError: The file is missing or unreadable, a key is unknown, a value has the
             wrong type, or a value is not allowed.
     """
+    paths = [] if path is None else [path] if isinstance(path, str | Path) else list(path)
     merged = OmegaConf.structured(AncreConfig)
     try:
-        if path is not None:
-            merged = OmegaConf.merge(merged, _read_yaml(Path(path)))
+        for file in paths:
+            merged = OmegaConf.merge(merged, _read_yaml(Path(file)))
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(item, "an override must be key=value, e.g. train.steps=100")
@@ -284,6 +300,7 @@ def validate(config: AncreConfig) -> None:
     _non_negative("topology.lr_multiplier", config.topology.lr_multiplier)
     _positive("data.tokenizer_vocab_size", config.data.tokenizer_vocab_size)
     _positive("data.seq_len", config.data.seq_len)
+    _non_negative("data.num_workers", config.data.num_workers)
     if not config.data.text_field:
         raise ConfigError("data.text_field", "must name the JSON key that holds the text")
     if config.model.max_seq_len is not None and config.model.max_seq_len < config.data.seq_len:

@@ -1,11 +1,21 @@
-"""Per-rank batches of packed token sequences, and the fixed validation set.
+"""Per-rank training batches with exact resume, and the fixed validation set.
 
-Training documents are dealt out round-robin: rank r of W reads documents
-r, r + W, r + 2W, ... of the shards in name order, so the ranks read disjoint parts and
-together every document once per epoch. The validation set is the first
-``eval.tokens`` tokens of the validation shards, packed into windows, the same
-whatever the number of ranks; each rank evaluates every W-th window and the losses
-are summed over ranks per token.
+A rank reads through ``data.num_workers`` DataLoader workers (or in the trainer
+process when it is 0). Each (rank, worker) pair is one *reader* of the training
+source (see ``ancre.data.sources``): reader ``rank * W + w`` of ``world_size * W``.
+Each reader turns its documents into windows with its own packer and builds whole
+micro-batches; the DataLoader hands them out round-robin, worker 0, 1, ..., W-1, 0, ...
+
+Resume: every batch carries the state of the reader that made it (the source position
+after its last document, the packer's pending tokens, the skip counts). The loader
+keeps the latest state of each reader and which reader comes next; that is its
+``state_dict()``. A loader given that state restarts each reader where it stopped,
+without re-reading what it consumed, and rotates the workers so the round-robin order
+goes on unbroken: it yields exactly the batches an uninterrupted loader would.
+
+Validation: the first ``eval.tokens`` target tokens of the validation split, packed
+the same way; the same set whatever the world size (each rank evaluates every W-th
+window and the losses are summed per token over ranks).
 """
 
 from __future__ import annotations
@@ -14,124 +24,253 @@ import itertools
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ancre.data.packing import pack_documents
-from ancre.data.sources import iter_documents
+from ancre.config import DataConfig
+from ancre.data.packing import Packer
+from ancre.data.sources import DocumentSource, split_texts, training_source
 from ancre.data.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
-ENCODE_CHUNK = 64
-"""Documents encoded per sentencepiece call."""
+IGNORE_INDEX = -100
+"""Target id of positions left out of the loss (padding); matches the model's."""
+STATE_FORMAT = "ancre-data"
+STATE_VERSION = 1
 
 
-def _encoded(tokenizer: Tokenizer, texts: Iterator[str]) -> Iterator[list[int]]:
-    while chunk := list(itertools.islice(texts, ENCODE_CHUNK)):
-        yield from tokenizer.encode(chunk)
+def to_batch(rows: list[tuple[list[int], int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stacks windows into inputs and targets, padding masked out of the targets.
 
+    Args:
+        rows: (window of T+1 token ids, count of real tokens) pairs.
 
-class TrainBatches:
-    """An endless stream of (inputs, targets) micro-batches for one rank.
-
-    Attributes:
-        skipped: Counts of skipped input lines by reason, over all epochs so far.
-        epoch: How many times the shards have been read through completely.
+    Returns:
+        Inputs (B, T) and targets (B, T), int64; targets are IGNORE_INDEX past the
+        real tokens.
     """
+    tokens = torch.tensor([window for window, _ in rows], dtype=torch.long)  # (B, T+1)
+    valid = torch.tensor([count for _, count in rows])  # (B,)
+    targets = tokens[:, 1:].clone()  # (B, T)
+    positions = torch.arange(1, tokens.shape[1])  # (T,) index of each target in its window
+    targets[positions.unsqueeze(0) >= valid.unsqueeze(1)] = IGNORE_INDEX
+    return tokens[:, :-1], targets
+
+
+class WindowReader:
+    """One reader's documents turned into windows, with a state to restart from."""
 
     def __init__(
         self,
-        shards: Sequence[Path],
+        source: DocumentSource,
         tokenizer: Tokenizer,
-        text_field: str,
-        seq_len: int,
+        window: int,
+        packing: str,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.packer = Packer(tokenizer.eos_id, window, packing)
+        self.skipped: Counter[str] = Counter(state["skipped"] if state else {})
+        self.position: dict[str, Any] | None = state["position"] if state else None
+        if state:
+            self.packer.pending = state["pending"]
+        self._documents = source.documents(self.position, self.skipped)
+
+    def __iter__(self) -> WindowReader:
+        return self
+
+    def __next__(self) -> tuple[list[int], int]:
+        """The next window (T+1 ids) and its count of real tokens."""
+        while (item := self.packer.pop()) is None:
+            text, self.position = next(self._documents)
+            self.packer.add(self.tokenizer.encode_one(text))
+        return item
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this reader stands: source position, pending tokens, skip counts."""
+        return {
+            "position": self.position,
+            "pending": self.packer.pending,
+            "skipped": dict(self.skipped),
+        }
+
+
+@dataclass(frozen=True)
+class _ReaderSpec:
+    """What a worker process needs to rebuild its reader (picklable)."""
+
+    config: DataConfig
+    tokenizer_path: str
+    micro_batch_size: int
+    rank: int
+    world_size: int
+    workers: int
+    seed: int
+
+    def batches(
+        self, logical: int, state: dict[str, Any] | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]]:
+        """The micro-batches of reader ``logical`` of this rank, each with its state after."""
+        source = training_source(
+            self.config, self.rank * self.workers + logical, self.world_size * self.workers,
+            self.seed,
+        )  # fmt: skip
+        tokenizer = Tokenizer(self.tokenizer_path)
+        reader = WindowReader(
+            source, tokenizer, self.config.seq_len + 1, self.config.packing, state
+        )
+        while True:
+            rows = list(itertools.islice(reader, self.micro_batch_size))
+            yield *to_batch(rows), logical, reader.state_dict()
+
+
+class _ReaderBatches(IterableDataset):
+    """Per DataLoader worker, the batches of one reader; worker w runs reader first + w."""
+
+    def __init__(self, spec: _ReaderSpec, states: list[dict[str, Any] | None], first: int):
+        super().__init__()
+        self.spec = spec
+        self.states = states
+        self.first = first
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]]:
+        info = get_worker_info()
+        logical = ((0 if info is None else info.id) + self.first) % self.spec.workers
+        yield from self.spec.batches(logical, self.states[logical])
+
+
+class TrainLoader:
+    """The endless training batches of one rank, resumable with state_dict()."""
+
+    def __init__(
+        self,
+        config: DataConfig,
+        tokenizer: Tokenizer,
         micro_batch_size: int,
         rank: int = 0,
         world_size: int = 1,
+        seed: int = 0,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside a world of {world_size}")
-        self.shards = list(shards)
-        self.tokenizer = tokenizer
-        self.text_field = text_field
-        self.seq_len = seq_len
-        self.micro_batch_size = micro_batch_size
-        self.rank = rank
-        self.world_size = world_size
-        self.skipped: Counter[str] = Counter()
-        self.epoch = 0
-        self._windows = self._endless_windows()
+        self.config = config
+        self.workers = max(1, config.num_workers)
+        self._spec = _ReaderSpec(
+            config, str(tokenizer.path), micro_batch_size, rank, world_size, self.workers, seed
+        )
+        self._states: list[dict[str, Any] | None] = [None] * self.workers
+        self._next = 0
+        self._batches = self._start()
 
-    def _rank_documents(self) -> Iterator[str]:
-        documents = iter_documents(self.shards, self.text_field, self.skipped)
-        return itertools.islice(documents, self.rank, None, self.world_size)
-
-    def _endless_windows(self) -> Iterator[list[int]]:
-        while True:
-            produced = False
-            texts = self._rank_documents()
-            windows = pack_documents(
-                _encoded(self.tokenizer, texts), self.tokenizer.eos_id, self.seq_len + 1
+    def _start(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]]:
+        dataset = _ReaderBatches(self._spec, list(self._states), self._next)
+        if self.config.num_workers == 0:
+            return iter(dataset)
+        return iter(
+            DataLoader(
+                dataset,
+                batch_size=None,
+                num_workers=self.config.num_workers,
+                pin_memory=torch.cuda.is_available(),
             )
-            for window in windows:
-                produced = True
-                yield window
-            if not produced:
-                raise ValueError(
-                    f"rank {self.rank} got no complete sequence of {self.seq_len + 1} tokens "
-                    f"from {len(self.shards)} training shard(s); use more data or a smaller "
-                    "data.seq_len"
-                )
-            self.epoch += 1
+        )
 
-    def __iter__(self) -> TrainBatches:
+    def __iter__(self) -> TrainLoader:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next micro-batch: inputs (B, T) and targets (B, T), int64."""
-        rows = [next(self._windows) for _ in range(self.micro_batch_size)]
-        batch = torch.tensor(rows, dtype=torch.long)  # (B, T+1)
-        return batch[:, :-1], batch[:, 1:]
+        inputs, targets, logical, state = next(self._batches)
+        if logical != self._next:
+            raise RuntimeError(f"batch from reader {logical}, expected reader {self._next}")
+        self._states[logical] = state
+        self._next = (logical + 1) % self.workers
+        return inputs, targets
+
+    def skipped(self) -> Counter[str]:
+        """Input lines this rank's readers skipped, by reason, since the run began."""
+        total: Counter[str] = Counter()
+        for state in self._states:
+            if state is not None:
+                total.update(state["skipped"])
+        return total
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loader's position: each reader's state and which reader comes next."""
+        spec = self._spec
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "rank": spec.rank,
+            "world_size": spec.world_size,
+            "num_workers": self.config.num_workers,
+            "next_reader": self._next,
+            "readers": list(self._states),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continues from a state_dict() of a loader with the same rank, world and workers.
+
+        Raises:
+            ValueError: The state is of another format, or was written by a loader that
+                split the data differently (rank, world size or workers differ).
+        """
+        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+            raise ValueError(f"not an {STATE_FORMAT} v{STATE_VERSION} loader state")
+        mine = (self._spec.rank, self._spec.world_size, self.config.num_workers)
+        theirs = (state["rank"], state["world_size"], state["num_workers"])
+        if mine != theirs:
+            raise ValueError(
+                f"the data position was saved by rank {theirs[0]} of {theirs[1]} with "
+                f"{theirs[2]} workers; this is rank {mine[0]} of {mine[1]} with {mine[2]}. "
+                "Resume with the same number of processes and data.num_workers"
+            )
+        self._states = list(state["readers"])
+        self._next = state["next_reader"]
+        self._batches = self._start()
 
 
-def validation_windows(
-    shards: Sequence[Path], tokenizer: Tokenizer, text_field: str, seq_len: int, num_tokens: int
-) -> torch.Tensor:
-    """The fixed validation set: the first ``num_tokens`` target tokens, packed.
+def validation_set(
+    config: DataConfig, tokenizer: Tokenizer, num_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed validation set: the first ``num_tokens`` target tokens of the split.
 
     Args:
-        shards: Validation shards, in name order.
+        config: The ``data`` section (source, packing, seq_len).
         tokenizer: The run's tokenizer.
-        text_field: JSON key holding the text.
-        seq_len: Tokens per sequence.
-        num_tokens: Target tokens wanted; rounded up to whole windows.
+        num_tokens: Target tokens wanted; rounded up to whole sequences.
 
     Returns:
-        Windows (N, seq_len + 1), int64; N * seq_len target tokens.
+        Inputs (N, T) and targets (N, T); padding (``packing: none``) is IGNORE_INDEX.
 
     Raises:
-        ValueError: The validation shards hold not even one window.
+        ValueError: The validation split holds not even one sequence.
     """
-    wanted = math.ceil(num_tokens / seq_len)
-    skipped: Counter[str] = Counter()
-    texts = iter_documents(shards, text_field, skipped)
-    windows = list(
-        itertools.islice(
-            pack_documents(_encoded(tokenizer, texts), tokenizer.eos_id, seq_len + 1), wanted
-        )
-    )
-    if not windows:
+    wanted = math.ceil(num_tokens / config.seq_len)
+    packer = Packer(tokenizer.eos_id, config.seq_len + 1, config.packing)
+    rows: list[tuple[list[int], int]] = []
+    for text in split_texts(config, "validation", Counter()):
+        packer.add(tokenizer.encode_one(text))
+        while len(rows) < wanted and (item := packer.pop()) is not None:
+            rows.append(item)
+        if len(rows) == wanted:
+            break
+    if not rows:
         raise ValueError(
-            f"the validation shards ({', '.join(map(str, shards))}) hold fewer than "
-            f"{seq_len + 1} tokens; add validation data or lower data.seq_len"
+            f"the validation split of {config.path!r} holds fewer than {config.seq_len + 1} "
+            "tokens; add validation data or lower data.seq_len"
         )
-    if len(windows) < wanted:
+    if len(rows) < wanted:
         logger.warning(
-            "validation data holds %d tokens, fewer than eval.tokens=%d; evaluating on all of it",
-            len(windows) * seq_len,
+            "validation data holds %d sequences, fewer than the %d of eval.tokens=%d; "
+            "evaluating on all of it",
+            len(rows),
+            wanted,
             num_tokens,
         )
-    return torch.tensor(windows, dtype=torch.long)
+    return to_batch(rows)

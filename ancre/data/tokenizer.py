@@ -40,6 +40,10 @@ class Tokenizer:
         """Token ids of each text (no BOS/EOS added)."""
         return self._sp.encode(list(texts), num_threads=1)
 
+    def encode_one(self, text: str) -> list[int]:
+        """Token ids of one text (no BOS/EOS added)."""
+        return self._sp.encode(text)
+
     def decode(self, ids: Sequence[int]) -> str:
         """The text of a sequence of ids."""
         return self._sp.decode(list(ids))
@@ -51,12 +55,14 @@ def train_tokenizer(
     vocab_size: int,
     model_type: str = "unigram",
     max_chars: int = 200_000_000,
+    num_threads: int = 1,
 ) -> Tokenizer:
     """Trains a sentencepiece model on documents and writes it atomically.
 
-    Training is deterministic for the same texts in the same order. Byte fallback is
-    on, so no text is ever out of vocabulary, and text is not normalised, so
-    ``decode(encode(text)) == text`` (spaces, tabs and newlines included).
+    Training is deterministic for the same texts in the same order and the same
+    ``num_threads``. Byte fallback is on, so no text is ever out of vocabulary, and
+    text is not normalised, so ``decode(encode(text)) == text`` (spaces, tabs and
+    newlines included).
 
     Args:
         texts: Documents; each line of a document is one training sentence.
@@ -64,9 +70,15 @@ def train_tokenizer(
         vocab_size: Number of pieces wanted; text with too few distinct pieces gives fewer.
         model_type: ``unigram`` or ``bpe``.
         max_chars: Stop reading documents after this many characters.
+        num_threads: Trainer threads; the model depends on them, so keep them fixed to
+            reproduce a tokenizer.
 
     Returns:
         The trained tokenizer.
+
+    Raises:
+        ValueError: sentencepiece refused the settings (e.g. too few pieces for the
+            characters of the text).
     """
 
     def sentences() -> Iterator[str]:
@@ -80,8 +92,30 @@ def train_tokenizer(
                 return
 
     model = io.BytesIO()
+    try:
+        _train(sentences(), model, vocab_size, model_type, num_threads)
+    except RuntimeError as error:
+        raise ValueError(
+            f"sentencepiece could not train a {vocab_size}-piece {model_type} tokenizer "
+            f"(data.tokenizer_vocab_size): {error}"
+        ) from None
+    write_bytes_atomic(path, model.getvalue())
+    tokenizer = Tokenizer(path)
+    if tokenizer.vocab_size < vocab_size:
+        logger.warning(
+            "the text supports only %d of the %d pieces of data.tokenizer_vocab_size",
+            tokenizer.vocab_size,
+            vocab_size,
+        )
+    logger.info("trained a %s tokenizer of %d pieces: %s", model_type, tokenizer.vocab_size, path)
+    return tokenizer
+
+
+def _train(
+    sentences: Iterator[str], model: io.BytesIO, vocab_size: int, model_type: str, threads: int
+) -> None:
     spm.SentencePieceTrainer.train(
-        sentence_iterator=sentences(),
+        sentence_iterator=sentences,
         model_writer=model,
         vocab_size=vocab_size,
         model_type=model_type,
@@ -95,17 +129,7 @@ def train_tokenizer(
         eos_id=2,
         pad_id=-1,
         shuffle_input_sentence=False,
-        num_threads=1,
+        num_threads=threads,
         hard_vocab_limit=False,
         minloglevel=2,
     )
-    write_bytes_atomic(path, model.getvalue())
-    tokenizer = Tokenizer(path)
-    if tokenizer.vocab_size < vocab_size:
-        logger.warning(
-            "the text supports only %d of the %d pieces of data.tokenizer_vocab_size",
-            tokenizer.vocab_size,
-            vocab_size,
-        )
-    logger.info("trained a %s tokenizer of %d pieces: %s", model_type, tokenizer.vocab_size, path)
-    return tokenizer

@@ -17,10 +17,11 @@ from ancre.checkpoint import (
     checkpoint_folder,
     publish_checkpoint,
     verify_checkpoint,
+    write_data_state,
 )
 from ancre.config import AncreConfig, check_world_size, config_dict, load_config, save_config
-from ancre.data.loader import TrainBatches, validation_windows
-from ancre.data.sources import SKIP_REASONS, find_shards, iter_documents
+from ancre.data.loader import TrainLoader, validation_set
+from ancre.data.sources import SKIP_REASONS, check_data, split_texts
 from ancre.data.tokenizer import Tokenizer, train_tokenizer
 from ancre.model import IGNORE_INDEX, build_model
 from ancre.snapshot import write_snapshot
@@ -59,15 +60,13 @@ def prepare_run_folder(run_dir: Path, overwrite: bool, is_main: bool) -> None:
         (run_dir / "checkpoints").mkdir(exist_ok=True)
 
 
-def load_tokenizer(
-    config: AncreConfig, run_dir: Path, train_shards: list[Path], context: DistributedContext
-) -> Tokenizer:
-    """The run's tokenizer: ``data.tokenizer``, or one the main process trains on the shards."""
+def load_tokenizer(config: AncreConfig, run_dir: Path, context: DistributedContext) -> Tokenizer:
+    """The run's tokenizer: ``data.tokenizer``, or one the main process trains on the data."""
     if config.data.tokenizer is not None:
         return Tokenizer(config.data.tokenizer)
     path = run_dir / "tokenizer.model"
     if context.is_main and not path.exists():
-        documents = iter_documents(train_shards, config.data.text_field, Counter())
+        documents = split_texts(config.data, "train", Counter())
         train_tokenizer(
             documents, path, config.data.tokenizer_vocab_size, config.data.tokenizer_model
         )
@@ -75,35 +74,36 @@ def load_tokenizer(
     return Tokenizer(path)
 
 
-def evaluate(engine: Engine, windows: torch.Tensor, micro_batch_size: int) -> dict[str, float]:
+def evaluate(
+    engine: Engine, inputs: torch.Tensor, targets: torch.Tensor, micro_batch_size: int
+) -> dict[str, float]:
     """Token-weighted validation loss over all processes.
 
-    Every process evaluates every W-th window; all run the same number of forward
+    Every process evaluates every W-th sequence; all run the same number of forward
     passes (padding with fully ignored rows), which ZeRO-3 needs.
 
     Args:
         engine: The engine holding the model.
-        windows: The validation set (N, T+1), identical on every process.
+        inputs: Validation inputs (N, T), identical on every process.
+        targets: Validation targets (N, T); IGNORE_INDEX positions do not count.
         micro_batch_size: Rows per forward pass.
 
     Returns:
         ``val_loss`` (mean cross-entropy per target token), ``val_ppl`` and ``val_tokens``.
     """
     rank, world = engine.context.rank, engine.context.world_size
-    own = windows[rank::world]  # (n, T+1)
-    per_rank = math.ceil(windows.shape[0] / world)
-    num_batches = math.ceil(per_rank / micro_batch_size)
-    inputs, targets = own[:, :-1], own[:, 1:].clone()  # (n, T) each
-    padding = num_batches * micro_batch_size - own.shape[0]
+    own_inputs, own_targets = inputs[rank::world], targets[rank::world]  # (n, T) each
+    num_batches = math.ceil(math.ceil(inputs.shape[0] / world) / micro_batch_size)
+    padding = num_batches * micro_batch_size - own_inputs.shape[0]
     if padding:
-        filler = windows[:1, :-1].expand(padding, -1)  # (padding, T)
-        inputs = torch.cat([inputs, filler])
-        targets = torch.cat([targets, torch.full_like(filler, IGNORE_INDEX)])
+        filler = inputs[:1].expand(padding, -1)  # (padding, T)
+        own_inputs = torch.cat([own_inputs, filler])
+        own_targets = torch.cat([own_targets, torch.full_like(filler, IGNORE_INDEX)])
     loss_sum = 0.0
     for b in range(num_batches):
         rows = slice(b * micro_batch_size, (b + 1) * micro_batch_size)
-        loss_sum += engine.loss_sum(inputs[rows], targets[rows])
-    count = float((targets != IGNORE_INDEX).sum())
+        loss_sum += engine.loss_sum(own_inputs[rows], own_targets[rows])
+    count = float((own_targets != IGNORE_INDEX).sum())
     total, tokens = engine.all_reduce_sum([loss_sum, count])
     return {"val_loss": total / tokens, "val_ppl": math.exp(total / tokens), "val_tokens": tokens}
 
@@ -116,8 +116,8 @@ class Trainer:
         config: AncreConfig,
         run_dir: Path,
         engine: Engine,
-        batches: TrainBatches,
-        val_windows: torch.Tensor,
+        batches: TrainLoader,
+        validation: tuple[torch.Tensor, torch.Tensor],
         tokenizer: Tokenizer,
         metrics: MetricsLogger,
     ) -> None:
@@ -125,7 +125,7 @@ class Trainer:
         self.run_dir = run_dir
         self.engine = engine
         self.batches = batches
-        self.val_windows = val_windows
+        self.validation = validation
         self.tokenizer = tokenizer
         self.metrics = metrics
         self.accumulation = check_world_size(config, engine.context.world_size)
@@ -181,7 +181,8 @@ class Trainer:
         return float(total) / self.accumulation
 
     def _log_train(self, loss_sum: float, steps: int, elapsed: float) -> None:
-        values = [loss_sum / steps] + [float(self.batches.skipped[r]) for r in SKIP_REASONS]
+        skipped_here = self.batches.skipped()
+        values = [loss_sum / steps] + [float(skipped_here[r]) for r in SKIP_REASONS]
         summed = self.engine.all_reduce_sum(values)
         record: dict[str, Any] = {
             "step": self.step,
@@ -215,7 +216,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Validation loss of the current weights (collective)."""
-        return evaluate(self.engine, self.val_windows, self.config.eval.micro_batch_size)
+        return evaluate(self.engine, *self.validation, self.config.eval.micro_batch_size)
 
     def snapshot(self) -> None:
         """Writes topology/step_XXXXXXXX.json (collective under ZeRO-3)."""
@@ -228,6 +229,7 @@ class Trainer:
         folder = checkpoint_folder(self.run_dir, self.step)
         started = time.perf_counter()
         self.engine.save(folder / "engine")
+        write_data_state(folder, self.engine.context.rank, self.batches.state_dict())
         snapshot = self.engine.topology_snapshot(self.step, self.tokens)
         barrier()
         if self.engine.context.is_main:
@@ -271,9 +273,7 @@ def train(config: AncreConfig) -> Path:
     Returns:
         The run folder.
     """
-    data = config.data
-    train_shards = find_shards(data.path, "train")
-    val_shards = find_shards(data.path, "validation")
+    check_data(config.data)
     context = init_distributed()
     _setup_logging(context)
     accumulation = check_world_size(config, context.world_size)
@@ -282,7 +282,7 @@ def train(config: AncreConfig) -> Path:
     barrier()
     if context.is_main:
         save_config(config, run_dir / "config.yaml")
-    tokenizer = load_tokenizer(config, run_dir, train_shards, context)
+    tokenizer = load_tokenizer(config, run_dir, context)
     torch.manual_seed(config.run.seed)
     model = build_model(config, tokenizer.vocab_size)
     if context.is_main:
@@ -292,13 +292,11 @@ def train(config: AncreConfig) -> Path:
             config.topology.kind, context.world_size,
         )  # fmt: skip
     engine = Engine(model, config, context, accumulation)
-    batches = TrainBatches(
-        train_shards, tokenizer, data.text_field, data.seq_len,
-        config.train.micro_batch_size, context.rank, context.world_size,
+    batches = TrainLoader(
+        config.data, tokenizer, config.train.micro_batch_size, context.rank, context.world_size,
+        config.run.seed,
     )  # fmt: skip
-    val = validation_windows(
-        val_shards, tokenizer, data.text_field, data.seq_len, config.eval.tokens
-    )
+    val = validation_set(config.data, tokenizer, config.eval.tokens)
     metrics = MetricsLogger(_metric_sinks(config, run_dir) if context.is_main else [])
     trainer = Trainer(config, run_dir, engine, batches, val, tokenizer, metrics)
     try:
@@ -324,7 +322,7 @@ def _setup_logging(context: DistributedContext) -> None:
     )
 
 
-def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float]:
+def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float] | None:
     """Loads a checkpoint through DeepSpeed and evaluates it on the validation set.
 
     Args:
@@ -332,7 +330,8 @@ def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float]:
         overrides: Dotlist overrides of the checkpoint's config (e.g. ``eval.tokens=4096``).
 
     Returns:
-        The checkpoint's step and its ``val_loss``, ``val_ppl`` and ``val_tokens``.
+        On the main process, the checkpoint's step and its ``val_loss``, ``val_ppl`` and
+        ``val_tokens``; None on the others.
     """
     manifest = verify_checkpoint(folder)
     config = load_config(folder / "config.yaml", overrides)
@@ -344,12 +343,8 @@ def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float]:
     engine = Engine(model, config, context, check_world_size(config, context.world_size))
     try:
         engine.load(folder / "engine", weights_only=True)
-        data = config.data
-        val = validation_windows(
-            find_shards(data.path, "validation"), tokenizer, data.text_field, data.seq_len,
-            config.eval.tokens,
-        )  # fmt: skip
-        result = evaluate(engine, val, config.eval.micro_batch_size)
+        val = validation_set(config.data, tokenizer, config.eval.tokens)
+        result = evaluate(engine, *val, config.eval.micro_batch_size)
     finally:
         engine.close()
-    return {"step": manifest["step"], **result}
+    return {"step": manifest["step"], **result} if context.is_main else None

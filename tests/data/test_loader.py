@@ -1,4 +1,4 @@
-"""Tests for ancre/data/loader.py: per-rank training batches and the validation set."""
+"""Tests for ancre/data/loader.py: per-rank batches, exact resume, the validation set."""
 
 from __future__ import annotations
 
@@ -11,118 +11,174 @@ from pathlib import Path
 import pytest
 import torch
 
-from ancre.data.loader import TrainBatches, validation_windows
+from ancre.config import DataConfig
+from ancre.data.loader import IGNORE_INDEX, TrainLoader, to_batch, validation_set
 from ancre.data.packing import pack_documents
+from ancre.data.sources import LocalShards
+from ancre.model import IGNORE_INDEX as MODEL_IGNORE_INDEX
 
 SEQ_LEN = 16
 
 
 @pytest.fixture
-def shards(tmp_path: Path, write_shard, documents) -> list[Path]:
-    """The 200 documents over three shards of uneven size."""
-    return [
-        write_shard(tmp_path / "c4-train.00000-of-00003.json.gz", documents[:70]),
-        write_shard(tmp_path / "c4-train.00001-of-00003.json.gz", documents[70:71]),
-        write_shard(tmp_path / "c4-train.00002-of-00003.json.gz", documents[71:]),
-    ]
+def folder(tmp_path: Path, write_shard, documents) -> Path:
+    """The 200 documents over three training shards of uneven size, and a validation shard."""
+    write_shard(tmp_path / "c4-train.00000-of-00003.json.gz", documents[:70])
+    write_shard(tmp_path / "c4-train.00001-of-00003.json.gz", documents[70:71])
+    write_shard(tmp_path / "c4-train.00002-of-00003.json.gz", documents[71:])
+    write_shard(tmp_path / "c4-validation.00000-of-00001.json.gz", documents[:40])
+    return tmp_path
 
 
-def all_windows(tokenizer, texts: list[str], seq_len: int = SEQ_LEN) -> list[list[int]]:
-    return list(pack_documents(tokenizer.encode(texts), tokenizer.eos_id, seq_len + 1))
+def data(folder: Path, **changes) -> DataConfig:
+    return DataConfig(**{"path": str(folder), "seq_len": SEQ_LEN, "shuffle": False, **changes})
 
 
-def test_batch_shapes_and_shifted_targets(shards, tokenizer, documents) -> None:
-    batches = TrainBatches(shards, tokenizer, "text", SEQ_LEN, micro_batch_size=4)
-    inputs, targets = next(batches)
-    assert inputs.shape == targets.shape == (4, SEQ_LEN)
-    assert inputs.dtype == targets.dtype == torch.long
-    assert torch.equal(inputs[:, 1:], targets[:, :-1])
+def all_windows(tokenizer, texts: list[str]) -> list[list[int]]:
+    return list(pack_documents(tokenizer.encode(texts), tokenizer.eos_id, SEQ_LEN + 1))
+
+
+def take(loader: TrainLoader, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [next(loader) for _ in range(n)]
+
+
+def test_ignore_index_matches_the_model() -> None:
+    assert IGNORE_INDEX == MODEL_IGNORE_INDEX
+
+
+def test_batches_are_the_packed_stream(folder, tokenizer, documents) -> None:
+    loader = TrainLoader(data(folder), tokenizer, micro_batch_size=4)
+    inputs, targets = next(loader)
+    assert inputs.shape == targets.shape == (4, SEQ_LEN) and inputs.dtype == torch.long
     expected = torch.tensor(all_windows(tokenizer, documents)[:4])
     assert torch.equal(inputs, expected[:, :-1]) and torch.equal(targets, expected[:, 1:])
 
 
-@pytest.mark.parametrize("world_size", [2, 3])
-def test_ranks_split_documents_exactly(shards, tokenizer, documents, world_size) -> None:
-    per_rank = [
-        list(
-            TrainBatches(shards, tokenizer, "text", SEQ_LEN, 1, rank, world_size)._rank_documents()
-        )
-        for rank in range(world_size)
-    ]
-    assert Counter(doc for docs in per_rank for doc in docs) == Counter(documents)
-    for rank, docs in enumerate(per_rank):
-        assert docs == documents[rank::world_size]
+@pytest.mark.parametrize(("world_size", "workers"), [(1, 2), (2, 1), (3, 1), (2, 3)])
+def test_readers_cover_every_document_once_per_epoch(folder, documents, world_size, workers):
+    shards = sorted(folder.glob("c4-train*"))
+    readers = world_size * workers
+    seen = []
+    for reader in range(readers):
+        source = LocalShards(shards, "text", reader, readers, shuffle=True)
+        for text, position in source.documents(None, Counter()):
+            if position["epoch"] > 0:
+                break
+            seen.append(text)
+    assert Counter(seen) == Counter(documents)
 
 
-def test_rank_windows_come_from_its_own_documents(shards, tokenizer, documents) -> None:
-    batches = TrainBatches(shards, tokenizer, "text", SEQ_LEN, 2, rank=1, world_size=2)
-    expected = torch.tensor(all_windows(tokenizer, documents[1::2])[:6])
-    rows = torch.cat(
-        [torch.cat([x, y[:, -1:]], dim=1) for x, y in (next(batches) for _ in range(3))]
-    )
-    assert torch.equal(rows, expected)
+@pytest.mark.parametrize(("world_size", "workers"), [(1, 0), (1, 2), (2, 0), (2, 2)])
+def test_restored_loader_yields_what_an_uninterrupted_one_does(
+    folder, tokenizer, world_size, workers
+) -> None:
+    config = data(folder, num_workers=workers, shuffle=True)
+    for rank in range(world_size):
+        loader = TrainLoader(config, tokenizer, 3, rank, world_size, seed=5)
+        take(loader, 7)
+        state = json.loads(json.dumps(loader.state_dict()))  # what a checkpoint stores
+        expected = take(loader, 9)
+        restored = TrainLoader(config, tokenizer, 3, rank, world_size, seed=5)
+        restored.load_state_dict(state)
+        for (x, y), (rx, ry) in zip(expected, take(restored, 9), strict=True):
+            assert torch.equal(x, rx) and torch.equal(y, ry)
 
 
-def test_bad_rank_rejected(shards, tokenizer) -> None:
-    with pytest.raises(ValueError, match="outside"):
-        TrainBatches(shards, tokenizer, "text", SEQ_LEN, 1, rank=2, world_size=2)
+def test_resume_does_not_parse_consumed_lines(tmp_path, write_shard, write_lines, tokenizer):
+    texts = [f"Document {i}: the river stone anchor layer block state." for i in range(60)]
+    shard = write_shard(tmp_path / "c4-train.00000-of-00001.jsonl", texts)
+    loader = TrainLoader(data(tmp_path), tokenizer, micro_batch_size=2)
+    take(loader, 3)
+    state = loader.state_dict()
+    expected = take(loader, 4)
+    consumed = state["readers"][0]["position"]["line"]
+    lines = shard.read_text().splitlines()
+    write_lines(shard, ["garbage"] * consumed + lines[consumed:])
+    restored = TrainLoader(data(tmp_path), tokenizer, micro_batch_size=2)
+    restored.load_state_dict(state)
+    for (x, _), (rx, _) in zip(expected, take(restored, 4), strict=True):
+        assert torch.equal(x, rx)
+    assert restored.skipped() == Counter()
 
 
-def test_epochs_wrap_around(tmp_path, write_shard, tokenizer, documents) -> None:
-    texts = documents[:6]
-    shard = write_shard(tmp_path / "c4-train.00000-of-00001.json.gz", texts)
-    windows = all_windows(tokenizer, texts)
-    batches = TrainBatches([shard], tokenizer, "text", SEQ_LEN, micro_batch_size=1)
-    seen = [next(batches)[0][0].tolist() for _ in range(len(windows))]
-    assert seen == [w[:-1] for w in windows] and batches.epoch == 0
-    assert next(batches)[0][0].tolist() == windows[0][:-1]
-    assert batches.epoch == 1
-    for _ in range(len(windows)):
-        next(batches)
-    assert batches.epoch == 2
+def test_state_from_another_world_is_refused(folder, tokenizer) -> None:
+    state = TrainLoader(data(folder), tokenizer, 2, rank=0, world_size=2).state_dict()
+    with pytest.raises(ValueError, match="rank 0 of 2 with 0 workers; this is rank 0 of 1"):
+        TrainLoader(data(folder), tokenizer, 2).load_state_dict(state)
 
 
-def test_skipped_lines_are_counted(tmp_path, write_lines, tokenizer, documents) -> None:
-    lines = [json.dumps({"text": documents[0]}), "not json", json.dumps({"url": 1})]
-    shard = write_lines(tmp_path / "c4-train.00000-of-00001.jsonl", lines * 3)
-    batches = TrainBatches([shard], tokenizer, "text", 4, micro_batch_size=1)
-    next(batches)
-    assert batches.skipped == Counter({"malformed_json": 3, "missing_field": 3})
+def test_epochs_wrap_around_and_reshuffle(tmp_path, write_shard, tokenizer, documents) -> None:
+    for i in range(4):
+        write_shard(tmp_path / f"c4-train.{i:05d}-of-00004.json.gz", documents[i * 5 : i * 5 + 5])
+    source = LocalShards(sorted(tmp_path.glob("c4-train*")), "text", seed=3)
+    orders = [source.order(epoch) for epoch in range(4)]
+    assert all(sorted(order) == sorted(orders[0]) for order in orders)
+    assert len({tuple(order) for order in orders}) > 1
+    assert LocalShards(source.shards, "text", seed=3).order(2) == orders[2]
+    documents_with_positions = zip(range(45), source.documents(None, Counter()), strict=False)
+    epochs = [position["epoch"] for _, (_, position) in documents_with_positions]
+    assert epochs == [0] * 20 + [1] * 20 + [2] * 5
 
 
-def test_corpus_too_small(tmp_path, write_shard, tokenizer) -> None:
-    shard = write_shard(tmp_path / "c4-train.00000-of-00001.json.gz", ["tiny"])
-    batches = TrainBatches([shard], tokenizer, "text", 512, micro_batch_size=1)
-    with pytest.raises(ValueError, match="no complete sequence of 513 tokens"):
-        next(batches)
+def test_skipped_lines_are_counted_and_kept_across_resume(tmp_path, write_lines, tokenizer):
+    good = json.dumps({"text": "the river stone anchor layer residual weight matrix " * 3})
+    lines = [good, "not json", json.dumps({"url": 1}), good, json.dumps({"text": " "})] * 6
+    write_lines(tmp_path / "c4-train.00000-of-00001.jsonl", lines)
+    loader = TrainLoader(data(tmp_path), tokenizer, micro_batch_size=1)
+    take(loader, 10)
+    counts = loader.skipped()
+    assert counts["malformed_json"] >= 1 and counts["missing_field"] >= 1
+    assert set(counts) <= {"malformed_json", "missing_field", "empty"}
+    restored = TrainLoader(data(tmp_path), tokenizer, micro_batch_size=1)
+    restored.load_state_dict(loader.state_dict())
+    assert restored.skipped() == counts
+
+
+def test_corpus_without_documents_for_a_reader(tmp_path, write_shard, tokenizer) -> None:
+    write_shard(tmp_path / "c4-train.00000-of-00001.json.gz", ["only one document"])
+    loader = TrainLoader(data(tmp_path), tokenizer, 1, rank=1, world_size=2)
+    with pytest.raises(ValueError, match="reader 1 of 2 found no document"):
+        next(loader)
+
+
+def test_packing_none_masks_padding(tmp_path, write_shard, tokenizer) -> None:
+    texts = ["short one", "a much longer document " * 20]
+    write_shard(tmp_path / "c4-train.00000-of-00001.json.gz", texts)
+    inputs, targets = next(TrainLoader(data(tmp_path, packing="none"), tokenizer, 2))
+    short = tokenizer.encode_one(texts[0]) + [tokenizer.eos_id]
+    assert inputs[0, : len(short)].tolist() == short
+    assert targets[0, : len(short) - 1].tolist() == short[1:]
+    assert torch.all(targets[0, len(short) - 1 :] == IGNORE_INDEX)
+    assert torch.all(targets[1] != IGNORE_INDEX)  # truncated, no padding
+
+
+def test_to_batch_masks_past_the_real_tokens() -> None:
+    inputs, targets = to_batch([([1, 2, 3, 9, 9], 3), ([4, 5, 6, 7, 8], 5)])
+    assert inputs.tolist() == [[1, 2, 3, 9], [4, 5, 6, 7]]
+    assert targets.tolist() == [[2, 3, IGNORE_INDEX, IGNORE_INDEX], [5, 6, 7, 8]]
 
 
 def test_validation_takes_no_rank() -> None:
-    parameters = set(inspect.signature(validation_windows).parameters)
-    assert not parameters & {"rank", "world_size"}
+    assert not set(inspect.signature(validation_set).parameters) & {"rank", "world_size"}
 
 
-def test_validation_windows(shards, tokenizer, documents) -> None:
-    windows = validation_windows(shards, tokenizer, "text", SEQ_LEN, 3 * SEQ_LEN + 1)
-    assert windows.dtype == torch.long and windows.shape == (4, SEQ_LEN + 1)
-    assert windows.tolist() == all_windows(tokenizer, documents)[:4]
-    again = validation_windows(shards, tokenizer, "text", SEQ_LEN, 3 * SEQ_LEN + 1)
-    assert torch.equal(again, windows)
-    exact = validation_windows(shards, tokenizer, "text", SEQ_LEN, 3 * SEQ_LEN)
-    assert torch.equal(exact, windows[:3])
+def test_validation_set_is_the_first_tokens(folder, tokenizer, documents) -> None:
+    inputs, targets = validation_set(data(folder), tokenizer, 3 * SEQ_LEN + 1)
+    windows = torch.tensor(all_windows(tokenizer, documents[:40])[:4])
+    assert torch.equal(inputs, windows[:, :-1]) and torch.equal(targets, windows[:, 1:])
+    exact, _ = validation_set(data(folder), tokenizer, 3 * SEQ_LEN)
+    assert torch.equal(exact, inputs[:3])
 
 
-def test_validation_short_data_warns(tmp_path, write_shard, tokenizer, documents, caplog) -> None:
-    shard = write_shard(tmp_path / "c4-validation.00000-of-00001.json.gz", documents[:3])
-    available = len(all_windows(tokenizer, documents[:3]))
+def test_validation_short_data_warns(folder, tokenizer, documents, caplog) -> None:
+    available = len(all_windows(tokenizer, documents[:40]))
     with caplog.at_level(logging.WARNING, logger="ancre.data.loader"):
-        windows = validation_windows([shard], tokenizer, "text", SEQ_LEN, 10_000)
-    assert windows.shape == (available, SEQ_LEN + 1)
-    assert f"holds {available * SEQ_LEN} tokens" in caplog.text and "10000" in caplog.text
+        inputs, _ = validation_set(data(folder), tokenizer, 10**6)
+    assert inputs.shape == (available, SEQ_LEN)
+    assert f"holds {available} sequences" in caplog.text
 
 
 def test_validation_empty_raises(tmp_path, write_shard, tokenizer) -> None:
-    shard = write_shard(tmp_path / "c4-validation.00000-of-00001.json.gz", ["tiny"])
-    with pytest.raises(ValueError) as info:
-        validation_windows([shard], tokenizer, "text", 512, 1000)
-    assert str(shard) in str(info.value) and "513" in str(info.value)
+    write_shard(tmp_path / "c4-validation.00000-of-00001.json.gz", ["tiny"])
+    with pytest.raises(ValueError, match="fewer than 17 tokens"):
+        validation_set(data(tmp_path), tokenizer, 1000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -14,8 +15,7 @@ from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoin
 
 from ancre.checkpoint import latest_checkpoint, verify_checkpoint
 from ancre.config import load_config
-from ancre.data.loader import validation_windows
-from ancre.data.sources import find_shards
+from ancre.data.loader import validation_set
 from ancre.data.tokenizer import Tokenizer
 from ancre.model import build_model
 from ancre.snapshot import read_snapshot
@@ -123,24 +123,64 @@ def test_checkpoint_loads_back_into_an_identical_model(trained):
     snapshot = read_snapshot(folder / "topology.json")
     torch.testing.assert_close(model.topology.matrix(), torch.tensor(snapshot.matrix))
 
-    windows = validation_windows(
-        find_shards(str(SAMPLE), "validation"), tokenizer, "text", 64, config.eval.tokens
-    )
+    inputs, targets = validation_set(config.data, tokenizer, config.eval.tokens)
     with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=run.precision == "bf16"):
-        loss = model(windows[:, :-1], windows[:, 1:], reduction="sum") / windows[:, 1:].numel()
+        loss = model(inputs, targets, reduction="sum") / targets.numel()
     final = [r for r in records(run_dir) if "val_loss" in r][-1]
     tolerance = 2e-3 if run.precision == "bf16" else 1e-5
     assert float(loss) == pytest.approx(final["val_loss"], rel=tolerance)
 
 
-def test_eval_command_reproduces_the_final_validation_loss(trained, subprocess_env):
-    _, run_dir = trained
-    folder = run_dir / "checkpoints" / f"step_{STEPS:08d}"
+def evaluate_with(processes: int, folder: Path, env: dict[str, str]) -> dict:
     result = subprocess.run(
-        launcher(1) + ["eval", str(folder)], env=subprocess_env, capture_output=True, text=True
+        launcher(processes) + ["eval", str(folder)], env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    evaluated = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_eval_command_reproduces_the_final_validation_loss(trained, subprocess_env):
+    run, run_dir = trained
+    evaluated = evaluate_with(1, run_dir / "checkpoints" / f"step_{STEPS:08d}", subprocess_env)
     final = [r for r in records(run_dir) if "val_loss" in r][-1]
-    assert evaluated["step"] == STEPS
+    assert evaluated["step"] == STEPS and evaluated["val_tokens"] == 4096
     assert evaluated["val_loss"] == pytest.approx(final["val_loss"], rel=1e-6)
+    if run.processes == 2 and run.zero_stage == 2:
+        # the same weights give the same validation loss on one and on two processes
+        two = evaluate_with(2, run_dir / "checkpoints" / f"step_{STEPS:08d}", subprocess_env)
+        assert two["val_tokens"] == evaluated["val_tokens"]
+        assert two["val_loss"] == pytest.approx(evaluated["val_loss"], rel=1e-6)
+
+
+def test_bad_input_is_skipped_counted_and_reported(
+    tmp_path, subprocess_env, sample_tokenizer
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for shard in SAMPLE.glob("c4-*.json.gz"):
+        (corpus / shard.name).write_bytes(shard.read_bytes())
+    good = json.dumps({"text": "A short and valid document about the river."})
+    bad = [good, "{not json", json.dumps({"url": "x"}), json.dumps({"text": "  "}), good]
+    raw = "\n".join(bad).encode() + b"\n\xff\xfe broken utf-8\n"
+    (corpus / "c4-train.00000-bad.jsonl").write_bytes(raw)
+    truncated = gzip.compress(((good + "\n") * 400).encode())
+    (corpus / "c4-train.00000-cut.json.gz").write_bytes(truncated[: len(truncated) // 2])
+    overrides = [
+        f"run.out_dir={tmp_path}", "run.name=bad", f"data.path={corpus}", "data.shuffle=false",
+        f"data.tokenizer={sample_tokenizer.path}", "data.seq_len=64", "data.num_workers=1",
+        "train.steps=6", "train.warmup_steps=2", "train.micro_batch_size=4",
+        "train.global_batch_size=4",
+        "train.log_every=3", "eval.tokens=1024", "checkpoint.topology_every=0",
+    ]  # fmt: skip
+    result = subprocess.run(
+        launcher(1) + ["train", str(REPO / "configs/quickstart.yaml"), *overrides],
+        env=subprocess_env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    skipped = [r for r in records(tmp_path / "bad") if "loss" in r][-1]["data_skipped"]
+    assert skipped == {
+        "malformed_json": 1, "missing_field": 1, "empty": 1, "invalid_utf8": 1,
+        "truncated_file": 1,
+    }  # fmt: skip
+    assert "c4-train.00000-bad.jsonl:2 (malformed_json)" in result.stderr
+    assert "c4-train.00000-cut.json.gz" in result.stderr
