@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
 import pytest
 import sentencepiece as spm
 
+from ancre.data.packing import pack_documents
 from ancre.data.tokenizer import Tokenizer, train_tokenizer
 
 
@@ -67,3 +69,18 @@ def test_soft_vocabulary_limit(tmp_path: Path, documents, caplog) -> None:
         tokenizer = train_tokenizer(documents[:30], tmp_path / "t.model", 5000)
     assert tokenizer.vocab_size < 5000
     assert f"only {tokenizer.vocab_size} of the 5000" in caplog.text
+
+
+def test_a_t5_style_model_file_works(tmp_path, documents) -> None:
+    """t5-base's spiece.model numbers pad 0, eos 1, unk 2 and has no bos; packing follows it."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(documents), model_writer=model, vocab_size=100,
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2,
+    )  # fmt: skip
+    (tmp_path / "spiece.model").write_bytes(model.getvalue())
+    tokenizer = Tokenizer(tmp_path / "spiece.model")
+    assert tokenizer.eos_id == 1 and tokenizer.vocab_size == 100
+    ids = tokenizer.encode(documents[:2])
+    windows = list(pack_documents(ids, tokenizer.eos_id, 8))
+    assert [t for w in windows for t in w] == (ids[0] + [1] + ids[1] + [1])[: 8 * len(windows)]
