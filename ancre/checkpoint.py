@@ -1,4 +1,4 @@
-"""The run folder's checkpoints (format version 1): layout, manifest, atomic publication.
+"""The run folder's checkpoints (format version 1): layout, manifest, publication, resume.
 
 ::
 
@@ -9,37 +9,47 @@
         topology.json        the topology snapshot at this step
         config.yaml          the resolved config of the run
         tokenizer.model      the run's sentencepiece model
-        trainer_state.json   step, tokens, world size
-        data/rank_00000.json the data loader position of each rank
+        trainer_state.json   step, tokens, world size, schedule, log window, bad steps
+        ranks/rank_00000.json  per process: data-loader position and RNG states
         manifest.json        format, version, step, tokens, world size, ZeRO stage,
                              code version, and every file above with size and sha256
       latest                 name of the newest complete checkpoint, written last
 
-A checkpoint is complete only when ``latest`` names it and its manifest verifies.
+A checkpoint is complete only when ``latest`` names it and its manifest verifies;
+nothing else is ever loaded. docs/checkpoint-format.md describes the format.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import logging
+import random
+import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ancre import __version__
 from ancre.atomic import write_json_atomic, write_text_atomic
 from ancre.config import AncreConfig, save_config
 from ancre.snapshot import TopologySnapshot, write_snapshot
 
+logger = logging.getLogger(__name__)
+
 FORMAT = "ancre-checkpoint"
 VERSION = 1
 LATEST = "latest"
 MANIFEST = "manifest.json"
+STEP_FOLDER = re.compile(r"^step_(\d{8})$")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is incomplete, altered, or of another format."""
+    """A checkpoint is incomplete, altered, of another format, or cannot be resumed here."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +60,21 @@ class TrainerState:
         step: Optimiser steps taken.
         tokens: Training tokens consumed over all processes.
         world_size: Number of processes that trained.
+        schedule: The learning-rate schedule and the step it is at.
+        log_loss_sum: Training losses summed since the last metrics line.
+        log_steps: Steps since the last metrics line.
+        bad_steps: Steps skipped in a row for a non-finite loss, up to this step.
+        skipped_steps: Steps skipped for a non-finite loss over the whole run.
     """
 
     step: int
     tokens: int
     world_size: int
+    schedule: dict[str, Any] = field(default_factory=dict)
+    log_loss_sum: float = 0.0
+    log_steps: int = 0
+    bad_steps: int = 0
+    skipped_steps: int = 0
 
 
 def checkpoint_folder(run_dir: Path, step: int) -> Path:
@@ -62,15 +82,50 @@ def checkpoint_folder(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step_{step:08d}"
 
 
-def write_data_state(folder: Path, rank: int, state: dict[str, Any]) -> None:
-    """Writes one rank's data-loader position into a checkpoint folder (every rank calls it)."""
-    (folder / "data").mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / "data" / f"rank_{rank:05d}.json", state, indent=None)
+def rng_state() -> dict[str, Any]:
+    """This process's random states (python, torch CPU and CUDA) as JSON-ready data."""
+
+    def encode(state: torch.Tensor) -> str:
+        return base64.b64encode(state.numpy().tobytes()).decode("ascii")
+
+    version, internal, gauss = random.getstate()
+    return {
+        "python": [version, list(internal), gauss],
+        "torch": encode(torch.get_rng_state()),
+        "cuda": [encode(s) for s in torch.cuda.get_rng_state_all()]
+        if torch.cuda.is_available()
+        else [],
+    }
 
 
-def read_data_state(folder: Path, rank: int) -> dict[str, Any]:
-    """The data-loader position of one rank saved in a checkpoint."""
-    return json.loads((folder / "data" / f"rank_{rank:05d}.json").read_text())
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restores the random states saved by :func:`rng_state`."""
+
+    def decode(text: str) -> torch.Tensor:
+        return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(decode(state["torch"]))
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all([decode(s) for s in state["cuda"]])
+
+
+def write_rank_state(folder: Path, rank: int, data: dict[str, Any]) -> None:
+    """Writes one process's data-loader position and RNG states (every rank calls it)."""
+    (folder / "ranks").mkdir(parents=True, exist_ok=True)
+    state = {"data": data, "rng": rng_state()}
+    write_json_atomic(folder / "ranks" / f"rank_{rank:05d}.json", state, indent=None)
+
+
+def read_rank_state(folder: Path, rank: int) -> dict[str, Any]:
+    """One process's saved state: ``data`` (loader position) and ``rng``."""
+    return json.loads((folder / "ranks" / f"rank_{rank:05d}.json").read_text())
+
+
+def read_trainer_state(folder: Path) -> TrainerState:
+    """The trainer state of a checkpoint."""
+    return TrainerState(**json.loads((folder / "trainer_state.json").read_text()))
 
 
 def _sha256(path: Path) -> str:
@@ -96,11 +151,11 @@ def publish_checkpoint(
     snapshot: TopologySnapshot,
     tokenizer: Path,
 ) -> None:
-    """Completes a checkpoint whose engine/ files are written, then publishes it.
+    """Completes a checkpoint whose engine/ and ranks/ files are written, then publishes it.
 
     Writes topology.json, config.yaml, tokenizer.model, trainer_state.json and the
     manifest, and finally points ``latest`` at the folder (atomically). Run on one
-    process, after every process has finished writing its engine files.
+    process, after every process has finished writing its files.
 
     Args:
         folder: The checkpoint folder (``checkpoint_folder(run_dir, step)``).
@@ -112,7 +167,7 @@ def publish_checkpoint(
     write_snapshot(snapshot, folder / "topology.json")
     save_config(config, folder / "config.yaml")
     shutil.copyfile(tokenizer, folder / "tokenizer.model")
-    write_json_atomic(folder / "trainer_state.json", state.__dict__)
+    write_json_atomic(folder / "trainer_state.json", asdict(state))
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -172,3 +227,83 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     folder = pointer.parent / pointer.read_text().strip()
     verify_checkpoint(folder)
     return folder
+
+
+def _step_folders(run_dir: Path) -> list[tuple[int, Path]]:
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(m, p) for p in root.iterdir() if (m := STEP_FOLDER.match(p.name))]
+    return sorted((int(m.group(1)), p) for m, p in found)
+
+
+def rewind_run_folder(run_dir: Path, step: int) -> None:
+    """Drops what a run wrote after ``step`` so that resuming from there rewrites it.
+
+    Keeps the metrics records of steps up to ``step`` (and drops a half-written last
+    line), the topology snapshots up to ``step``, and removes checkpoint folders of
+    later steps (incomplete ones a killed run left), reporting each.
+
+    Args:
+        run_dir: The run folder.
+        step: The step of the checkpoint the run resumes from.
+    """
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        kept = []
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning("%s: dropped a half-written line", metrics)
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        write_text_atomic(metrics, "".join(line + "\n" for line in kept))
+    for snapshot in sorted((run_dir / "topology").glob("step_*.json")):
+        match = re.match(r"step_(\d+)\.json$", snapshot.name)
+        if match and int(match.group(1)) > step:
+            snapshot.unlink()
+    for later, folder in _step_folders(run_dir):
+        if later > step:
+            logger.warning("removing %s: written after the checkpoint resumed from", folder)
+            shutil.rmtree(folder)
+
+
+def incomplete_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint folders that are not complete: newer than ``latest`` or without manifest.
+
+    They are never loaded; a resumed run reports and removes them.
+    """
+    pointer = run_dir / "checkpoints" / LATEST
+    named = pointer.read_text().strip() if pointer.is_file() else ""
+    match = STEP_FOLDER.match(named)
+    named_step = int(match.group(1)) if match else -1
+    return [
+        folder
+        for step, folder in _step_folders(run_dir)
+        if folder.name != named and (step > named_step or not (folder / MANIFEST).is_file())
+    ]
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
+    """Deletes complete checkpoints older than the newest ``keep_last``.
+
+    The checkpoint ``latest`` names is never deleted, nor are topology snapshots.
+
+    Args:
+        run_dir: The run folder.
+        keep_last: How many of the newest complete checkpoints to keep (0 keeps all).
+
+    Returns:
+        The deleted folders.
+    """
+    if keep_last <= 0:
+        return []
+    pointer = run_dir / "checkpoints" / LATEST
+    named = pointer.read_text().strip() if pointer.is_file() else None
+    complete = [f for _, f in _step_folders(run_dir) if (f / MANIFEST).is_file()]
+    doomed = [f for f in complete[:-keep_last] if f.name != named]
+    for folder in doomed:
+        shutil.rmtree(folder)
+    return doomed

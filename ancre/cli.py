@@ -1,4 +1,4 @@
-"""The ``ancre`` command: ``ancre train CONFIG [CONFIG ...] [key=value ...]``, ``ancre eval``."""
+"""The ``ancre`` command: ``train``, ``eval`` and ``convert``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 
 from ancre.checkpoint import CheckpointError
 from ancre.config import ConfigError, load_config
-from ancre.train.trainer import evaluate_checkpoint, train
+from ancre.convert import convert_checkpoint
+from ancre.train.run import evaluate_checkpoint, train
+from ancre.train.trainer import NonFiniteLossError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="CONFIG_OR_OVERRIDE",
         help="YAML files merged in order, then key=value overrides (e.g. train.steps=100)",
     )
+    convert_cmd = commands.add_parser(
+        "convert", help="a checkpoint (any ZeRO stage) -> model.safetensors + config"
+    )
+    convert_cmd.add_argument("checkpoint", type=Path, help="a checkpoint folder")
+    convert_cmd.add_argument("out_dir", type=Path, help="folder to write")
+    convert_cmd.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     eval_cmd = commands.add_parser("eval", help="validation loss of a checkpoint")
     eval_cmd.add_argument("checkpoint", type=Path, help="a checkpoint folder")
     eval_cmd.add_argument("overrides", nargs="*", help="key=value overrides of its config")
@@ -48,11 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             files = [item for item in args.settings if "=" not in item]
             overrides = [item for item in args.settings if "=" in item]
             train(load_config(files, overrides))
+        elif args.command == "convert":
+            print(convert_checkpoint(args.checkpoint, args.out_dir, args.dtype))
         elif (result := evaluate_checkpoint(args.checkpoint, args.overrides)) is not None:
             print(json.dumps(result))
     except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError) as error:
         print(f"ancre {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as error:
+        print(f"ancre {args.command}: stopped: {error}", file=sys.stderr)
+        return 3
     return 0
 
 

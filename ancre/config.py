@@ -84,6 +84,9 @@ class ModelConfig:
     """Standard deviation of the normal initialisation of every weight matrix."""
     attention: str = "sdpa"
     """Attention implementation: sdpa (torch.nn.functional.scaled_dot_product_attention)."""
+    init_from: str | None = None
+    """Folder written by ``ancre convert``: start from its weights (a new run, fresh
+    optimiser and data position) instead of the random initialisation."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,9 @@ class TrainConfig:
     """DeepSpeed ZeRO stage, 0 to 3."""
     log_every: int = 10
     """Write a metrics line every this many steps."""
+    max_bad_steps: int = 5
+    """Stop after this many optimiser steps in a row skipped for a non-finite loss or
+    gradient (the last complete checkpoint stays intact)."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,12 @@ class CheckpointConfig:
     """Save a checkpoint every this many steps; 0 saves at the end only."""
     topology_every: int = 50
     """Write a topology snapshot under topology/ every this many steps; 0 never."""
+    keep_last: int = 0
+    """Keep only the newest this many complete checkpoints; 0 keeps all."""
+    resume: str = "auto"
+    """auto: continue from the run folder's newest complete checkpoint (or start when it
+    has none); never: start fresh (a non-empty run folder needs run.overwrite=true); or
+    the path of a checkpoint folder to continue from."""
 
 
 @dataclass(frozen=True)
@@ -310,7 +322,7 @@ def validate(config: AncreConfig) -> None:
         )
 
     train = config.train
-    for key in ("steps", "micro_batch_size", "global_batch_size", "log_every"):
+    for key in ("steps", "micro_batch_size", "global_batch_size", "log_every", "max_bad_steps"):
         _positive(f"train.{key}", getattr(train, key))
     _positive("train.lr", train.lr)
     if not 0.0 <= train.min_lr_ratio <= 1.0:
@@ -340,6 +352,13 @@ def validate(config: AncreConfig) -> None:
     _positive("eval.micro_batch_size", config.eval.micro_batch_size)
     _non_negative("checkpoint.every", config.checkpoint.every)
     _non_negative("checkpoint.topology_every", config.checkpoint.topology_every)
+    _non_negative("checkpoint.keep_last", config.checkpoint.keep_last)
+    if not config.checkpoint.resume:
+        raise ConfigError("checkpoint.resume", "allowed: auto, never, or a checkpoint folder")
+    if config.checkpoint.resume not in ("auto", "never") and config.run.overwrite:
+        raise ConfigError(
+            "run.overwrite", "cannot be true while resuming from checkpoint.resume=PATH"
+        )
 
 
 def check_world_size(config: AncreConfig, world_size: int) -> int:

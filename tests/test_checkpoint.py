@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from ancre.checkpoint import (
     CheckpointError,
     TrainerState,
     checkpoint_folder,
+    incomplete_checkpoints,
     latest_checkpoint,
+    prune_checkpoints,
     publish_checkpoint,
+    read_rank_state,
+    read_trainer_state,
+    rewind_run_folder,
+    set_rng_state,
     verify_checkpoint,
+    write_rank_state,
 )
 from ancre.config import load_config
 from ancre.data.tokenizer import train_tokenizer
@@ -59,8 +68,7 @@ def test_publish_writes_everything(published: Path, tokenizer_file: Path) -> Non
     assert read_snapshot(published / "topology.json").step == 5
     assert load_config(published / "config.yaml").train.zero_stage == 2
     assert (published / "tokenizer.model").read_bytes() == tokenizer_file.read_bytes()
-    state = json.loads((published / "trainer_state.json").read_text())
-    assert state == {"step": 5, "tokens": 100, "world_size": 2}
+    assert read_trainer_state(published) == TrainerState(5, 100, 2)
 
 
 def test_manifest_lists_every_file(published: Path) -> None:
@@ -115,3 +123,54 @@ def test_no_checkpoint_gives_none(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path / "run") is None
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     assert latest_checkpoint(tmp_path / "run") is None
+
+
+def publish_at(run: Path, step: int, tokenizer_file: Path) -> Path:
+    folder = checkpoint_folder(run, step)
+    (folder / "engine").mkdir(parents=True)
+    (folder / "engine" / "weights.pt").write_bytes(bytes([step]) * 64)
+    snapshot = AncreTopology(2, mix, 0.01).snapshot(step, step * 10)
+    config = load_config(None, ["train.steps=50", "train.warmup_steps=1"])
+    publish_checkpoint(folder, TrainerState(step, step * 10, 1), config, snapshot, tokenizer_file)
+    return folder
+
+
+def test_rewind_drops_what_came_after_the_checkpoint(tmp_path: Path, tokenizer_file: Path) -> None:
+    run = tmp_path / "run"
+    publish_at(run, 4, tokenizer_file)
+    torn = checkpoint_folder(run, 6)
+    (torn / "engine").mkdir(parents=True)  # a checkpoint killed while being written
+    (run / "topology").mkdir()
+    for step in (0, 2, 4, 6):
+        (run / "topology" / f"step_{step:08d}.json").write_text("{}")
+    lines = [json.dumps({"step": s, "loss": 1.0}) for s in (2, 4, 5, 6)]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 7, "lo')
+    assert incomplete_checkpoints(run) == [torn]
+    rewind_run_folder(run, 4)
+    kept = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert kept == [2, 4]
+    assert sorted(p.name for p in (run / "topology").iterdir()) == [
+        "step_00000000.json", "step_00000002.json", "step_00000004.json",
+    ]  # fmt: skip
+    assert not torn.exists() and incomplete_checkpoints(run) == []
+
+
+def test_prune_keeps_the_newest_and_what_latest_names(tmp_path: Path, tokenizer_file) -> None:
+    run = tmp_path / "run"
+    folders = [publish_at(run, step, tokenizer_file) for step in (2, 4, 6, 8)]
+    assert prune_checkpoints(run, keep_last=0) == []
+    assert prune_checkpoints(run, keep_last=2) == folders[:2]
+    assert [f.exists() for f in folders] == [False, False, True, True]
+    (run / "checkpoints" / "latest").write_text("step_00000006\n")  # as if step 8 were torn
+    assert prune_checkpoints(run, keep_last=1) == []  # step 6 is what latest names
+    assert folders[2].exists()
+
+
+def test_rank_state_round_trips_data_and_random_state(tmp_path: Path) -> None:
+    write_rank_state(tmp_path, 3, {"position": 7})
+    expected = (random.random(), torch.rand(3))
+    random.random(), torch.rand(5)  # move on, then restore
+    saved = read_rank_state(tmp_path, 3)
+    assert saved["data"] == {"position": 7}
+    set_rng_state(saved["rng"])
+    assert random.random() == expected[0] and torch.equal(torch.rand(3), expected[1])

@@ -28,8 +28,11 @@ if not torch.cuda.is_available():
 
 import deepspeed  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+from deepspeed.runtime.zero.utils import ZeRORuntimeException  # noqa: E402
 from deepspeed.utils import logger as deepspeed_logger  # noqa: E402
+from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint  # noqa: E402
 
+from ancre.checkpoint import CheckpointError  # noqa: E402
 from ancre.config import AncreConfig  # noqa: E402
 from ancre.model import Transformer  # noqa: E402
 from ancre.snapshot import TopologySnapshot  # noqa: E402
@@ -104,6 +107,13 @@ def barrier() -> None:
     dist.barrier()
 
 
+def broadcast_from_main(value: Any) -> Any:
+    """Every process gets the main process's ``value`` (any picklable object)."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def deepspeed_config(config: AncreConfig, accumulation_steps: int) -> dict[str, Any]:
     """The DeepSpeed config dict of a run.
 
@@ -153,6 +163,23 @@ def parameter_groups(model: Transformer, config: AncreConfig) -> list[dict[str, 
     return [dict(group, lr=group["peak_lr"]) for group in groups if group["params"]]
 
 
+class FiniteAdamW(torch.optim.AdamW):
+    """AdamW that skips a step whose gradients are not finite, and says so.
+
+    DeepSpeed's ZeRO optimisers skip such steps themselves; without ZeRO, DeepSpeed
+    steps the client optimiser and reads its ``overflow`` flag to count the skip.
+    """
+
+    overflow = False
+
+    def step(self, closure=None):  # noqa: D102
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        self.overflow = (
+            bool(grads) and not torch.isfinite(torch.nn.utils.get_total_norm(grads)).item()
+        )
+        return None if self.overflow else super().step(closure)
+
+
 class Engine:
     """The model and its optimiser inside a DeepSpeed engine.
 
@@ -172,8 +199,15 @@ class Engine:
         self.model = model
         self._zero_stage = config.train.zero_stage
         self._grad_norm: float | None = None
-        optimizer = torch.optim.AdamW(
-            parameter_groups(model, config),
+        groups = parameter_groups(model, config)
+        self._hyperparameters = {
+            g["name"]: {k: g[k] for k in ("peak_lr", "weight_decay")} for g in groups
+        }
+        self._betas, self._eps = (config.train.beta1, config.train.beta2), config.train.eps
+        # ZeRO optimisers skip non-finite steps themselves and accept only stock optimisers.
+        adamw = torch.optim.AdamW if config.train.zero_stage else FiniteAdamW
+        optimizer = adamw(
+            groups,
             lr=config.train.lr,
             betas=(config.train.beta1, config.train.beta2),
             eps=config.train.eps,
@@ -197,19 +231,25 @@ class Engine:
         self._engine.backward(loss)
         return loss.detach()
 
-    def step(self, lr_factor: float) -> None:
+    def step(self, lr_factor: float) -> bool | None:
         """Ends a micro-batch; on the last one of a step, updates the weights.
 
         Args:
             lr_factor: Multiplier of every group's peak learning rate for this step.
+
+        Returns:
+            None before the last micro-batch of a step; then whether the update was
+            applied (False: skipped for non-finite gradients, on every process).
         """
+        boundary = self._engine.is_gradient_accumulation_boundary()
         for group in self._optimizer.param_groups:
             group["lr"] = group["peak_lr"] * lr_factor
-        if self._zero_stage == 0 and self._engine.is_gradient_accumulation_boundary():
+        if self._zero_stage == 0 and boundary:
             # ZeRO optimisers record the norm; without ZeRO the gradients are whole here.
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             self._grad_norm = float(torch.nn.utils.get_total_norm(grads))
         self._engine.step()
+        return self._engine.was_step_applied() if boundary else None
 
     @property
     def lr(self) -> float:
@@ -267,13 +307,19 @@ class Engine:
             folder: The engine folder of a checkpoint.
             weights_only: Load the model weights and leave the optimiser as it is.
         """
-        path, _ = self._engine.load_checkpoint(
-            str(folder.parent),
-            tag=folder.name,
-            load_optimizer_states=not weights_only,
-            load_lr_scheduler_states=False,
-            load_module_only=weights_only,
-        )
+        try:
+            path, _ = self._engine.load_checkpoint(
+                str(folder.parent),
+                tag=folder.name,
+                load_optimizer_states=not weights_only,
+                load_lr_scheduler_states=False,
+                load_module_only=weights_only,
+            )
+        except ZeRORuntimeException as error:
+            raise CheckpointError(f"{folder}: {error}") from None
+        # The optimiser's groups come back with the saved hyperparameters; the config wins.
+        for group in self._optimizer.param_groups:
+            group.update(self._hyperparameters[group["name"]], betas=self._betas, eps=self._eps)
         if path is None:
             raise FileNotFoundError(f"{folder}: DeepSpeed found no checkpoint to load there")
 
@@ -282,3 +328,28 @@ class Engine:
         self._engine.destroy()
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def consolidated_weights(engine_folder: Path, zero_stage: int) -> dict[str, torch.Tensor]:
+    """The full fp32 weights of a checkpoint's engine/ folder, from any ZeRO stage.
+
+    Needs no process group. Without ZeRO the weights are read from the model file
+    (tensors only, nothing else unpickled); with ZeRO 1-3 they are gathered from the
+    fp32 master partitions of every process by DeepSpeed's own reader.
+
+    Args:
+        engine_folder: ``<checkpoint>/engine``.
+        zero_stage: The ZeRO stage the checkpoint was written with.
+
+    Returns:
+        Parameter name -> fp32 tensor, as in the model's state_dict.
+    """
+    if zero_stage == 0:
+        states = torch.load(
+            engine_folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True
+        )
+        return {k: v.float() for k, v in states["module"].items()}
+    state = get_fp32_state_dict_from_zero_checkpoint(
+        str(engine_folder.parent), tag=engine_folder.name
+    )
+    return dict(state)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,63 +13,27 @@ import torch
 from ancre.checkpoint import (
     TrainerState,
     checkpoint_folder,
+    prune_checkpoints,
     publish_checkpoint,
-    verify_checkpoint,
-    write_data_state,
+    write_rank_state,
 )
-from ancre.config import AncreConfig, check_world_size, config_dict, load_config, save_config
-from ancre.data.loader import TrainLoader, validation_set
-from ancre.data.sources import SKIP_REASONS, check_data, split_texts
-from ancre.data.tokenizer import Tokenizer, train_tokenizer
-from ancre.model import IGNORE_INDEX, build_model
+from ancre.config import AncreConfig, check_world_size
+from ancre.data.loader import TrainLoader
+from ancre.data.sources import SKIP_REASONS
+from ancre.data.tokenizer import Tokenizer
+from ancre.model import IGNORE_INDEX
 from ancre.snapshot import write_snapshot
-from ancre.train.engine import DistributedContext, Engine, barrier, init_distributed
-from ancre.train.metrics import JsonlSink, MetricsLogger, MetricsSink, WandbSink
+from ancre.train.engine import Engine, barrier
+from ancre.train.metrics import MetricsLogger
 from ancre.train.schedule import warmup_cosine
 
 logger = logging.getLogger("ancre")
 
-
-def run_folder(config: AncreConfig) -> Path:
-    """The folder of a run: ``<run.out_dir>/<run.name>``."""
-    return Path(config.run.out_dir) / config.run.name
+SCHEDULE = "warmup_cosine"
 
 
-def prepare_run_folder(run_dir: Path, overwrite: bool, is_main: bool) -> None:
-    """Makes an empty run folder, refusing to mix two runs in one.
-
-    Args:
-        run_dir: The run folder.
-        overwrite: Delete what an earlier run left there.
-        is_main: Only the main process deletes and creates; every process checks.
-
-    Raises:
-        FileExistsError: The folder holds an earlier run and overwrite is off.
-    """
-    if (run_dir / "metrics.jsonl").exists() and not overwrite:
-        raise FileExistsError(
-            f"{run_dir} already holds a run; set run.overwrite=true to start over there, "
-            "or choose another run.name"
-        )
-    if is_main:
-        if overwrite and run_dir.exists():
-            shutil.rmtree(run_dir)
-        (run_dir / "topology").mkdir(parents=True, exist_ok=True)
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-
-
-def load_tokenizer(config: AncreConfig, run_dir: Path, context: DistributedContext) -> Tokenizer:
-    """The run's tokenizer: ``data.tokenizer``, or one the main process trains on the data."""
-    if config.data.tokenizer is not None:
-        return Tokenizer(config.data.tokenizer)
-    path = run_dir / "tokenizer.model"
-    if context.is_main and not path.exists():
-        documents = split_texts(config.data, "train", Counter())
-        train_tokenizer(
-            documents, path, config.data.tokenizer_vocab_size, config.data.tokenizer_model
-        )
-    barrier()
-    return Tokenizer(path)
+class NonFiniteLossError(RuntimeError):
+    """Too many optimiser steps in a row were skipped for a non-finite loss."""
 
 
 def evaluate(
@@ -109,7 +71,11 @@ def evaluate(
 
 
 class Trainer:
-    """Owns the loop of one run: steps, logging, evaluation, snapshots, checkpoints."""
+    """Owns the loop of one run: steps, logging, evaluation, snapshots, checkpoints.
+
+    Everything the loop carries from step to step is in :class:`TrainerState`, saved
+    with every checkpoint, so a run resumed from one continues exactly.
+    """
 
     def __init__(
         self,
@@ -120,6 +86,7 @@ class Trainer:
         validation: tuple[torch.Tensor, torch.Tensor],
         tokenizer: Tokenizer,
         metrics: MetricsLogger,
+        state: TrainerState | None = None,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
@@ -130,71 +97,109 @@ class Trainer:
         self.metrics = metrics
         self.accumulation = check_world_size(config, engine.context.world_size)
         self.tokens_per_step = config.train.global_batch_size * config.data.seq_len
-        self.step = 0
+        state = state or TrainerState(0, 0, engine.context.world_size)
+        self.step = state.step
+        self.log_loss_sum = state.log_loss_sum
+        self.log_steps = state.log_steps
+        self.bad_steps = state.bad_steps
+        self.skipped_steps = state.skipped_steps
 
     @property
     def tokens(self) -> int:
         """Training tokens consumed so far over all processes."""
         return self.step * self.tokens_per_step
 
-    def fit(self) -> dict[str, float]:
-        """Trains for ``train.steps`` steps; returns the final evaluation."""
-        config = self.config
-        train = config.train
-        self._log(self.evaluate())
-        self.snapshot()
-        loss_sum, steps_since_log, since = 0.0, 0, time.perf_counter()
+    def state(self) -> TrainerState:
+        """What a checkpoint must hold to continue this loop exactly."""
+        return TrainerState(
+            step=self.step,
+            tokens=self.tokens,
+            world_size=self.engine.context.world_size,
+            schedule={"name": SCHEDULE, "step": self.step},
+            log_loss_sum=self.log_loss_sum,
+            log_steps=self.log_steps,
+            bad_steps=self.bad_steps,
+            skipped_steps=self.skipped_steps,
+        )
+
+    def fit(self) -> None:
+        """Trains from the current step up to ``train.steps``.
+
+        Raises:
+            NonFiniteLossError: ``train.max_bad_steps`` steps in a row were skipped.
+        """
+        train, every = self.config.train, self.config.checkpoint.every
+        topology_every = self.config.checkpoint.topology_every
+        if self.step == 0:
+            self._log(self.evaluate())
+            self.snapshot()
+        timed_steps, since = 0, time.perf_counter()
         while self.step < train.steps:
-            loss_sum += self._train_step()
-            steps_since_log += 1
+            self._train_step()
             self.step += 1
+            timed_steps += 1
             if self.step % train.log_every == 0 or self.step == train.steps:
-                elapsed = time.perf_counter() - since
-                self._log_train(loss_sum, steps_since_log, elapsed)
-                loss_sum, steps_since_log, since = 0.0, 0, time.perf_counter()
-            if config.eval.every and self.step % config.eval.every == 0:
+                self._log_train(timed_steps, time.perf_counter() - since)
+                timed_steps, since = 0, time.perf_counter()
+            if self.config.eval.every and self.step % self.config.eval.every == 0:
                 self._log(self.evaluate())
-            topology_every = config.checkpoint.topology_every
             if topology_every and self.step % topology_every == 0:
                 self.snapshot()
-            if config.checkpoint.every and self.step % config.checkpoint.every == 0:
+            if every and self.step % every == 0:
                 self.save_checkpoint()
-        final = self.evaluate()
-        if not (config.eval.every and self.step % config.eval.every == 0):
-            self._log(final)
-        self.snapshot()
-        if not (config.checkpoint.every and self.step % config.checkpoint.every == 0):
+        if not (self.config.eval.every and self.step % self.config.eval.every == 0):
+            self._log(self.evaluate())
+        if not (topology_every and self.step % topology_every == 0):
+            self.snapshot()
+        if not (every and self.step % every == 0):
             self.save_checkpoint()
-        return final
 
-    def _train_step(self) -> float:
-        """One optimiser step over ``accumulation`` micro-batches; returns the mean loss."""
-        lr_factor = warmup_cosine(
-            self.step, self.config.train.steps, self.config.train.warmup_steps,
-            self.config.train.min_lr_ratio,
-        )  # fmt: skip
+    def _train_step(self) -> None:
+        """One optimiser step over ``accumulation`` micro-batches."""
+        train = self.config.train
+        factor = warmup_cosine(self.step, train.steps, train.warmup_steps, train.min_lr_ratio)
         total = torch.zeros(())
+        applied = None
         for _ in range(self.accumulation):
             inputs, targets = next(self.batches)  # (B, T) each
             total += self.engine.forward_backward(inputs, targets).float().cpu()
-            self.engine.step(lr_factor)
-        return float(total) / self.accumulation
+            applied = self.engine.step(factor)
+        if applied:
+            self.bad_steps = 0
+            self.log_loss_sum += float(total) / self.accumulation
+            self.log_steps += 1
+            return
+        self.bad_steps += 1
+        self.skipped_steps += 1
+        logger.warning(
+            "step %d skipped: non-finite loss or gradients (%d in a row, train.max_bad_steps=%d)",
+            self.step + 1, self.bad_steps, train.max_bad_steps,
+        )  # fmt: skip
+        if self.bad_steps >= train.max_bad_steps:
+            raise NonFiniteLossError(
+                f"{self.bad_steps} steps in a row (up to step {self.step + 1}) had a non-finite "
+                f"loss or gradients, so the run stopped; the last complete checkpoint in "
+                f"{self.run_dir / 'checkpoints'} is intact. Resume from it with a lower "
+                "train.lr or train.grad_clip, or look for corrupt data"
+            )
 
-    def _log_train(self, loss_sum: float, steps: int, elapsed: float) -> None:
+    def _log_train(self, timed_steps: int, elapsed: float) -> None:
         skipped_here = self.batches.skipped()
-        values = [loss_sum / steps] + [float(skipped_here[r]) for r in SKIP_REASONS]
+        mean = self.log_loss_sum / self.log_steps if self.log_steps else math.nan
+        values = [mean] + [float(skipped_here[r]) for r in SKIP_REASONS]
         summed = self.engine.all_reduce_sum(values)
         record: dict[str, Any] = {
-            "step": self.step,
-            "tokens": self.tokens,
             "loss": summed[0] / self.engine.context.world_size,
             "lr": self.engine.lr,
             "grad_norm": self.engine.grad_norm(),
-            "tokens_per_s": steps * self.tokens_per_step / elapsed,
+            "tokens_per_s": timed_steps * self.tokens_per_step / elapsed,
         }
         skipped = {r: int(n) for r, n in zip(SKIP_REASONS, summed[1:], strict=True) if n}
         if skipped:
             record["data_skipped"] = skipped
+        if self.skipped_steps:
+            record["skipped_steps"] = self.skipped_steps
+        self.log_loss_sum, self.log_steps = 0.0, 0
         self._log(record)
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -224,127 +229,25 @@ class Trainer:
         if self.engine.context.is_main:
             write_snapshot(snapshot, self.run_dir / "topology" / f"step_{self.step:08d}.json")
 
-    def save_checkpoint(self) -> Path:
-        """Writes a complete checkpoint and points ``latest`` at it (collective)."""
+    def save_checkpoint(self) -> Path | None:
+        """Writes a complete checkpoint, points ``latest`` at it and prunes (collective).
+
+        Skipped while steps are being skipped for non-finite losses, so that a good
+        checkpoint is never pruned in favour of a suspect one.
+        """
+        if self.bad_steps:
+            logger.warning("no checkpoint at step %d: its last step was skipped", self.step)
+            return None
         folder = checkpoint_folder(self.run_dir, self.step)
         started = time.perf_counter()
         self.engine.save(folder / "engine")
-        write_data_state(folder, self.engine.context.rank, self.batches.state_dict())
+        write_rank_state(folder, self.engine.context.rank, self.batches.state_dict())
         snapshot = self.engine.topology_snapshot(self.step, self.tokens)
         barrier()
         if self.engine.context.is_main:
-            state = TrainerState(self.step, self.tokens, self.engine.context.world_size)
-            publish_checkpoint(folder, state, self.config, snapshot, self.tokenizer.path)
+            publish_checkpoint(folder, self.state(), self.config, snapshot, self.tokenizer.path)
+            for old in prune_checkpoints(self.run_dir, self.config.checkpoint.keep_last):
+                logger.info("deleted %s (checkpoint.keep_last)", old)
             logger.info("checkpoint %s (%.1f s)", folder, time.perf_counter() - started)
         barrier()
         return folder
-
-
-def _metric_sinks(config: AncreConfig, run_dir: Path) -> list[MetricsSink]:
-    sinks: list[MetricsSink] = [JsonlSink(run_dir / "metrics.jsonl")]
-    if config.logging.wandb != "disabled":
-        sinks.append(
-            WandbSink(
-                config.logging.wandb,
-                config.logging.wandb_project,
-                config.run.name,
-                run_dir,
-                config_dict(config),
-            )  # fmt: skip
-        )
-    return sinks
-
-
-def _format_matrix(matrix: list[list[float]]) -> str:
-    header = "      " + " ".join(f"{'h' + str(i):>6}" for i in range(len(matrix) + 1))
-    rows = [
-        f"blk{j:<3}" + " ".join(f"{v:6.3f}" if i <= j else f"{'':6}" for i, v in enumerate(row))
-        for j, row in enumerate(matrix)
-    ]
-    return "\n".join([header, *rows])
-
-
-def train(config: AncreConfig) -> Path:
-    """Runs a whole training run and returns its folder.
-
-    Args:
-        config: A validated config.
-
-    Returns:
-        The run folder.
-    """
-    check_data(config.data)
-    context = init_distributed()
-    _setup_logging(context)
-    accumulation = check_world_size(config, context.world_size)
-    run_dir = run_folder(config)
-    prepare_run_folder(run_dir, config.run.overwrite, context.is_main)
-    barrier()
-    if context.is_main:
-        save_config(config, run_dir / "config.yaml")
-    tokenizer = load_tokenizer(config, run_dir, context)
-    torch.manual_seed(config.run.seed)
-    model = build_model(config, tokenizer.vocab_size)
-    if context.is_main:
-        logger.info(
-            "model: %d blocks, hidden %d, %.2fM parameters, topology %s; %d process(es)",
-            model.shape.num_layers, model.shape.hidden_size, model.num_parameters() / 1e6,
-            config.topology.kind, context.world_size,
-        )  # fmt: skip
-    engine = Engine(model, config, context, accumulation)
-    batches = TrainLoader(
-        config.data, tokenizer, config.train.micro_batch_size, context.rank, context.world_size,
-        config.run.seed,
-    )  # fmt: skip
-    val = validation_set(config.data, tokenizer, config.eval.tokens)
-    metrics = MetricsLogger(_metric_sinks(config, run_dir) if context.is_main else [])
-    trainer = Trainer(config, run_dir, engine, batches, val, tokenizer, metrics)
-    try:
-        trainer.fit()
-        snapshot = engine.topology_snapshot(trainer.step, trainer.tokens)
-        if context.is_main and config.topology.kind != "cascaded":
-            logger.info("learned connection matrix (row j: weights block j puts on h_0..h_j):")
-            logger.info("\n%s", _format_matrix(snapshot.matrix))
-        if context.is_main:
-            logger.info("run folder: %s", run_dir)
-    finally:
-        metrics.close()
-        engine.close()
-    return run_dir
-
-
-def _setup_logging(context: DistributedContext) -> None:
-    logging.basicConfig(
-        level=logging.INFO if context.is_main else logging.WARNING,
-        format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-        force=True,
-    )
-
-
-def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float] | None:
-    """Loads a checkpoint through DeepSpeed and evaluates it on the validation set.
-
-    Args:
-        folder: A checkpoint folder (``<run>/checkpoints/step_XXXXXXXX``).
-        overrides: Dotlist overrides of the checkpoint's config (e.g. ``eval.tokens=4096``).
-
-    Returns:
-        On the main process, the checkpoint's step and its ``val_loss``, ``val_ppl`` and
-        ``val_tokens``; None on the others.
-    """
-    manifest = verify_checkpoint(folder)
-    config = load_config(folder / "config.yaml", overrides)
-    context = init_distributed()
-    _setup_logging(context)
-    tokenizer = Tokenizer(folder / "tokenizer.model")
-    torch.manual_seed(config.run.seed)
-    model = build_model(config, tokenizer.vocab_size)
-    engine = Engine(model, config, context, check_world_size(config, context.world_size))
-    try:
-        engine.load(folder / "engine", weights_only=True)
-        val = validation_set(config.data, tokenizer, config.eval.tokens)
-        result = evaluate(engine, *val, config.eval.micro_batch_size)
-    finally:
-        engine.close()
-    return {"step": manifest["step"], **result} if context.is_main else None

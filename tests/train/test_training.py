@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
 from ancre.checkpoint import latest_checkpoint, verify_checkpoint
 from ancre.config import load_config
@@ -19,6 +18,7 @@ from ancre.data.loader import validation_set
 from ancre.data.tokenizer import Tokenizer
 from ancre.model import build_model
 from ancre.snapshot import read_snapshot
+from ancre.train.engine import consolidated_weights
 from tests.conftest import REPO, SAMPLE
 
 pytestmark = pytest.mark.slow
@@ -109,11 +109,7 @@ def test_checkpoint_loads_back_into_an_identical_model(trained):
     manifest = verify_checkpoint(folder)
     assert (manifest["world_size"], manifest["zero_stage"]) == (run.processes, run.zero_stage)
 
-    if run.zero_stage == 0:
-        states = torch.load(folder / "engine" / "mp_rank_00_model_states.pt", weights_only=False)
-        weights = states["module"]
-    else:
-        weights = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag="engine")
+    weights = consolidated_weights(folder / "engine", run.zero_stage)
     assert weights["topology.logits"].dtype == torch.float32
 
     config = load_config(folder / "config.yaml")

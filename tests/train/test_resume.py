@@ -1,0 +1,249 @@
+"""Exact resume through DeepSpeed: from a checkpoint, after SIGKILL, and what is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import ancre
+from ancre.checkpoint import latest_checkpoint, verify_checkpoint
+from ancre.config import load_config
+from ancre.data.loader import validation_set
+from ancre.data.tokenizer import Tokenizer
+from tests.conftest import REPO, SAMPLE
+
+pytestmark = pytest.mark.slow
+
+CONFIG = str(REPO / "configs/quickstart.yaml")
+
+
+def settings(out: Path, name: str, tokenizer: Path, *extra: str) -> list[str]:
+    return [
+        CONFIG, f"run.out_dir={out}", f"run.name={name}", "run.overwrite=false",
+        "checkpoint.resume=auto", f"data.path={SAMPLE}", f"data.tokenizer={tokenizer}",
+        "data.seq_len=64", "train.steps=8", "train.warmup_steps=2", "train.log_every=1",
+        "train.micro_batch_size=4", "train.global_batch_size=8", "train.precision=fp32",
+        "eval.every=4", "eval.tokens=1024", "checkpoint.every=4", "checkpoint.topology_every=2",
+        *extra,
+    ]  # fmt: skip
+
+
+def command(processes: int, args: list[str]) -> list[str]:
+    launcher = [sys.executable, "-m", "ancre.cli"]
+    if processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc_per_node={processes}", "-m", "ancre.cli"]  # fmt: skip
+    return [*launcher, "train", *args]
+
+
+def ancre_train(processes: int, args: list[str], env) -> subprocess.CompletedProcess:
+    return subprocess.run(command(processes, args), env=env, capture_output=True, text=True)
+
+
+def records(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock field."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"} for line in lines]
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(0, 1), (2, 1), (3, 1), (0, 2), (2, 2), (3, 2)],
+    ids=lambda p: f"zero{p[0]}-p{p[1]}",
+)
+def reference(request, tmp_path_factory, subprocess_env, sample_tokenizer):
+    """An uninterrupted 8-step run with checkpoints at steps 4 and 8."""
+    zero, processes = request.param
+    out = tmp_path_factory.mktemp("reference")
+    args = settings(out, "ref", sample_tokenizer.path, f"train.zero_stage={zero}")
+    result = ancre_train(processes, args, subprocess_env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return zero, processes, out / "ref", args
+
+
+def test_resumed_run_equals_the_uninterrupted_one(reference, subprocess_env, tmp_path):
+    zero, processes, run_dir, args = reference
+    middle = run_dir / "checkpoints" / "step_00000004"
+    resumed = [*args, f"run.out_dir={tmp_path}", f"checkpoint.resume={middle}"]
+    result = ancre_train(processes, resumed, subprocess_env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    expected = [r for r in records(run_dir) if r["step"] > 4]
+    assert records(tmp_path / "ref") == expected  # losses, grad norms, lr, val loss: equal
+    assert len(expected) == 5  # steps 5..8, evaluation at 8
+
+
+def test_another_world_size_is_refused_with_what_to_run(reference, subprocess_env, tmp_path):
+    zero, processes, run_dir, args = reference
+    other = 1 if processes == 2 else 2
+    middle = run_dir / "checkpoints" / "step_00000004"
+    result = ancre_train(
+        other, [*args, f"run.out_dir={tmp_path}", f"checkpoint.resume={middle}"], subprocess_env
+    )
+    assert result.returncode != 0
+    message = f"was written by {processes} process(es) and this run has {other}"
+    assert message in result.stderr and "ancre convert" in result.stderr
+
+
+def test_converted_weights_give_the_training_model(reference, tmp_path, subprocess_env):
+    zero, processes, run_dir, _ = reference
+    folder = latest_checkpoint(run_dir)
+    for dtype in ("fp32", "bf16"):
+        out = tmp_path / dtype
+        convert = [sys.executable, "-m", "ancre.cli", "convert", str(folder), str(out)]
+        result = subprocess.run(
+            [*convert, f"--dtype={dtype}"], env=subprocess_env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    model = ancre.load_pretrained(tmp_path / "fp32")
+    config = load_config(tmp_path / "fp32" / "config.yaml")
+    inputs, targets = validation_set(
+        config.data, Tokenizer(tmp_path / "fp32/tokenizer.model"), 1024
+    )
+    with torch.no_grad():
+        loss = float(model(inputs, targets))
+        logits = model(inputs[:2])
+        half_logits = ancre.load_pretrained(tmp_path / "bf16")(inputs[:2])
+    final = [r for r in records(run_dir) if "val_loss" in r][-1]["val_loss"]
+    assert loss == pytest.approx(final, rel=1e-5)
+    torch.testing.assert_close(half_logits, logits, atol=0.1, rtol=0.05)
+
+
+# --- killed at any moment ---
+
+
+def kill_when(popen: subprocess.Popen, condition, timeout: float = 120) -> bool:
+    """SIGKILLs the run's process group as soon as ``condition()`` holds; False if it ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and popen.poll() is None:
+        if condition():
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def logged_step(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return -1
+    steps = []
+    for line in path.read_text().splitlines():
+        try:
+            steps.append(json.loads(line)["step"])
+        except json.JSONDecodeError:
+            pass
+    return max(steps, default=-1)
+
+
+def checkpoint_being_written(run_dir: Path, after_step: int) -> Path | None:
+    latest = run_dir / "checkpoints" / "latest"
+    named = latest.read_text().strip() if latest.exists() else ""
+    for folder in sorted((run_dir / "checkpoints").glob("step_*")):
+        late = int(folder.name.removeprefix("step_")) > after_step
+        if late and folder.name > named and (folder / "engine").is_dir():
+            return folder
+    return None
+
+
+@pytest.fixture(scope="module")
+def kill_settings(tmp_path_factory, sample_tokenizer, subprocess_env):
+    """Settings of a 12-step run (checkpoint every 2, keep 2) and its uninterrupted metrics."""
+    out = tmp_path_factory.mktemp("kill")
+    args = settings(
+        out, "ref", sample_tokenizer.path, "train.steps=12", "checkpoint.every=2",
+        "checkpoint.keep_last=2", "train.zero_stage=2", "data.num_workers=1",
+    )  # fmt: skip
+    result = ancre_train(1, args, subprocess_env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return args, records(out / "ref")
+
+
+def start(args: list[str], env) -> subprocess.Popen:
+    return subprocess.Popen(
+        command(1, args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def finish_and_compare(args, expected, run_dir: Path, env) -> None:
+    complete = latest_checkpoint(run_dir)
+    result = ancre_train(1, args, env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    if complete is None:
+        assert "from scratch" in result.stderr
+    else:
+        assert f"resuming from {complete}" in result.stderr
+    assert records(run_dir) == expected
+    kept = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))
+    assert kept == ["step_00000010", "step_00000012"]  # checkpoint.keep_last=2
+    assert latest_checkpoint(run_dir).name == "step_00000012"
+    snapshots = sorted(p.name for p in (run_dir / "topology").glob("*.json"))
+    assert snapshots == [f"step_{s:08d}.json" for s in range(0, 13, 2)]
+
+
+@pytest.mark.parametrize("kill_after_step", [5, 9])
+def test_killed_between_checkpoints(kill_settings, kill_after_step, tmp_path, subprocess_env):
+    args, expected = kill_settings
+    args = [*args, f"run.out_dir={tmp_path}"]
+    popen = start(args, subprocess_env)
+    assert kill_when(popen, lambda: logged_step(tmp_path / "ref") >= kill_after_step)
+    assert latest_checkpoint(tmp_path / "ref") is not None
+    finish_and_compare(args, expected, tmp_path / "ref", subprocess_env)
+
+
+@pytest.mark.parametrize("after_step", [0, 4], ids=["first-checkpoint", "later-checkpoint"])
+def test_killed_while_a_checkpoint_is_written(kill_settings, after_step, tmp_path, subprocess_env):
+    args, expected = kill_settings
+    args = [*args, f"run.out_dir={tmp_path}"]
+    run_dir = tmp_path / "ref"
+    popen = start(args, subprocess_env)
+    assert kill_when(popen, lambda: checkpoint_being_written(run_dir, after_step) is not None)
+    torn = checkpoint_being_written(run_dir, after_step)
+    assert torn is not None, "the checkpoint completed before the kill landed"
+    complete = latest_checkpoint(run_dir)
+    assert complete is None or complete.name < torn.name
+    finish_and_compare(args, expected, run_dir, subprocess_env)
+    assert not torn.exists() or verify_checkpoint(torn)
+
+
+# --- what resuming refuses, and bad steps ---
+
+
+def test_finished_run_is_left_alone_and_never_refuses_to_overwrite(
+    kill_settings, tmp_path, subprocess_env
+):
+    args, expected = kill_settings
+    args = [*args, f"run.out_dir={tmp_path}"]
+    assert ancre_train(1, args, subprocess_env).returncode == 0
+    again = ancre_train(1, args, subprocess_env)
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+    assert records(tmp_path / "ref") == expected
+    never = ancre_train(1, [*args, "checkpoint.resume=never"], subprocess_env)
+    assert never.returncode == 2 and "run.overwrite=true" in never.stderr
+
+
+def test_non_finite_steps_are_skipped_then_the_run_stops(
+    tmp_path, subprocess_env, sample_tokenizer
+):
+    args = settings(tmp_path, "nan", sample_tokenizer.path, "train.steps=4")
+    assert ancre_train(1, args, subprocess_env).returncode == 0
+    # an absurd learning rate makes every weight explode after one step: losses turn NaN
+    blowup = [*args, "train.steps=30", "train.lr=1e30", "train.max_bad_steps=3"]
+    result = ancre_train(1, blowup, subprocess_env)
+    assert result.returncode == 3
+    assert "3 steps in a row (up to step 8)" in result.stderr
+    assert "last complete checkpoint" in result.stderr
+    latest = latest_checkpoint(tmp_path / "nan")
+    assert latest.name == "step_00000004" and verify_checkpoint(latest)
+    logged = records(tmp_path / "nan")
+    assert [r.get("skipped_steps") for r in logged if r["step"] in (6, 7)] == [1, 2]
+    assert all(r["loss"] is None for r in logged if r["step"] in (6, 7))

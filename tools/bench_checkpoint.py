@@ -1,0 +1,97 @@
+"""Checkpoint save and load time and size for a preset, through the real DeepSpeed engine.
+
+Builds the model in one process (no launcher), takes one training step so the
+optimiser has state, then times what a run does: DeepSpeed's save, the ranks'
+state and the manifest with its sha256 of every file (``publish``), and a full load
+(weights and optimiser); then the safetensors conversion. Prints seconds and MB.
+
+    python tools/bench_checkpoint.py --preset tiny
+    python tools/bench_checkpoint.py --preset 60m --zero-stage 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ancre.checkpoint import (
+    TrainerState,
+    checkpoint_folder,
+    publish_checkpoint,
+    verify_checkpoint,
+    write_rank_state,
+)
+from ancre.config import load_config
+from ancre.convert import convert_checkpoint
+from ancre.data.tokenizer import train_tokenizer
+from ancre.model import build_model
+from ancre.train.engine import Engine, init_distributed
+
+
+def size_mb(folder: Path) -> float:
+    """Total size of the files under a folder, in MB."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+def main() -> None:
+    """Parses the arguments, saves, loads, converts and prints the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--zero-stage", type=int, default=0)
+    parser.add_argument("--vocab-size", type=int, default=32000)
+    parser.add_argument("--seq-len", type=int, default=256)
+    args = parser.parse_args()
+
+    context = init_distributed()
+    overrides = [
+        f"model.preset={args.preset}", f"train.zero_stage={args.zero_stage}",
+        "train.precision=fp32", "train.micro_batch_size=1", "train.global_batch_size=1",
+        f"data.seq_len={args.seq_len}", "train.steps=1", "train.warmup_steps=0",
+    ]  # fmt: skip
+    config = load_config(None, overrides)
+    torch.manual_seed(0)
+    model = build_model(config, args.vocab_size)
+    engine = Engine(model, config, context, accumulation_steps=1)
+    tokens = torch.randint(0, args.vocab_size, (1, args.seq_len + 1))
+    engine.forward_backward(tokens[:, :-1], tokens[:, 1:])
+    engine.step(1.0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp)
+        tokenizer = train_tokenizer(["a small text to make a tokenizer"] * 50, run / "t.model", 300)
+        folder = checkpoint_folder(run, 1)
+        times = {}
+        started = time.perf_counter()
+        engine.save(folder / "engine")
+        times["deepspeed save"] = time.perf_counter() - started
+        started = time.perf_counter()
+        write_rank_state(folder, 0, {})
+        snapshot = engine.topology_snapshot(1, 0)
+        publish_checkpoint(folder, TrainerState(1, 0, 1), config, snapshot, tokenizer.path)
+        times["publish (manifest)"] = time.perf_counter() - started
+        started = time.perf_counter()
+        verify_checkpoint(folder)
+        times["verify (sha256)"] = time.perf_counter() - started
+        started = time.perf_counter()
+        engine.load(folder / "engine")
+        times["deepspeed load"] = time.perf_counter() - started
+        started = time.perf_counter()
+        convert_checkpoint(folder, run / "converted")
+        times["convert (safetensors)"] = time.perf_counter() - started
+        print(
+            f"preset {args.preset}: {model.num_parameters() / 1e6:.1f}M parameters, "
+            f"ZeRO {args.zero_stage}, fp32 weights + AdamW state"
+        )
+        for name, seconds in times.items():
+            print(f"  {name:<22} {seconds:7.2f} s")
+        print(f"  checkpoint size        {size_mb(folder):7.1f} MB")
+        print(f"  converted size         {size_mb(run / 'converted'):7.1f} MB")
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()
