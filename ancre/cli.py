@@ -1,44 +1,42 @@
-"""The ``ancre`` command: ``train``, ``eval`` and ``convert``."""
+"""The ``ancre`` command: one subcommand per job, each implemented in its own module.
+
+Each subcommand's module is imported only when that subcommand runs (the table
+below), so ``ancre viz`` works on a laptop without torch or DeepSpeed, and ``--help``
+is instant.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from ancre.checkpoint import CheckpointError
-from ancre.config import ConfigError, load_config
-from ancre.convert import convert_checkpoint
-from ancre.train.run import evaluate_checkpoint, train
-from ancre.train.trainer import NonFiniteLossError
+# subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("ancre.train.commands", "train a model from YAML configs and key=value overrides"),
+    "eval": ("ancre.train.commands", "validation loss of a checkpoint"),
+    "convert": ("ancre.train.commands", "a checkpoint (any ZeRO stage) -> model.safetensors"),
+}
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ancre", description="Pretrain Llama models with a learnable residual topology."
-    )
-    # DeepSpeed's launcher passes --local_rank; the rank is read from the environment.
-    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
-    commands = parser.add_subparsers(dest="command", required=True)
-    train_cmd = commands.add_parser("train", help="train a model from YAML configs")
-    train_cmd.add_argument(
-        "settings",
-        nargs="+",
-        metavar="CONFIG_OR_OVERRIDE",
-        help="YAML files merged in order, then key=value overrides (e.g. train.steps=100)",
-    )
-    convert_cmd = commands.add_parser(
-        "convert", help="a checkpoint (any ZeRO stage) -> model.safetensors + config"
-    )
-    convert_cmd.add_argument("checkpoint", type=Path, help="a checkpoint folder")
-    convert_cmd.add_argument("out_dir", type=Path, help="folder to write")
-    convert_cmd.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-    eval_cmd = commands.add_parser("eval", help="validation loss of a checkpoint")
-    eval_cmd.add_argument("checkpoint", type=Path, help="a checkpoint folder")
-    eval_cmd.add_argument("overrides", nargs="*", help="key=value overrides of its config")
-    return parser
+def _usage() -> str:
+    lines = ["usage: ancre COMMAND [ARGS ...]   (ancre COMMAND --help for its arguments)", ""]
+    lines += [f"  {name:<10} {summary}" for name, (_, summary) in sorted(COMMANDS.items())]
+    return "\n".join(lines)
+
+
+def _without_local_rank(argv: list[str]) -> list[str]:
+    """Drops the --local_rank argument DeepSpeed's launcher adds (ranks come from the env)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--local_rank", "--local-rank"):
+            skip = True
+        elif not arg.startswith(("--local_rank=", "--local-rank=")):
+            kept.append(arg)
+    return kept
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,23 +48,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The process exit code.
     """
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "train":
-            files = [item for item in args.settings if "=" not in item]
-            overrides = [item for item in args.settings if "=" in item]
-            train(load_config(files, overrides))
-        elif args.command == "convert":
-            print(convert_checkpoint(args.checkpoint, args.out_dir, args.dtype))
-        elif (result := evaluate_checkpoint(args.checkpoint, args.overrides)) is not None:
-            print(json.dumps(result))
-    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError) as error:
-        print(f"ancre {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as error:
-        print(f"ancre {args.command}: stopped: {error}", file=sys.stderr)
-        return 3
-    return 0
+    args = _without_local_rank(list(sys.argv[1:] if argv is None else argv))
+    if not args or args[0] not in COMMANDS:
+        asked = bool(args) and args[0] in ("-h", "--help")
+        print(_usage(), file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
+    command = args[0]
+    module_name, summary = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"ancre {command}", description=summary)
+    module.add_arguments(command, parser)
+    return module.run(command, parser.parse_args(args[1:]))
 
 
 if __name__ == "__main__":

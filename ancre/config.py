@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
-TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform")
+TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform", "fixed")
 MIX_BACKENDS = ("auto", "reference")
 ATTENTION_BACKENDS = ("sdpa",)
 DATA_SOURCES = ("local", "hub")
@@ -94,7 +94,11 @@ class TopologyConfig:
     """The residual wiring: the L x (L+1) connection matrix."""
 
     kind: str = "ancre"
-    """cascaded (plain Llama), ancre (learned softmax rows) or uniform (frozen 1/(j+1))."""
+    """cascaded (plain Llama), ancre (learned softmax rows), uniform (frozen 1/(j+1)) or
+    fixed (the frozen edges of topology.edges)."""
+    edges: str = ""
+    """For kind fixed: comma-separated edges i:j (or i:j@weight, default weight 1), each
+    adding the output of layer i (0 = the input) to the output of layer j, e.g. "0:2,2:3"."""
     temperature: float = 1e-2
     """Softmax temperature tau of the ancre rows: P[j] = softmax(theta_j / tau)."""
     lr_multiplier: float = 1.0
@@ -309,6 +313,8 @@ def validate(config: AncreConfig) -> None:
     _positive("model.norm_eps", config.model.norm_eps)
     _positive("model.init_std", config.model.init_std)
     _positive("topology.temperature", config.topology.temperature)
+    if config.topology.kind == "fixed" and not config.topology.edges.strip():
+        raise ConfigError("topology.edges", 'kind fixed needs edges, e.g. "0:2,2:3"')
     _non_negative("topology.lr_multiplier", config.topology.lr_multiplier)
     _positive("data.tokenizer_vocab_size", config.data.tokenizer_vocab_size)
     _positive("data.seq_len", config.data.seq_len)

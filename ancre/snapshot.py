@@ -10,7 +10,8 @@ inspect a copied run folder without torch::
 
 Row j of ``matrix`` holds the weights P[j, 0..j] that block j puts on the states
 h_0 (the embeddings) .. h_j. Parameterisations: ``softmax`` (learned Ancre rows),
-``uniform`` (frozen 1/(j+1)) and ``cascaded`` (no mix: the matrix is all zero).
+``uniform`` (frozen 1/(j+1)), ``cascaded`` (no mix: the matrix is all zero) and
+``fixed`` (frozen edges; rows need not sum to one).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ancre.atomic import write_json_atomic
 
 FORMAT = "ancre-topology"
 VERSION = 1
-PARAMETERISATIONS = ("softmax", "uniform", "cascaded")
+PARAMETERISATIONS = ("softmax", "uniform", "cascaded", "fixed")
 ROW_SUM_TOLERANCE = 1e-4
 
 
@@ -73,6 +74,8 @@ class TopologySnapshot:
                 raise SnapshotError(f"{source}: row {j} of the matrix is not finite")
             if any(v != 0.0 for v in row[j + 1 :]):
                 raise SnapshotError(f"{source}: row {j} has weight above the diagonal")
+            if self.parameterisation == "fixed":
+                continue
             total = sum(row)
             expected = 0.0 if self.parameterisation == "cascaded" else 1.0
             if abs(total - expected) > ROW_SUM_TOLERANCE:

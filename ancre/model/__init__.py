@@ -1,18 +1,27 @@
 """Single-device model code: Llama blocks wired by a learnable topology."""
 
 from ancre.model.presets import PRESETS, ModelShape, resolve_shape
-from ancre.model.topology import AncreTopology, Topology, UniformTopology, build_topology
+from ancre.model.topology import (
+    AncreTopology,
+    FixedTopology,
+    Topology,
+    UniformTopology,
+    build_topology,
+    parse_edges,
+)
 from ancre.model.transformer import IGNORE_INDEX, Transformer, build_model
 
 __all__ = [
     "IGNORE_INDEX",
     "PRESETS",
     "AncreTopology",
+    "FixedTopology",
     "ModelShape",
     "Topology",
     "Transformer",
     "UniformTopology",
     "build_model",
     "build_topology",
+    "parse_edges",
     "resolve_shape",
 ]

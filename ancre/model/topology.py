@@ -11,6 +11,9 @@ P is the L x (L+1) connection matrix, zero above the diagonal. The parameterisat
 - ``ancre``: P[j, :j+1] = softmax(theta_j / tau) with learnable theta_j, zero at
   initialisation (so P starts uniform); theta_0 has one entry and is frozen (P[0, 0] = 1).
 - ``uniform``: P[j, i] = 1 / (j+1), frozen ("all connections, equal weight").
+- ``fixed``: frozen edges ``i:j`` (weight 1, or ``i:j@w``) adding the output of layer
+  i (0 = the input h_0) to the output of layer j: P[j-1, i] = w. Rows may be all zero
+  (the deep-linear-network layouts of METHOD.md, such as 0:2 alone).
 
 The logits and the softmax stay in fp32 whatever precision the blocks run in. The
 topology works on any sequence of blocks that map a state to a state of the same shape.
@@ -24,7 +27,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ancre.config import TopologyConfig
+from ancre.config import ConfigError, TopologyConfig
 from ancre.kernels import MixFn, select_mix
 from ancre.kernels.reference import accumulation_dtype
 from ancre.snapshot import TopologySnapshot
@@ -168,6 +171,57 @@ class AncreTopology(Topology):
         return f"{super().extra_repr()}, temperature={self.temperature}"
 
 
+class FixedTopology(Topology):
+    """Frozen edges: P[j-1, i] = w for every edge i:j of weight w, zero elsewhere."""
+
+    parameterisation = "fixed"
+
+    def __init__(self, num_layers: int, mix: MixFn, edges: list[tuple[int, int, float]]) -> None:
+        super().__init__(num_layers, mix)
+        matrix = torch.zeros(num_layers, num_layers + 1)  # (L, L+1)
+        for source, target, weight in edges:
+            matrix[target - 1, source] += weight
+        self.register_buffer("fixed", matrix, persistent=False)
+        self.edges = edges
+
+    def weights(self) -> torch.Tensor:
+        """The frozen (L, L+1) matrix of the edges."""
+        return self.fixed.to(accumulation_dtype(self.fixed.dtype))
+
+
+def parse_edges(text: str, num_layers: int) -> list[tuple[int, int, float]]:
+    """Parses ``topology.edges`` ("0:2,2:3" or "0:2@0.5,...") for a stack of L layers.
+
+    Args:
+        text: Comma-separated edges i:j or i:j@weight.
+        num_layers: L; an edge may go from 0..L-1 to 1..L, forwards only.
+
+    Returns:
+        (source i, target j, weight) triples.
+
+    Raises:
+        ConfigError: An edge is malformed, points backwards, or goes past layer L.
+    """
+    edges = []
+    for item in (part.strip() for part in text.split(",")):
+        spec, _, weight = item.partition("@")
+        source, colon, target = spec.partition(":")
+        try:
+            edge = (int(source), int(target), float(weight) if weight else 1.0)
+        except ValueError:
+            raise ConfigError("topology.edges", f"{item!r} is not i:j or i:j@weight") from None
+        if not colon:
+            raise ConfigError("topology.edges", f"{item!r} is not i:j or i:j@weight")
+        if not 0 <= edge[0] < edge[1]:
+            raise ConfigError(
+                "topology.edges", f"{item!r} points backwards: an edge i:j needs 0 <= i < j"
+            )
+        if edge[1] > num_layers:
+            raise ConfigError("topology.edges", f"{item!r} goes past the last layer ({num_layers})")
+        edges.append(edge)
+    return edges
+
+
 def build_topology(config: TopologyConfig, num_layers: int) -> Topology:
     """Builds the topology a config names, with its mix backend chosen once, here.
 
@@ -183,6 +237,8 @@ def build_topology(config: TopologyConfig, num_layers: int) -> Topology:
         topology: Topology = AncreTopology(num_layers, mix, config.temperature)
     elif config.kind == "uniform":
         topology = UniformTopology(num_layers, mix)
+    elif config.kind == "fixed":
+        topology = FixedTopology(num_layers, mix, parse_edges(config.edges, num_layers))
     else:
         topology = Topology(num_layers, mix)
     if config.kind != "cascaded":

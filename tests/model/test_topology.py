@@ -2,9 +2,16 @@ import pytest
 import torch
 from torch import nn
 
-from ancre.config import TopologyConfig
+from ancre.config import ConfigError, TopologyConfig
 from ancre.kernels.reference import mix
-from ancre.model.topology import AncreTopology, Topology, UniformTopology, build_topology
+from ancre.model.topology import (
+    AncreTopology,
+    FixedTopology,
+    Topology,
+    UniformTopology,
+    build_topology,
+    parse_edges,
+)
 from ancre.snapshot import TopologySnapshot
 
 
@@ -111,3 +118,33 @@ def test_build_topology_kinds():
     assert isinstance(ancre, AncreTopology) and ancre.temperature == 0.3
     with pytest.raises(ValueError, match="topology.backend='nope' is not available"):
         build_topology(TopologyConfig(backend="nope"), 2)
+
+
+def test_fixed_edges_build_the_matrix_and_may_leave_rows_empty():
+    topology = build_topology(TopologyConfig(kind="fixed", edges="0:2, 2:3@0.5"), 3)
+    expected = torch.zeros(3, 4)
+    expected[1, 0] = 1.0  # 0:2: the input added to the output of layer 2
+    expected[2, 2] = 0.5  # 2:3
+    torch.testing.assert_close(topology.matrix(), expected)
+    assert list(topology.parameters()) == []
+    topology.snapshot(0, 0).check()  # rows that do not sum to one are fine when fixed
+
+
+def test_fixed_stack_is_the_deep_linear_formula():
+    torch.manual_seed(0)
+    w1, w2, w3 = (nn.Linear(4, 4, bias=False) for _ in range(3))
+    topology = FixedTopology(3, mix, parse_edges("0:2", 3))
+    x = torch.randn(5, 4)
+    out = topology([w1, w2, w3], x)[-1]
+    torch.testing.assert_close(out, w3(w2(w1(x)) + x))  # W3 (W2 W1 + I) x
+
+
+@pytest.mark.parametrize(
+    ("edges", "message"),
+    [("2:1", "points backwards"), ("1:1", "points backwards"), ("0:4", "past the last layer"),
+     ("0-2", "not i:j"), ("a:b", "not i:j")],
+)  # fmt: skip
+def test_bad_edges_are_named(edges, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_edges(edges, 3)
+    assert info.value.key == "topology.edges"

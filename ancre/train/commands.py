@@ -1,0 +1,60 @@
+"""The ``ancre train``, ``ancre eval`` and ``ancre convert`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ancre.checkpoint import CheckpointError
+from ancre.config import ConfigError, load_config
+from ancre.convert import convert_checkpoint
+from ancre.train.run import evaluate_checkpoint, train
+from ancre.train.trainer import NonFiniteLossError
+
+EXIT_BAD_INPUT = 2
+EXIT_NON_FINITE = 3
+
+
+def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """Declares the arguments of one subcommand."""
+    if command == "train":
+        parser.add_argument(
+            "settings",
+            nargs="+",
+            metavar="CONFIG_OR_OVERRIDE",
+            help="YAML files merged in order, then key=value overrides (e.g. train.steps=100)",
+        )
+    elif command == "eval":
+        parser.add_argument("checkpoint", type=Path, help="a checkpoint folder")
+        parser.add_argument("overrides", nargs="*", help="key=value overrides of its config")
+    else:
+        parser.add_argument("checkpoint", type=Path, help="a checkpoint folder")
+        parser.add_argument("out_dir", type=Path, help="folder to write")
+        parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+
+
+def run(command: str, args: argparse.Namespace) -> int:
+    """Runs one subcommand; bad input ends with a message and exit code 2.
+
+    Returns:
+        0 on success, 2 for bad input (config, files, checkpoints), 3 when training
+        stopped on non-finite losses.
+    """
+    try:
+        if command == "train":
+            files = [item for item in args.settings if "=" not in item]
+            overrides = [item for item in args.settings if "=" in item]
+            train(load_config(files, overrides))
+        elif command == "convert":
+            print(convert_checkpoint(args.checkpoint, args.out_dir, args.dtype))
+        elif (result := evaluate_checkpoint(args.checkpoint, args.overrides)) is not None:
+            print(json.dumps(result))
+    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError) as error:
+        print(f"ancre {command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NonFiniteLossError as error:
+        print(f"ancre {command}: stopped: {error}", file=sys.stderr)
+        return EXIT_NON_FINITE
+    return 0
