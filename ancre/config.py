@@ -23,7 +23,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
 TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform", "fixed")
-MIX_BACKENDS = ("auto", "reference")
+MIX_BACKENDS = ("auto", "reference", "triton")
 ATTENTION_BACKENDS = ("sdpa",)
 DATA_SOURCES = ("local", "hub")
 PACKING_MODES = ("docs", "none")
@@ -104,7 +104,8 @@ class TopologyConfig:
     lr_multiplier: float = 1.0
     """Learning rate of the topology logits as a multiple of train.lr."""
     backend: str = "auto"
-    """Implementation of the weighted sum: auto or reference (plain PyTorch)."""
+    """Implementation of the weighted sum: reference (plain PyTorch), triton (fused
+    kernels; CUDA) or auto (triton on CUDA when it imports, else reference)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,9 @@ class TrainConfig:
     max_bad_steps: int = 5
     """Stop after this many optimiser steps in a row skipped for a non-finite loss or
     gradient (the last complete checkpoint stays intact)."""
+    dist_timeout_s: int = 300
+    """Seconds a collective (all-reduce, barrier) waits for the other processes before
+    failing, so a dead or unreachable peer stops the run instead of hanging it."""
 
 
 @dataclass(frozen=True)
@@ -328,7 +332,10 @@ def validate(config: AncreConfig) -> None:
         )
 
     train = config.train
-    for key in ("steps", "micro_batch_size", "global_batch_size", "log_every", "max_bad_steps"):
+    for key in (
+        "steps", "micro_batch_size", "global_batch_size", "log_every", "max_bad_steps",
+        "dist_timeout_s",
+    ):  # fmt: skip
         _positive(f"train.{key}", getattr(train, key))
     _positive("train.lr", train.lr)
     if not 0.0 <= train.min_lr_ratio <= 1.0:

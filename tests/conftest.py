@@ -1,4 +1,4 @@
-"""Shared fixtures: the repository root, a tokenizer of the sample corpus, subprocess env."""
+"""Shared fixtures: the repository root, a tokenizer of the sample corpus, subprocess env."""  # noqa: E501
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # Triton kernels run on the CPU through its interpreter, which must be chosen before
+    # any kernel is defined: the CPU tests check them against the reference this way.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from ancre.data.sources import find_shards, iter_documents
 from ancre.data.tokenizer import Tokenizer, train_tokenizer

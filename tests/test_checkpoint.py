@@ -27,7 +27,7 @@ from ancre.checkpoint import (
 )
 from ancre.config import load_config
 from ancre.data.tokenizer import train_tokenizer
-from ancre.kernels.reference import mix
+from ancre.kernels import reference_backend
 from ancre.model.topology import AncreTopology
 from ancre.snapshot import read_snapshot
 
@@ -55,7 +55,7 @@ def published(tmp_path: Path, tokenizer_file: Path) -> Path:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
     (folder / "latest").write_text("engine")
-    snapshot = AncreTopology(4, mix, 0.01).snapshot(5, 100)
+    snapshot = AncreTopology(4, reference_backend, 0.01).snapshot(5, 100)
     config = load_config(None, ["train.steps=5", "train.warmup_steps=1", "train.zero_stage=2"])
     publish_checkpoint(folder, TrainerState(5, 100, 2), config, snapshot, tokenizer_file)
     return folder
@@ -129,7 +129,7 @@ def publish_at(run: Path, step: int, tokenizer_file: Path) -> Path:
     folder = checkpoint_folder(run, step)
     (folder / "engine").mkdir(parents=True)
     (folder / "engine" / "weights.pt").write_bytes(bytes([step]) * 64)
-    snapshot = AncreTopology(2, mix, 0.01).snapshot(step, step * 10)
+    snapshot = AncreTopology(2, reference_backend, 0.01).snapshot(step, step * 10)
     config = load_config(None, ["train.steps=50", "train.warmup_steps=1"])
     publish_checkpoint(folder, TrainerState(step, step * 10, 1), config, snapshot, tokenizer_file)
     return folder

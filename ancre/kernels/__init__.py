@@ -1,39 +1,77 @@
 """Implementations of the topology mix; the backend is chosen once, when a model is built.
 
-Every backend computes :func:`ancre.kernels.reference.mix` and keeps the parameters
-and the checkpoint layout unchanged, so switching backend never touches a checkpoint.
+A backend turns the (L, L+1) connection matrix of one forward pass into a *mixer*,
+called once per block as ``mixer(j, y_j, [h_0, ..., h_j]) -> h_{j+1}``. Every backend
+computes :func:`ancre.kernels.reference.mix` and has no parameters of its own, so
+switching backend never changes a checkpoint.
+
+- ``reference``: plain PyTorch (the executable spec), any device.
+- ``triton``: fused Triton kernels (``ancre.kernels.mix_triton``), on CUDA, or on the
+  CPU under ``TRITON_INTERPRET=1``; needs the ``triton`` package (``pip install
+  ancre[gpu]``).
+- ``auto``: triton on a CUDA machine where it imports, else reference.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable, Sequence
 
 import torch
 
 from ancre.kernels import reference
 
-MixFn = Callable[[torch.Tensor, Sequence[torch.Tensor], torch.Tensor], torch.Tensor]
-"""(y (..., D), states [j+1 x (..., D)], weights (j+1,)) -> h_{j+1} (..., D)."""
+Mixer = Callable[[int, torch.Tensor, Sequence[torch.Tensor]], torch.Tensor]
+"""(j, y_j (..., D), [h_0 .. h_j]) -> h_{j+1} (..., D), for one forward pass."""
+MixBackend = Callable[[torch.Tensor], Mixer]
+"""The (L, L+1) connection matrix of a forward pass -> its mixer."""
 
-_BACKENDS: dict[str, MixFn] = {"reference": reference.mix}
+BACKENDS = ("auto", "reference", "triton")
 
 
-def select_mix(backend: str) -> tuple[str, MixFn]:
+def reference_backend(weights: torch.Tensor) -> Mixer:
+    """The mixer of the plain-PyTorch reference for one forward pass."""
+
+    def mixer(j: int, y: torch.Tensor, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        return reference.mix(y, states, weights[j, : j + 1])
+
+    return mixer
+
+
+def triton_unavailable() -> str | None:
+    """Why the triton backend cannot run here, or None when it can."""
+    if importlib.util.find_spec("triton") is None:
+        return "the triton package is not installed (pip install 'ancre[gpu]')"
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        return "there is no CUDA GPU (on a CPU, Triton runs only under TRITON_INTERPRET=1)"
+    return None
+
+
+def select_mix(backend: str) -> tuple[str, MixBackend]:
     """Chooses the mix implementation for a ``topology.backend`` setting.
 
     Args:
-        backend: ``auto`` (the fastest available here) or the name of a backend.
+        backend: ``auto``, ``reference`` or ``triton``.
 
     Returns:
-        The name of the chosen backend and its function.
+        The name of the chosen backend and the backend.
 
     Raises:
-        ValueError: The named backend does not exist in this build.
+        ValueError: The backend is unknown, or ``triton`` was asked for where it cannot
+            run (the message says why and what to do).
     """
-    name = "reference" if backend == "auto" else backend
-    if name not in _BACKENDS:
+    if backend not in BACKENDS:
+        raise ValueError(f"topology.backend={backend!r} is not available; allowed: {BACKENDS}")
+    why_not = triton_unavailable()
+    if backend == "reference" or (backend == "auto" and (why_not or not torch.cuda.is_available())):
+        return "reference", reference_backend
+    if why_not:
         raise ValueError(
-            f"topology.backend={backend!r} is not available; available: auto, "
-            + ", ".join(_BACKENDS)
+            f"topology.backend=triton cannot run here: {why_not}; use auto or reference"
         )
-    return name, _BACKENDS[name]
+    # Imported here, behind the check above: triton is an optional dependency, and
+    # TRITON_INTERPRET must be set before its kernels are defined.
+    from ancre.kernels import mix_triton
+
+    return "triton", mix_triton.start_pass

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ancre.config import ConfigError, TopologyConfig
-from ancre.kernels import MixFn, select_mix
+from ancre.kernels import MixBackend, select_mix
 from ancre.kernels.reference import accumulation_dtype
 from ancre.snapshot import TopologySnapshot
 
@@ -51,7 +51,7 @@ class Topology(nn.Module):
     parameterisation = "cascaded"
     temperature: float | None = None
 
-    def __init__(self, num_layers: int, mix: MixFn) -> None:
+    def __init__(self, num_layers: int, mix: MixBackend) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"a topology needs at least one block, got num_layers={num_layers}")
@@ -87,10 +87,11 @@ class Topology(nn.Module):
         if len(blocks) != self.num_layers:
             raise ValueError(f"topology wires {self.num_layers} blocks, got {len(blocks)}")
         weights = self.weights()  # (L, L+1) fp32, or None
+        mixer = None if weights is None else self.mix(weights)
         states = [h0]
         for j, block in enumerate(blocks):
             y = block(states[-1], *block_args)  # (..., D)
-            states.append(y if weights is None else self.mix(y, states, weights[j, : j + 1]))
+            states.append(y if mixer is None else mixer(j, y, states))
         return states
 
     def snapshot(self, step: int, tokens: int) -> TopologySnapshot:
@@ -116,7 +117,7 @@ class UniformTopology(Topology):
 
     parameterisation = "uniform"
 
-    def __init__(self, num_layers: int, mix: MixFn) -> None:
+    def __init__(self, num_layers: int, mix: MixBackend) -> None:
         super().__init__(num_layers, mix)
         rows = torch.arange(1, num_layers + 1, dtype=torch.float32).unsqueeze(1)  # (L, 1)
         uniform = torch.ones(num_layers, num_layers + 1).tril() / rows  # (L, L+1)
@@ -136,7 +137,7 @@ class AncreTopology(Topology):
 
     parameterisation = "softmax"
 
-    def __init__(self, num_layers: int, mix: MixFn, temperature: float) -> None:
+    def __init__(self, num_layers: int, mix: MixBackend, temperature: float) -> None:
         super().__init__(num_layers, mix)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -176,7 +177,9 @@ class FixedTopology(Topology):
 
     parameterisation = "fixed"
 
-    def __init__(self, num_layers: int, mix: MixFn, edges: list[tuple[int, int, float]]) -> None:
+    def __init__(
+        self, num_layers: int, mix: MixBackend, edges: list[tuple[int, int, float]]
+    ) -> None:
         super().__init__(num_layers, mix)
         matrix = torch.zeros(num_layers, num_layers + 1)  # (L, L+1)
         for source, target, weight in edges:

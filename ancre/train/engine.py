@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +72,79 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def init_distributed() -> DistributedContext:
-    """Joins the process group that a launcher (DeepSpeed, torchrun) describes.
+def first_host(nodelist: str) -> str:
+    """The first host name of a SLURM node list (``gpu[03-05,9],cpu1`` -> ``gpu03``).
 
-    A process started with no launcher is a world of one: the variables DeepSpeed
-    needs are set here (a free local port), instead of DeepSpeed's MPI discovery.
+    Args:
+        nodelist: A node list as SLURM writes it, ranges in brackets.
+
+    Returns:
+        The first host it names.
+    """
+    head = re.match(r"([^,\[]*)(\[([^\]]*)\])?", nodelist.strip())
+    assert head is not None  # the pattern matches any string
+    prefix, ranges = head.group(1), head.group(3)
+    if not ranges:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0]
+
+
+def _slurm_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The launcher variables of a process that ``srun`` started directly (no torchrun).
+
+    Rank and world come from SLURM_PROCID, SLURM_LOCALID and SLURM_STEP_NUM_TASKS (or
+    SLURM_NTASKS); the rendezvous host is the step's first node (where rank 0 runs),
+    else SLURM_LAUNCH_NODE_IPADDR; the port is derived from SLURM_JOB_ID so every
+    process of a job picks the same one. MASTER_ADDR and MASTER_PORT win when set.
+    """
+    world = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS")
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
+    host = env.get("MASTER_ADDR") or (
+        first_host(nodelist) if nodelist else env.get("SLURM_LAUNCH_NODE_IPADDR")
+    )
+    job = env.get("SLURM_JOB_ID")
+    port = env.get("MASTER_PORT") or (str(15000 + int(job) % 20000) if job else None)
+    missing = [
+        name
+        for name, value in (
+            ("SLURM_NTASKS", world),
+            ("SLURM_JOB_NODELIST or SLURM_LAUNCH_NODE_IPADDR", host),
+            ("SLURM_JOB_ID or MASTER_PORT", port),
+        )
+        if not value
+    ]
+    if missing:
+        raise RuntimeError(
+            f"started by srun (SLURM_PROCID is set) but {', '.join(missing)} is not set; "
+            "set MASTER_ADDR and MASTER_PORT, or start through torchrun"
+        )
+    return {
+        "RANK": env["SLURM_PROCID"],
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+        "WORLD_SIZE": str(world),
+        "MASTER_ADDR": str(host),
+        "MASTER_PORT": str(port),
+    }
+
+
+def init_distributed(timeout_s: int = 300) -> DistributedContext:
+    """Joins the process group that a launcher (DeepSpeed, torchrun, srun) describes.
+
+    A launcher's RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT come
+    first. A process that ``srun`` started directly (SLURM_PROCID set, no RANK) takes
+    them from SLURM's variables. A process started with no launcher is a world of
+    one: the variables DeepSpeed needs are set here (a free local port), instead of
+    DeepSpeed's MPI discovery.
+
+    Args:
+        timeout_s: Seconds a collective waits for the other processes before it fails
+            (``train.dist_timeout_s``), so a lost peer ends the run instead of hanging it.
 
     Returns:
         This process's place in the world.
     """
+    if "RANK" not in os.environ and "SLURM_PROCID" in os.environ:
+        os.environ.update(_slurm_variables(os.environ))
     if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
         os.environ.update(
             RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
@@ -88,11 +154,13 @@ def init_distributed() -> DistributedContext:
     if missing:
         raise RuntimeError(
             f"the launcher set only part of the process-group variables; missing: "
-            f"{', '.join(missing)}. Start with deepspeed, torchrun, or no launcher at all"
+            f"{', '.join(missing)}. Start with deepspeed, torchrun, srun, or no launcher at all"
         )
     deepspeed_logger.setLevel(logging.WARNING)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    deepspeed.init_distributed(
+        dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(seconds=timeout_s)
+    )
     local_rank = int(os.environ["LOCAL_RANK"])
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)

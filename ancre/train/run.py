@@ -230,7 +230,7 @@ def train(config: AncreConfig) -> Path:
         The run folder.
     """
     check_data(config.data)
-    context = init_distributed()
+    context = init_distributed(config.train.dist_timeout_s)
     _setup_logging(context)
     accumulation = check_world_size(config, context.world_size)
     run_dir = run_folder(config)
@@ -297,7 +297,7 @@ def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float] 
     """
     manifest = verify_checkpoint(folder)
     config = load_config(folder / "config.yaml", overrides)
-    context = init_distributed()
+    context = init_distributed(config.train.dist_timeout_s)
     _setup_logging(context)
     tokenizer = Tokenizer(folder / "tokenizer.model")
     torch.manual_seed(config.run.seed)

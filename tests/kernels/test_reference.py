@@ -1,6 +1,6 @@
 import torch
 
-from ancre.kernels import select_mix
+from ancre.kernels import reference_backend, select_mix
 from ancre.kernels.reference import mix
 
 
@@ -39,6 +39,6 @@ def test_weights_must_match_states():
         raise AssertionError("a weight count mismatch was accepted")
 
 
-def test_auto_selects_reference_on_cpu():
-    name, fn = select_mix("auto")
-    assert name == "reference" and fn is mix
+def test_auto_selects_reference_without_a_gpu():
+    name, backend = select_mix("auto")
+    assert name == "reference" and backend is reference_backend

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from ancre.config import ConfigError, TopologyConfig
-from ancre.kernels.reference import mix
+from ancre.kernels import reference_backend
 from ancre.model.topology import (
     AncreTopology,
     FixedTopology,
@@ -28,12 +28,12 @@ def expected_matrix(logits: torch.Tensor, num_layers: int, tau: float) -> torch.
 
 
 def test_ancre_counts_learnable_logits_like_the_method():
-    assert AncreTopology(24, mix, 0.01).logits.numel() == 299
-    assert AncreTopology(1, mix, 0.01).logits.numel() == 0
+    assert AncreTopology(24, reference_backend, 0.01).logits.numel() == 299
+    assert AncreTopology(1, reference_backend, 0.01).logits.numel() == 0
 
 
 def test_ancre_starts_uniform_with_frozen_first_row():
-    topology = AncreTopology(5, mix, 0.01)
+    topology = AncreTopology(5, reference_backend, 0.01)
     matrix = topology.matrix()
     assert matrix.shape == (5, 6)
     for j in range(5):
@@ -43,7 +43,7 @@ def test_ancre_starts_uniform_with_frozen_first_row():
 
 def test_ancre_matrix_is_softmax_of_rows_over_temperature():
     torch.manual_seed(0)
-    topology = AncreTopology(6, mix, 0.5)
+    topology = AncreTopology(6, reference_backend, 0.5)
     with torch.no_grad():
         topology.logits.normal_()
     expected = expected_matrix(topology.logits.detach(), 6, 0.5)
@@ -55,17 +55,17 @@ def test_ancre_matrix_is_softmax_of_rows_over_temperature():
 
 
 def test_uniform_and_cascaded_matrices():
-    uniform = UniformTopology(4, mix).matrix()
+    uniform = UniformTopology(4, reference_backend).matrix()
     torch.testing.assert_close(uniform[3, :4], torch.full((4,), 0.25))
     assert torch.all(uniform.triu(1) == 0)
-    assert list(UniformTopology(4, mix).parameters()) == []
-    assert torch.all(Topology(4, mix).matrix() == 0)
+    assert list(UniformTopology(4, reference_backend).parameters()) == []
+    assert torch.all(Topology(4, reference_backend).matrix() == 0)
 
 
 def test_topology_wires_any_blocks_by_the_formula():
     torch.manual_seed(1)
     blocks = nn.ModuleList(nn.Linear(8, 8) for _ in range(4))
-    topology = AncreTopology(4, mix, 1.0)
+    topology = AncreTopology(4, reference_backend, 1.0)
     with torch.no_grad():
         topology.logits.normal_()
     h0 = torch.randn(3, 8)
@@ -82,17 +82,17 @@ def test_topology_wires_any_blocks_by_the_formula():
 
 def test_cascaded_is_a_plain_chain_of_blocks():
     blocks = [lambda h: 2 * h, lambda h: h + 1]
-    states = Topology(2, mix)(blocks, torch.ones(2))
+    states = Topology(2, reference_backend)(blocks, torch.ones(2))
     torch.testing.assert_close(states[-1], torch.full((2,), 3.0))
 
 
 def test_wrong_number_of_blocks_is_refused():
     with pytest.raises(ValueError, match="wires 3 blocks, got 2"):
-        Topology(3, mix)([lambda h: h, lambda h: h], torch.ones(1))
+        Topology(3, reference_backend)([lambda h: h, lambda h: h], torch.ones(1))
 
 
 def test_softmax_stays_fp32_under_bf16_autocast():
-    topology = AncreTopology(4, mix, 0.01)
+    topology = AncreTopology(4, reference_backend, 0.01)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         weights = topology.weights()
     assert weights.dtype == torch.float32
@@ -100,15 +100,15 @@ def test_softmax_stays_fp32_under_bf16_autocast():
 
 
 def test_snapshot_holds_matrix_logits_and_temperature():
-    topology = AncreTopology(3, mix, 0.02)
+    topology = AncreTopology(3, reference_backend, 0.02)
     snapshot = topology.snapshot(step=7, tokens=700)
     assert isinstance(snapshot, TopologySnapshot)
     assert (snapshot.step, snapshot.tokens, snapshot.num_layers) == (7, 700, 3)
     assert snapshot.parameterisation == "softmax" and snapshot.temperature == 0.02
     assert [len(r) for r in snapshot.logits] == [1, 2, 3]
     snapshot.check()
-    Topology(3, mix).snapshot(0, 0).check()
-    UniformTopology(3, mix).snapshot(0, 0).check()
+    Topology(3, reference_backend).snapshot(0, 0).check()
+    UniformTopology(3, reference_backend).snapshot(0, 0).check()
 
 
 def test_build_topology_kinds():
@@ -133,7 +133,7 @@ def test_fixed_edges_build_the_matrix_and_may_leave_rows_empty():
 def test_fixed_stack_is_the_deep_linear_formula():
     torch.manual_seed(0)
     w1, w2, w3 = (nn.Linear(4, 4, bias=False) for _ in range(3))
-    topology = FixedTopology(3, mix, parse_edges("0:2", 3))
+    topology = FixedTopology(3, reference_backend, parse_edges("0:2", 3))
     x = torch.randn(5, 4)
     out = topology([w1, w2, w3], x)[-1]
     torch.testing.assert_close(out, w3(w2(w1(x)) + x))  # W3 (W2 W1 + I) x

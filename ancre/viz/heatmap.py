@@ -1,0 +1,175 @@
+"""The connection matrix as a heatmap, alone or as small multiples over training.
+
+Rows are the reading blocks j (top to bottom), columns the source states h_i
+(0 = the embeddings); cells above the diagonal do not exist and are left blank.
+Cell (row j, column i) is centred on the data point (x=i, y=j).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+
+from ancre.snapshot import TopologySnapshot
+from ancre.viz.canvas import (
+    EMPTY_TEXT,
+    colormap,
+    is_all_zero,
+    luminance,
+    new_figure,
+    shared_norm,
+    snapshot_title,
+)
+
+ANNOTATE_MAX_LAYERS = 16
+COLORBAR_LABEL = "connection weight P[j, i]"
+
+
+def masked_matrix(matrix: Sequence[Sequence[float]] | np.ndarray) -> np.ma.MaskedArray:
+    """P as a masked array (L, L+1) hiding the cells above the diagonal (i > j)."""
+    p = np.asarray(matrix, dtype=np.float64)  # (L, L+1)
+    rows, cols = np.indices(p.shape)
+    return np.ma.masked_where(cols > rows, p)
+
+
+def _tick_step(count: int, most: int = 17) -> int:
+    return max(1, math.ceil(count / most))
+
+
+def draw_matrix(
+    ax: Axes,
+    matrix: Sequence[Sequence[float]] | np.ndarray,
+    norm: Normalize,
+    annotate: bool | None = None,
+) -> AxesImage:
+    """Draws one connection matrix on an axes.
+
+    Args:
+        ax: Where to draw.
+        matrix: P, shape (L, L+1).
+        norm: The colour scale (shared with the other panels of the figure).
+        annotate: Print the values in the cells; None does so when L <= 16.
+
+    Returns:
+        The image, for a colorbar.
+    """
+    data = masked_matrix(matrix)
+    num_layers = data.shape[0]
+    cmap = colormap()
+    image = ax.imshow(data, cmap=cmap, norm=norm, interpolation="nearest", aspect="equal")
+    ax.set_xlim(-0.5, num_layers + 0.5)
+    ax.set_ylim(num_layers - 0.5, -0.5)
+    step = _tick_step(num_layers + 1)
+    columns = list(range(0, num_layers + 1, step))
+    ax.set_xticks(columns, ["emb" if i == 0 else str(i) for i in columns])
+    ax.set_yticks(list(range(0, num_layers, _tick_step(num_layers))))
+    ax.set_xlabel("source state h_i (0 = embeddings)")
+    ax.set_ylabel("reading block j")
+    ax.tick_params(length=2, labelsize=8)
+    if annotate is None:
+        annotate = num_layers <= ANNOTATE_MAX_LAYERS
+    if annotate:
+        size = 8 if num_layers <= 8 else 6 if num_layers <= 12 else 5
+        for j in range(num_layers):
+            for i in range(j + 1):
+                value = float(data[j, i])
+                dark = luminance(cmap(norm(value))) < 0.5
+                ax.text(
+                    i,
+                    j,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=size,
+                    color="white" if dark else "black",
+                )
+    if is_all_zero(data.filled(0.0)):
+        note_all_zero(ax)
+    return image
+
+
+def note_all_zero(ax: Axes) -> None:
+    """Writes the all-zero (cascaded) note across an axes."""
+    ax.text(
+        0.5,
+        0.5,
+        EMPTY_TEXT.replace(": ", ":\n"),
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=9,
+        wrap=True,
+        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.5", "alpha": 0.9},
+    )
+
+
+def describe_snapshot(snapshot: TopologySnapshot) -> str:
+    """'softmax, tau=0.01' and the like: how the matrix is made."""
+    if snapshot.temperature is None:
+        return snapshot.parameterisation
+    return f"{snapshot.parameterisation}, τ={snapshot.temperature:g}"
+
+
+def matrix_figure(
+    snapshot: TopologySnapshot, run_name: str = "", norm: Normalize | None = None
+) -> Figure:
+    """A heatmap of one snapshot's matrix with a labelled colorbar.
+
+    Args:
+        snapshot: The snapshot to draw.
+        run_name: Shown in the title.
+        norm: The colour scale; None fits it to this matrix.
+
+    Returns:
+        The figure (axes ``figure.axes[0]`` is the matrix).
+    """
+    num_layers = snapshot.num_layers
+    width = min(12.0, max(5.5, 2.5 + 0.3 * (num_layers + 1)))
+    figure = new_figure(width, width * 0.8)
+    ax = figure.add_subplot()
+    norm = norm or shared_norm([snapshot.matrix])
+    image = draw_matrix(ax, snapshot.matrix, norm)
+    figure.colorbar(image, ax=ax, label=COLORBAR_LABEL, shrink=0.85)
+    prefix = f"{run_name}: " if run_name else ""
+    ax.set_title(
+        f"{prefix}connection matrix ({describe_snapshot(snapshot)})\n"
+        f"{snapshot_title(snapshot.step, snapshot.tokens)}",
+        fontsize=10,
+    )
+    return figure
+
+
+def evolution_figure(snapshots: Sequence[TopologySnapshot], run_name: str = "") -> Figure:
+    """Small multiples of the matrix at several steps, on one shared colour scale.
+
+    Args:
+        snapshots: The snapshots to show, in order (a handful).
+        run_name: Shown in the title.
+
+    Returns:
+        The figure, one panel per snapshot and one colorbar.
+    """
+    count = len(snapshots)
+    columns = min(count, 3)
+    rows = math.ceil(count / columns)
+    num_layers = snapshots[0].num_layers
+    panel = 3.4 if num_layers <= 24 else 4.2
+    figure = new_figure(columns * panel + 1.2, rows * panel * 0.95 + 0.6)
+    norm = shared_norm(s.matrix for s in snapshots)
+    axes = [figure.add_subplot(rows, columns, k + 1) for k in range(count)]
+    image = None
+    for ax, snapshot in zip(axes, snapshots):
+        image = draw_matrix(ax, snapshot.matrix, norm, annotate=num_layers <= 6)
+        ax.set_title(snapshot_title(snapshot.step, snapshot.tokens), fontsize=9)
+        ax.xaxis.label.set_fontsize(7)
+        ax.yaxis.label.set_fontsize(7)
+    figure.colorbar(image, ax=axes, label=COLORBAR_LABEL, shrink=0.8)
+    prefix = f"{run_name}: " if run_name else ""
+    figure.suptitle(f"{prefix}connection matrix over training", fontsize=11)
+    return figure

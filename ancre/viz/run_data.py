@@ -1,0 +1,174 @@
+"""Reading a run folder: its topology snapshots and its metrics records."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ancre.snapshot import SnapshotError, TopologySnapshot, read_snapshot
+
+TOPOLOGY_DIR = "topology"
+METRICS_FILE = "metrics.jsonl"
+SNAPSHOT_GLOB = "step_*.json"
+
+
+class VizError(ValueError):
+    """A run folder or file cannot be visualised; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What the visualiser knows of one run.
+
+    Attributes:
+        name: The run's name (its folder name, or the snapshot file's stem).
+        path: The run folder or snapshot file that was read.
+        snapshots: Topology snapshots in step order (may be empty for compared runs).
+        records: metrics.jsonl records in file order (empty when there is no file).
+    """
+
+    name: str
+    path: Path
+    snapshots: list[TopologySnapshot] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def num_layers(self) -> int:
+        """L, the number of blocks (rows of the matrix); 0 without snapshots."""
+        return self.snapshots[0].num_layers if self.snapshots else 0
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Reads a metrics.jsonl file, tolerating a run that is still writing it.
+
+    Args:
+        path: The metrics file.
+
+    Returns:
+        One dict per complete line, in file order. A last line without its newline
+        that does not parse (a line being written) is ignored.
+
+    Raises:
+        VizError: The file is missing, or a complete line is not a JSON object.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise VizError(f"{path}: no such metrics file") from None
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        partial = number == len(lines)  # the text after the last newline
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if partial:
+                break
+            raise VizError(f"{path}:{number}: not a JSON line") from None
+        if not isinstance(record, dict):
+            raise VizError(f"{path}:{number}: not a JSON object")
+        records.append(record)
+    return records
+
+
+def read_snapshots(folder: str | Path) -> list[TopologySnapshot]:
+    """Reads every ``step_*.json`` snapshot of a folder, in step order.
+
+    Raises:
+        VizError: The folder holds no snapshot, or snapshots disagree on L.
+        SnapshotError: A snapshot is malformed (the message names the file).
+    """
+    folder = Path(folder)
+    files = sorted(folder.glob(SNAPSHOT_GLOB))
+    if not files:
+        raise VizError(
+            f"{folder}: no topology snapshots (step_*.json); "
+            "a run writes them every checkpoint.topology_every steps"
+        )
+    snapshots = sorted((read_snapshot(f) for f in files), key=lambda s: s.step)
+    sizes = {s.num_layers for s in snapshots}
+    if len(sizes) > 1:
+        raise VizError(f"{folder}: snapshots disagree on num_layers ({sorted(sizes)})")
+    return snapshots
+
+
+def load_run(path: str | Path, need_snapshots: bool = True) -> RunData:
+    """Reads a run folder, or a single snapshot file.
+
+    Args:
+        path: A run folder (``topology/`` and ``metrics.jsonl``) or a snapshot file.
+        need_snapshots: Whether a run without snapshots is an error; compared runs only
+            need their metrics.
+
+    Returns:
+        The run's snapshots and records.
+
+    Raises:
+        VizError: The path is missing or holds nothing to show.
+        SnapshotError: A snapshot file is malformed.
+    """
+    path = Path(path)
+    if path.is_file():
+        return RunData(name=path.stem, path=path, snapshots=[read_snapshot(path)])
+    if not path.is_dir():
+        raise VizError(f"{path}: no such run folder or snapshot file")
+    metrics = path / METRICS_FILE
+    records = read_metrics(metrics) if metrics.is_file() else []
+    snapshots: list[TopologySnapshot] = []
+    if need_snapshots:
+        snapshots = read_snapshots(path / TOPOLOGY_DIR)
+    elif not records:
+        raise VizError(f"{metrics}: no metrics to compare (missing or empty)")
+    return RunData(name=path.resolve().name, path=path, snapshots=snapshots, records=records)
+
+
+def select_snapshot(snapshots: Sequence[TopologySnapshot], step: int | None) -> TopologySnapshot:
+    """The snapshot taken at ``step``, or the latest when ``step`` is None.
+
+    Raises:
+        VizError: No snapshot has that step (the message lists the steps there are).
+    """
+    if step is None:
+        return snapshots[-1]
+    for snapshot in snapshots:
+        if snapshot.step == step:
+            return snapshot
+    steps = ", ".join(str(s.step) for s in snapshots)
+    raise VizError(f"no topology snapshot at step {step}; snapshots exist at steps {steps}")
+
+
+def evenly_spaced(items: Sequence, count: int) -> list:
+    """Up to ``count`` items spread evenly over a sequence, first and last included."""
+    if count <= 0 or not items:
+        return []
+    if len(items) <= count:
+        return list(items)
+    if count == 1:
+        return [items[-1]]
+    picks = sorted({round(k * (len(items) - 1) / (count - 1)) for k in range(count)})
+    return [items[k] for k in picks]
+
+
+def is_finite_number(value: object) -> bool:
+    """Whether a metrics value is a real, finite number (not None, NaN or a string)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+__all__ = [
+    "METRICS_FILE",
+    "RunData",
+    "SnapshotError",
+    "VizError",
+    "evenly_spaced",
+    "is_finite_number",
+    "load_run",
+    "read_metrics",
+    "read_snapshots",
+    "select_snapshot",
+]
