@@ -24,7 +24,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
 TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform", "fixed")
 MIX_BACKENDS = ("auto", "reference", "triton")
-ATTENTION_BACKENDS = ("sdpa",)
+ATTENTION_BACKENDS = ("auto", "sdpa", "flash_attn")
+ACTIVATION_CHECKPOINTING = ("none", "blocks", "every_k")
 DATA_SOURCES = ("local", "hub")
 PACKING_MODES = ("docs", "none")
 TOKENIZER_MODELS = ("unigram", "bpe")
@@ -82,8 +83,10 @@ class ModelConfig:
     """Epsilon of RMSNorm."""
     init_std: float = 0.02
     """Standard deviation of the normal initialisation of every weight matrix."""
-    attention: str = "sdpa"
-    """Attention implementation: sdpa (torch.nn.functional.scaled_dot_product_attention)."""
+    attention: str = "auto"
+    """Attention implementation: sdpa (torch's scaled_dot_product_attention, causal),
+    flash_attn (the flash-attn package; CUDA, bf16) or auto (flash_attn on CUDA when it
+    imports, else sdpa)."""
     init_from: str | None = None
     """Folder written by ``ancre convert``: start from its weights (a new run, fresh
     optimiser and data position) instead of the random initialisation."""
@@ -172,6 +175,17 @@ class TrainConfig:
     """DeepSpeed ZeRO stage, 0 to 3."""
     log_every: int = 10
     """Write a metrics line every this many steps."""
+    activation_checkpointing: str = "none"
+    """Recompute block internals in the backward pass: none, blocks (every block) or
+    every_k (every train.checkpoint_every_k-th block). The hidden states the topology
+    mixes are always kept."""
+    checkpoint_every_k: int = 2
+    """With activation_checkpointing every_k: recompute blocks 0, k, 2k, ..."""
+    compile: bool = False
+    """Compile each block with torch.compile (the topology mix stays eager)."""
+    peak_flops: float = 0.0
+    """Peak dense bf16 FLOP/s of one device for the MFU metric; 0 looks the device up
+    (known GPUs), and no MFU is reported where it is unknown."""
     max_bad_steps: int = 5
     """Stop after this many optimiser steps in a row skipped for a non-finite loss or
     gradient (the last complete checkpoint stays intact)."""
@@ -304,6 +318,11 @@ def validate(config: AncreConfig) -> None:
     _choice("data.packing", config.data.packing, PACKING_MODES)
     _choice("data.tokenizer_model", config.data.tokenizer_model, TOKENIZER_MODELS)
     _choice("train.precision", config.train.precision, PRECISIONS)
+    _choice(
+        "train.activation_checkpointing",
+        config.train.activation_checkpointing,
+        ACTIVATION_CHECKPOINTING,
+    )
     _choice("logging.wandb", config.logging.wandb, WANDB_MODES)
 
     if config.model.preset is None:
@@ -351,6 +370,8 @@ def validate(config: AncreConfig) -> None:
             raise ConfigError(f"train.{key}", f"is {getattr(train, key)}; allowed: [0, 1)")
     _positive("train.eps", train.eps)
     _non_negative("train.grad_clip", train.grad_clip)
+    _positive("train.checkpoint_every_k", train.checkpoint_every_k)
+    _non_negative("train.peak_flops", train.peak_flops)
     if train.zero_stage not in (0, 1, 2, 3):
         raise ConfigError("train.zero_stage", f"is {train.zero_stage}; allowed: 0, 1, 2, 3")
     if train.global_batch_size % train.micro_batch_size:

@@ -3,10 +3,12 @@
 Each topology gets its own model (same seed, same shapes) and the same batches. Steps
 (forward, backward, AdamW) are timed in turns, one step of each topology per round,
 so drifts of a noisy machine hit them alike; the script prints the median step
-time, tokens/s and the ratio to cascaded. No DeepSpeed: this measures the model.
+time, tokens/s, MFU (on GPUs with a known peak; see ancre/train/flops.py), peak
+memory, and the ratios to cascaded. No DeepSpeed: this measures the model.
 
     python tools/bench_step.py --preset tiny --seq-len 128 --micro-batch 8
-    python tools/bench_step.py --preset 1b --seq-len 2048 --micro-batch 4 --precision bf16
+    python tools/bench_step.py --preset 1b --seq-len 2048 --micro-batch 4 --precision bf16 \
+        --backend triton --attention auto --checkpointing none --compile
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from ancre.config import load_config
 from ancre.model import Transformer, build_model
+from ancre.train.flops import device_peak_flops, flops_per_token, mfu
 
 TOPOLOGIES = ("cascaded", "ancre", "uniform")
 
@@ -32,6 +35,9 @@ def build(kind: str, args: argparse.Namespace, device: torch.device) -> Transfor
         f"topology.kind={kind}",
         f"data.seq_len={args.seq_len}",
         f"topology.backend={args.backend}",
+        f"model.attention={args.attention}",
+        f"train.activation_checkpointing={args.checkpointing}",
+        f"train.compile={str(args.compile).lower()}",
     ]
     return build_model(load_config(None, overrides), args.vocab_size).to(device)
 
@@ -45,6 +51,9 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=32000)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--backend", default="auto", help="topology.backend")
+    parser.add_argument("--attention", default="auto", help="model.attention")
+    parser.add_argument("--checkpointing", default="none", help="train.activation_checkpointing")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each block")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per topology")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per topology")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
@@ -80,11 +89,17 @@ def main() -> None:
         return time.perf_counter() - start
 
     times: dict[str, list[float]] = {kind: [] for kind in TOPOLOGIES}
-    for i in range(args.warmup + args.steps):
+    peaks: dict[str, int] = {}
+    for kind in TOPOLOGIES:  # peak memory of each topology alone, after its warm-up
+        for i in range(args.warmup):
+            step(kind, batches[i % len(batches)])
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            step(kind, batches[0])
+            peaks[kind] = torch.cuda.max_memory_allocated()
+    for i in range(args.steps):
         for kind in TOPOLOGIES:
-            elapsed = step(kind, batches[i % len(batches)])
-            if i >= args.warmup:
-                times[kind].append(elapsed)
+            times[kind].append(step(kind, batches[i % len(batches)]))
 
     shape_ = models["cascaded"].shape
     tokens = args.micro_batch * args.seq_len
@@ -94,10 +109,20 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, median of {args.steps} steps"
     )
     base = statistics.median(times["cascaded"])
-    print(f"{'topology':<10} {'step ms':>9} {'tokens/s':>10} {'vs cascaded':>12}")
+    peak_flops = device_peak_flops()
+    print(f"{'topology':<10} {'step ms':>9} {'tokens/s':>10} {'MFU':>6} {'peak GB':>8} "
+          f"{'time vs cascaded':>17} {'memory vs cascaded':>19}")  # fmt: skip
     for kind in TOPOLOGIES:
         median = statistics.median(times[kind])
-        print(f"{kind:<10} {median * 1e3:9.2f} {tokens / median:10.0f} {median / base:11.3f}x")
+        rate = tokens / median
+        use = mfu(rate, flops_per_token(models[kind], args.seq_len), peak_flops, 1)
+        use_text = f"{use:6.1%}" if use is not None else f"{'n/a':>6}"
+        memory = peaks.get(kind, 0)
+        memory_ratio = memory / peaks["cascaded"] if peaks else float("nan")
+        print(
+            f"{kind:<10} {median * 1e3:9.2f} {rate:10.0f} {use_text} {memory / 1e9:8.2f} "
+            f"{median / base:16.3f}x {memory_ratio:18.3f}x"
+        )
 
 
 if __name__ == "__main__":

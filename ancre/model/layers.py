@@ -54,11 +54,30 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return rotated.to(x.dtype)
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with rotary embeddings, through SDPA."""
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention with torch's SDPA (flash or cuDNN kernels on recent GPUs).
 
-    def __init__(self, hidden_size: int, num_heads: int) -> None:
+    Args:
+        q: Queries (B, H, T, K).
+        k: Keys (B, H, T, K).
+        v: Values (B, H, T, K).
+
+    Returns:
+        (B, H, T, K).
+    """
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with rotary embeddings.
+
+    ``attend`` is the attention kernel chosen at build (``ancre.model.attention``):
+    it maps (B, H, T, K) queries, keys and values to (B, H, T, K).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, attend=sdpa_attention) -> None:
         super().__init__()
+        self.attend = attend
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
         self.wq = nn.Linear(hidden_size, hidden_size, bias=False)
@@ -73,7 +92,7 @@ class CausalSelfAttention(nn.Module):
         k = self.wk(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
         v = self.wv(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, K)
+        out = self.attend(q, k, v)  # (B, H, T, K)
         return self.wo(out.transpose(1, 2).reshape(b, t, d))  # (B, T, D)
 
 

@@ -5,14 +5,19 @@ Shapes: B batch, T sequence, D hidden size, V vocabulary.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ancre.config import AncreConfig
 from ancre.kernels.reference import accumulation_dtype
+from ancre.model.attention import Attention, select_attention
 from ancre.model.block import DecoderBlock
-from ancre.model.layers import RMSNorm, RotaryEmbedding
+from ancre.model.layers import RMSNorm, RotaryEmbedding, sdpa_attention
 from ancre.model.presets import ModelShape, resolve_shape
 from ancre.model.topology import Topology, build_topology
 
@@ -25,10 +30,20 @@ class Transformer(nn.Module):
 
     Attributes:
         shape: The numbers the model was built from.
+        recompute: Indices of the blocks whose internals are recomputed in the backward
+            pass (activation checkpointing); their inputs, the states the topology
+            mixes, are kept.
     """
 
-    def __init__(self, shape: ModelShape, topology: Topology) -> None:
+    def __init__(
+        self,
+        shape: ModelShape,
+        topology: Topology,
+        attend: Attention = sdpa_attention,
+        recompute: frozenset[int] = frozenset(),
+    ) -> None:
         super().__init__()
+        self.recompute = recompute
         if topology.num_layers != shape.num_layers:
             raise ValueError(
                 f"topology wires {topology.num_layers} blocks, model has {shape.num_layers}"
@@ -36,7 +51,7 @@ class Transformer(nn.Module):
         self.shape = shape
         self.embed = nn.Embedding(shape.vocab_size, shape.hidden_size)
         self.rope = RotaryEmbedding(shape.head_dim, shape.max_seq_len, shape.rope_theta)
-        self.blocks = nn.ModuleList(DecoderBlock(shape) for _ in range(shape.num_layers))
+        self.blocks = nn.ModuleList(DecoderBlock(shape, attend) for _ in range(shape.num_layers))
         self.topology = topology
         self.norm = RMSNorm(shape.hidden_size, shape.norm_eps)
         self.head = nn.Linear(shape.hidden_size, shape.vocab_size, bias=False)
@@ -57,7 +72,16 @@ class Transformer(nn.Module):
         if torch.is_autocast_enabled(device):
             h = h.to(torch.get_autocast_dtype(device))
         rope = self.rope(tokens.shape[1])  # 2 x (T, D/H/2)
-        return self.topology(self.blocks, h, rope)
+        return self.topology(self._runners(), h, rope)
+
+    def _runners(self) -> list[Callable[..., torch.Tensor]]:
+        """The blocks as the topology calls them, recomputed ones through checkpoint()."""
+        return [
+            functools.partial(checkpoint, block, use_reentrant=False)
+            if j in self.recompute and self.training and torch.is_grad_enabled()
+            else block
+            for j, block in enumerate(self.blocks)
+        ]
 
     def forward(
         self, tokens: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"
@@ -100,6 +124,16 @@ def build_model(config: AncreConfig, vocab_size: int) -> Transformer:
 
     Raises:
         ConfigError: The model section and the tokenizer do not fit together.
+        ValueError: An attention or mix backend was asked for where it cannot run.
     """
     shape = resolve_shape(config.model, vocab_size, config.data.seq_len)
-    return Transformer(shape, build_topology(config.topology, shape.num_layers))
+    _, attend = select_attention(config.model.attention)
+    train = config.train
+    every = {"none": 0, "blocks": 1, "every_k": train.checkpoint_every_k}
+    step = every[train.activation_checkpointing]
+    recompute = frozenset(range(0, shape.num_layers, step)) if step else frozenset()
+    model = Transformer(shape, build_topology(config.topology, shape.num_layers), attend, recompute)
+    if train.compile:
+        for block in model.blocks:
+            block.compile()  # in place: parameter names, and so checkpoints, are unchanged
+    return model

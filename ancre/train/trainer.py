@@ -24,6 +24,7 @@ from ancre.data.tokenizer import Tokenizer
 from ancre.model import IGNORE_INDEX
 from ancre.snapshot import write_snapshot
 from ancre.train.engine import Engine, barrier
+from ancre.train.flops import device_peak_flops, flops_per_token, mfu
 from ancre.train.metrics import MetricsLogger
 from ancre.train.schedule import warmup_cosine
 
@@ -97,6 +98,8 @@ class Trainer:
         self.metrics = metrics
         self.accumulation = check_world_size(config, engine.context.world_size)
         self.tokens_per_step = config.train.global_batch_size * config.data.seq_len
+        self.flops_per_token = flops_per_token(engine.model, config.data.seq_len)
+        self.peak_flops = device_peak_flops(config.train.peak_flops)
         state = state or TrainerState(0, 0, engine.context.world_size)
         self.step = state.step
         self.log_loss_sum = state.log_loss_sum
@@ -188,12 +191,18 @@ class Trainer:
         mean = self.log_loss_sum / self.log_steps if self.log_steps else math.nan
         values = [mean] + [float(skipped_here[r]) for r in SKIP_REASONS]
         summed = self.engine.all_reduce_sum(values)
+        tokens_per_s = timed_steps * self.tokens_per_step / elapsed
         record: dict[str, Any] = {
             "loss": summed[0] / self.engine.context.world_size,
             "lr": self.engine.lr,
             "grad_norm": self.engine.grad_norm(),
-            "tokens_per_s": timed_steps * self.tokens_per_step / elapsed,
+            "tokens_per_s": tokens_per_s,
         }
+        utilisation = mfu(
+            tokens_per_s, self.flops_per_token, self.peak_flops, self.engine.context.world_size
+        )
+        if utilisation is not None:
+            record["mfu"] = utilisation
         skipped = {r: int(n) for r, n in zip(SKIP_REASONS, summed[1:], strict=True) if n}
         if skipped:
             record["data_skipped"] = skipped
@@ -213,10 +222,11 @@ class Trainer:
                 record["step"], record["val_loss"], record["val_ppl"],
             )  # fmt: skip
         else:
+            mfu_text = f" | MFU {record['mfu']:.1%}" if "mfu" in record else ""
             logger.info(
-                "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s",
+                "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s%s",
                 record["step"], self.config.train.steps, record["loss"], record["lr"],
-                record["tokens_per_s"],
+                record["tokens_per_s"], mfu_text,
             )  # fmt: skip
 
     def evaluate(self) -> dict[str, float]:

@@ -142,3 +142,42 @@ def test_weights_start_normal_with_std_0_02():
     std = model.blocks[0].mlp.up.weight.std().item()
     assert 0.017 < std < 0.023
     assert torch.all(model.norm.weight == 1)
+
+
+def loss_and_grads(overrides: list[str]) -> tuple[float, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    config = load_config(None, ["data.seq_len=32", "topology.temperature=0.5", *overrides])
+    model = build_model(config, VOCAB)
+    with torch.no_grad():
+        model.topology.logits.normal_()
+    tokens = torch.randint(0, VOCAB, (2, 33), generator=torch.Generator().manual_seed(1))
+    loss = model(tokens[:, :-1], tokens[:, 1:])
+    loss.backward()
+    return loss.item(), {n: p.grad for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("mode", ["blocks", "every_k"])
+def test_activation_checkpointing_gives_equal_losses_and_gradients(mode):
+    loss, grads = loss_and_grads([])
+    recomputed_loss, recomputed = loss_and_grads([f"train.activation_checkpointing={mode}"])
+    assert recomputed_loss == loss
+    for name, grad in grads.items():
+        torch.testing.assert_close(recomputed[name], grad, atol=0, rtol=0)
+
+
+def test_checkpointing_selects_blocks():
+    config = load_config(
+        None, ["train.activation_checkpointing=every_k", "train.checkpoint_every_k=2"]
+    )
+    assert build_model(config, VOCAB).recompute == frozenset({0, 2, 4})
+    assert build_model(load_config(None, []), VOCAB).recompute == frozenset()
+
+
+@pytest.mark.slow
+def test_compiled_blocks_match_eager():
+    loss, grads = loss_and_grads([])
+    compiled_loss, compiled = loss_and_grads(["train.compile=true"])
+    assert compiled_loss == pytest.approx(loss, rel=1e-5)
+    for name, grad in grads.items():
+        key = name if name in compiled else name.replace("._orig_mod", "")
+        torch.testing.assert_close(compiled[key], grad, atol=1e-5, rtol=1e-4)

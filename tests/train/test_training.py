@@ -180,3 +180,26 @@ def test_bad_input_is_skipped_counted_and_reported(
     }  # fmt: skip
     assert "c4-train.00000-bad.jsonl:2 (malformed_json)" in result.stderr
     assert "c4-train.00000-cut.json.gz" in result.stderr
+
+
+def test_activation_checkpointing_under_zero3_changes_no_metric(
+    tmp_path, subprocess_env, sample_tokenizer
+) -> None:
+    logged = {}
+    for mode in ("none", "blocks"):
+        overrides = [
+            f"run.out_dir={tmp_path}", f"run.name={mode}", f"data.path={SAMPLE}",
+            f"data.tokenizer={sample_tokenizer.path}", "data.seq_len=64", "train.steps=6",
+            "train.warmup_steps=2", "train.micro_batch_size=4", "train.global_batch_size=8",
+            "train.precision=fp32", "train.zero_stage=3", "train.log_every=1",
+            "eval.tokens=1024", f"train.activation_checkpointing={mode}",
+        ]  # fmt: skip
+        result = subprocess.run(
+            launcher(1) + ["train", str(REPO / "configs/quickstart.yaml"), *overrides],
+            env=subprocess_env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        logged[mode] = [
+            {k: v for k, v in r.items() if k != "tokens_per_s"} for r in records(tmp_path / mode)
+        ]
+    assert logged["blocks"] == logged["none"]
