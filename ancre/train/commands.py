@@ -10,11 +10,13 @@ from pathlib import Path
 from ancre.checkpoint import CheckpointError
 from ancre.config import ConfigError, load_config
 from ancre.convert import convert_checkpoint
+from ancre.train.engine import lost_peer
 from ancre.train.run import evaluate_checkpoint, train
 from ancre.train.trainer import NonFiniteLossError
 
 EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
+EXIT_LOST_PEER = 4
 
 
 def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
@@ -40,7 +42,8 @@ def run(command: str, args: argparse.Namespace) -> int:
 
     Returns:
         0 on success, 2 for bad input (config, files, checkpoints), 3 when training
-        stopped on non-finite losses.
+        stopped on non-finite losses, 4 when another training process died or stopped
+        answering.
     """
     try:
         if command == "train":
@@ -57,4 +60,13 @@ def run(command: str, args: argparse.Namespace) -> int:
     except NonFiniteLossError as error:
         print(f"ancre {command}: stopped: {error}", file=sys.stderr)
         return EXIT_NON_FINITE
+    except RuntimeError as error:
+        if (peer := lost_peer(error)) is None:
+            raise
+        print(
+            f"ancre {command}: stopped: lost a peer: {peer}. The last complete checkpoint "
+            "is intact: start the same command on every node to resume",
+            file=sys.stderr,
+        )
+        return EXIT_LOST_PEER
     return 0

@@ -170,6 +170,35 @@ def init_distributed(timeout_s: int = 300) -> DistributedContext:
     return DistributedContext(dist.get_rank(), local_rank, dist.get_world_size(), device)
 
 
+# "Connection closed by peer [10.0.0.7]:41234", "Read error [10.0.0.7]:41234: ..."
+_PEER_ADDRESS = re.compile(r"(?:peer|error|from) \[?([\w.:-]+?)\]?:(\d+)")
+
+
+def lost_peer(error: BaseException) -> str | None:
+    """Says which peer a collective lost, when ``error`` is such a failure.
+
+    Gloo raises a plain RuntimeError naming the peer's address when its connection
+    closes (the process died) and a timeout error when it stops answering; torch's
+    own process-group failures are ``torch.distributed.DistError`` subclasses.
+
+    Args:
+        error: An exception raised while training.
+
+    Returns:
+        A description of the lost peer (its address when the error gives it), or None
+        when ``error`` is not a process-group failure.
+    """
+    text = str(error)
+    if not isinstance(error, dist.DistError) and not (
+        isinstance(error, RuntimeError) and ("/gloo/" in text or "NCCL" in text)
+    ):
+        return None
+    first_line = re.sub(r"^\[[^\]]*\]\s*", "", text.strip().splitlines()[0] if text else "")
+    match = _PEER_ADDRESS.search(first_line)
+    where = f"the process at {match.group(1)}:{match.group(2)}" if match else "a peer process"
+    return f"{where} stopped answering ({first_line[:200]})"
+
+
 def barrier() -> None:
     """Waits until every process of the group gets here."""
     dist.barrier()

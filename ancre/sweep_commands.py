@@ -1,0 +1,140 @@
+"""The ``ancre sweep`` subcommand: print, run (locally, one after another) or emit a sweep.
+
+A local sweep starts ``python -m ancre.cli train ...`` for each run that is not
+finished (with ``checkpoint.resume=auto``, so an interrupted run continues), logs
+it to ``<sweep>/logs/<run>.log`` and rewrites the summary after every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ancre.atomic import write_bytes_atomic
+from ancre.sweep import Sweep, SweepError, is_finished, load_sweep, slurm_array_script
+from ancre.sweep import write_summary as write_summary_files
+
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
+WALL_TIMES = "wall_times.json"
+
+
+def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """Declares the arguments of ``ancre sweep``."""
+    parser.add_argument("sweep", type=Path, help="the sweep YAML file")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--dry-run", action="store_true", help="print the expanded runs and their overrides"
+    )
+    mode.add_argument(
+        "--emit", choices=("slurm",), help="write an sbatch array script instead of running"
+    )
+    mode.add_argument(
+        "--summary", action="store_true", help="only (re)write the summary from the run folders"
+    )
+    parser.add_argument(
+        "--procs", type=int, default=1, help="processes per local run (torchrun when more than 1)"
+    )
+    parser.add_argument("--nodes", type=int, default=1, help="nodes per run (--emit slurm)")
+    parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node (--emit slurm)")
+
+
+def run(command: str, args: argparse.Namespace) -> int:
+    """Runs ``ancre sweep``.
+
+    Returns:
+        0 when every run finished (or on --dry-run, --emit, --summary), 1 when a run
+        failed, 2 for a sweep file that does not expand into valid runs.
+    """
+    try:
+        sweep = load_sweep(args.sweep)
+    except SweepError as error:
+        print(f"ancre sweep: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.dry_run:
+        print(describe(sweep, args.procs))
+        return 0
+    if args.emit == "slurm":
+        path = sweep.folder / "sweep.sbatch"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (sweep.folder / "logs").mkdir(exist_ok=True)
+        script = slurm_array_script(sweep, str(args.sweep), args.nodes, args.gpus_per_node)
+        write_bytes_atomic(path, script.encode())
+        path.chmod(0o755)
+        print(f"wrote {path} ({len(sweep.runs)} array tasks); submit with: sbatch {path}")
+        return 0
+    if args.summary:
+        _report(sweep)
+        return 0
+    return run_locally(sweep, args.procs)
+
+
+def train_command(arguments: list[str], procs: int) -> list[str]:
+    """The command that trains one run with ``procs`` local processes."""
+    launcher = [sys.executable, "-m", "ancre.cli"]
+    if procs > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc_per_node={procs}", "-m", "ancre.cli"]  # fmt: skip
+    return [*launcher, "train", *arguments]
+
+
+def describe(sweep: Sweep, procs: int = 1) -> str:
+    """The expanded runs, each with its folder and the command that trains it."""
+    lines = [f"sweep {sweep.name}: {len(sweep.runs)} run(s) in {sweep.folder}"]
+    for index, run in enumerate(sweep.runs, 1):
+        values = ", ".join(f"{k}={v}" for k, v in run.values.items())
+        lines.append(
+            f"[{index}/{len(sweep.runs)}] {run.name}" + (f"  ({values})" if values else "")
+        )
+        lines.append("    " + shlex.join(train_command(run.train_args(), procs)))
+    return "\n".join(lines)
+
+
+def run_locally(sweep: Sweep, procs: int) -> int:
+    """Trains the sweep's unfinished runs one after another, then writes the summary.
+
+    Returns:
+        0 when every run finished, 1 when one failed (the others still ran).
+    """
+    logs = sweep.folder / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    times_path = sweep.folder / WALL_TIMES
+    wall_times = json.loads(times_path.read_text()) if times_path.exists() else {}
+    failed = []
+    for index, run in enumerate(sweep.runs, 1):
+        prefix = f"[{index}/{len(sweep.runs)}] {run.name}"
+        if is_finished(run):
+            print(f"{prefix}: finished already, skipped", flush=True)
+            continue
+        log = logs / f"{run.name}.log"
+        print(f"{prefix}: training (log: {log})", flush=True)
+        began = time.monotonic()
+        with log.open("a") as out:
+            command = train_command(run.train_args(), procs)
+            out.write(f"$ {shlex.join(command)}\n")
+            out.flush()
+            code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode
+        wall_times[run.name] = round(wall_times.get(run.name, 0.0) + time.monotonic() - began, 1)
+        write_bytes_atomic(times_path, json.dumps(wall_times, indent=1).encode())
+        if code != 0:
+            failed.append(run.name)
+            print(f"{prefix}: failed with exit code {code}; see {log}", flush=True)
+        write_summary_files(sweep, wall_times)
+    _report(sweep)
+    if failed:
+        print(f"ancre sweep: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    return 0
+
+
+def _report(sweep: Sweep) -> None:
+    times_path = sweep.folder / WALL_TIMES
+    wall_times = json.loads(times_path.read_text()) if times_path.exists() else {}
+    csv_path, md_path = write_summary_files(sweep, wall_times)
+    print(md_path.read_text(), end="")
+    print(f"summary: {csv_path} and {md_path}")

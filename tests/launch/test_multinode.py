@@ -1,0 +1,193 @@
+"""Multi-node training proven on one machine: two "nodes" are two launcher invocations.
+
+Each node runs launch/torchrun_multinode.sh (torchrun, one process per node) or
+launch/multinode_deepspeed.sh (DeepSpeed's launcher without ssh); the run must
+equal the same config run as one node with two processes (launch/train.sh --procs 2).
+Killing one node must stop the other within a minute, naming the lost peer, and
+relaunching both must resume and end with the uninterrupted run's metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ancre.checkpoint import latest_checkpoint
+from tests.conftest import REPO, SAMPLE
+
+pytestmark = pytest.mark.slow
+
+LAUNCH = REPO / "launch"
+CONFIG = str(REPO / "configs/quickstart.yaml")
+
+
+def settings(out: Path, tokenizer: Path) -> list[str]:
+    return [
+        CONFIG, f"run.out_dir={out}", "run.name=run", "run.overwrite=false",
+        "checkpoint.resume=auto", f"data.path={SAMPLE}", f"data.tokenizer={tokenizer}",
+        "data.seq_len=64", "train.steps=8", "train.warmup_steps=2", "train.log_every=1",
+        "train.micro_batch_size=4", "train.global_batch_size=8", "train.precision=fp32",
+        "eval.every=4", "eval.tokens=1024", "checkpoint.every=2", "checkpoint.topology_every=2",
+        "train.dist_timeout_s=60",
+    ]  # fmt: skip
+
+
+def free_port(low: int = 0, high: int = 0) -> int:
+    for port in range(low, high) if low else [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError("no free port")
+
+
+def records(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock field."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"} for line in lines]
+
+
+def logged_lines(run_dir: Path) -> int:
+    """Complete metrics lines so far (the file may be mid-write)."""
+    path = run_dir / "metrics.jsonl"
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+def start(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def torchrun_node(rank: int, port: int, backend: str, args: list[str]) -> list[str]:
+    return [
+        "bash", str(LAUNCH / "torchrun_multinode.sh"), "--nnodes", "2", "--node-rank", str(rank),
+        "--master-addr", "127.0.0.1", "--master-port", str(port), "--nproc-per-node", "1",
+        "--rdzv-backend", backend, *args,
+    ]  # fmt: skip
+
+
+def run_nodes(commands, tmp_path: Path, env, tag: str, timeout: float = 300) -> list[str]:
+    """Starts the nodes, waits for all; returns their logs (asserting success)."""
+    logs = [tmp_path / f"{tag}-node{i}.log" for i in range(len(commands))]
+    nodes = [start(c, log, e) for c, log, e in zip(commands, logs, env, strict=True)]
+    for node, log in zip(nodes, logs, strict=True):
+        assert node.wait(timeout=timeout) == 0, log.read_text()[-4000:]
+    return [log.read_text() for log in logs]
+
+
+def kill_node(node: subprocess.Popen) -> None:
+    """SIGKILLs a node: the launcher's process group and each worker's (torchrun starts
+    its workers in sessions of their own)."""
+    children = Path(f"/proc/{node.pid}/task/{node.pid}/children").read_text().split()
+    for child in children:
+        os.killpg(os.getpgid(int(child)), signal.SIGKILL)
+    os.killpg(node.pid, signal.SIGKILL)
+    node.wait()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, subprocess_env, sample_tokenizer):
+    """The run as one node with two processes (launch/train.sh --procs 2)."""
+    out = tmp_path_factory.mktemp("one-node")
+    command = ["bash", str(LAUNCH / "train.sh"), "--procs", "2"]
+    command += settings(out, sample_tokenizer.path)
+    result = subprocess.run(command, env=subprocess_env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "--standalone --nproc_per_node 2" in result.stderr  # the printed command
+    expected = records(out / "run")
+    assert [r["step"] for r in expected if "loss" in r] == list(range(1, 9))
+    return expected
+
+
+def test_two_torchrun_nodes_equal_one_node_with_two_processes(
+    reference, tmp_path, subprocess_env, sample_tokenizer
+):
+    args = settings(tmp_path, sample_tokenizer.path)
+    port = free_port()
+    began = time.monotonic()
+    logs = run_nodes(
+        [torchrun_node(rank, port, "c10d", args) for rank in (0, 1)],
+        tmp_path, [subprocess_env] * 2, "c10d",
+    )  # fmt: skip
+    print(f"two-node torchrun run (c10d rendezvous): {time.monotonic() - began:.1f} s")
+    assert all("--rdzv_backend c10d" in log for log in logs)
+    assert records(tmp_path / "run") == reference
+
+
+def test_two_deepspeed_nodes_without_ssh_equal_one_node(
+    reference, tmp_path, subprocess_env, sample_tokenizer
+):
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("# two nodes on this machine\nlocalhost slots=1\n127.0.0.1 slots=1\n")
+    port = free_port()
+    args = settings(tmp_path, sample_tokenizer.path)
+    script = ["bash", str(LAUNCH / "multinode_deepspeed.sh"), str(hostfile), *args]
+    envs = [
+        {**subprocess_env, "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+         "MASTER_PORT": str(port)}
+        for rank in (0, 1)
+    ]  # fmt: skip
+    logs = run_nodes([script, script], tmp_path, envs, "deepspeed")
+    assert "--no_ssh --node_rank 0" in logs[0]
+    assert records(tmp_path / "run") == reference
+
+
+def test_srun_started_processes_find_each_other(
+    reference, tmp_path, subprocess_env, sample_tokenizer
+):
+    """Processes started by srun with no launcher: ranks and rendezvous from SLURM_*."""
+    port = free_port(15000, 35000)  # the engine derives 15000 + job id % 20000
+    command = ["python", "-m", "ancre.cli", "train", *settings(tmp_path, sample_tokenizer.path)]
+    envs = [
+        {**subprocess_env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank),
+         "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "localhost", "SLURM_JOB_ID": str(port - 15000)}
+        for rank in (0, 1)
+    ]  # fmt: skip
+    run_nodes([command, command], tmp_path, envs, "srun")
+    assert records(tmp_path / "run") == reference
+
+
+def test_killed_node_stops_the_other_and_both_resume(
+    reference, tmp_path, subprocess_env, sample_tokenizer
+):
+    args = settings(tmp_path, sample_tokenizer.path)
+    run_dir = tmp_path / "run"
+    port = free_port()
+    logs = [tmp_path / "node0.log", tmp_path / "node1.log"]
+    nodes = [
+        start(torchrun_node(rank, port, "static", args), logs[rank], subprocess_env)
+        for rank in (0, 1)
+    ]
+    deadline = time.monotonic() + 240
+    while not (latest_checkpoint(run_dir) and logged_lines(run_dir) >= 4):
+        assert time.monotonic() < deadline and nodes[0].poll() is None, logs[0].read_text()
+        time.sleep(0.05)
+    kill_node(nodes[1])
+    killed = time.monotonic()
+    nodes[0].wait(timeout=60)  # raises TimeoutExpired on a hang
+    print(f"node 0 stopped {time.monotonic() - killed:.1f} s after node 1 was killed")
+    survivor = logs[0].read_text()
+    assert nodes[0].returncode != 0
+    assert "ancre train: stopped: lost a peer: the process at 127.0.0.1:" in survivor, survivor
+    complete = latest_checkpoint(run_dir)
+    assert complete is not None and records(run_dir)[-1]["step"] < 8
+
+    port = free_port()
+    relaunched = run_nodes(
+        [torchrun_node(rank, port, "static", args) for rank in (0, 1)],
+        tmp_path, [subprocess_env] * 2, "resumed",
+    )  # fmt: skip
+    assert f"resuming from {complete}" in relaunched[0]
+    assert records(run_dir) == reference

@@ -1,0 +1,210 @@
+"""Sweeps: expansion (grid, zip, template), refusals, dry run, SLURM script, a real sweep."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ancre.sweep import SweepError, load_sweep, slurm_array_script
+from tests.conftest import REPO, SAMPLE
+
+
+def sweep_file(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        f"out_dir: {tmp_path / 'out'}\nbase: {REPO / 'configs/quickstart.yaml'}\n{body}"
+    )
+    return path
+
+
+def ancre_sweep(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ancre.cli", "sweep", *args],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+
+
+def test_grid_is_a_cartesian_product_and_zip_pairs(tmp_path):
+    sweep = load_sweep(
+        sweep_file(
+            tmp_path,
+            """
+name: demo
+overrides: {train.steps: 70}
+grid:
+  topology.kind: [cascaded, ancre]
+  train.lr: [1.0e-3, 3.0e-3, 0.01]
+zip:
+  model.hidden_size: [128, 192]
+  model.num_layers: [6, 8]
+run_name: "{topology.kind}-d{model.hidden_size}x{model.num_layers}-lr{train.lr}"
+""",
+        )
+    )
+    assert sweep.name == "demo" and sweep.folder == tmp_path / "out" / "demo"
+    assert len(sweep.runs) == 2 * 3 * 2
+    first, last = sweep.runs[0], sweep.runs[-1]
+    assert first.name == "cascaded-d128x6-lr0.001"
+    assert last.name == "ancre-d192x8-lr0.01"
+    assert {(r.config.model.hidden_size, r.config.model.num_layers) for r in sweep.runs} == {
+        (128, 6),
+        (192, 8),
+    }
+    assert all(r.config.train.steps == 70 for r in sweep.runs)
+    assert last.config.run.name == last.name and last.folder == sweep.folder / last.name
+    assert last.overrides[-4:] == (
+        f"run.name={last.name}", f"run.out_dir={sweep.folder}", "run.overwrite=false",
+        "checkpoint.resume=auto",
+    )  # fmt: skip
+
+
+def test_config_axis_and_format_specs_and_default_names(tmp_path):
+    size = tmp_path / "small.yaml"
+    size.write_text("model:\n  hidden_size: 64\n  num_heads: 2\n")
+    sweep = load_sweep(
+        sweep_file(
+            tmp_path,
+            f"""
+grid:
+  config: [{size}]
+  train.lr: [0.002]
+run_name: "{{config}}-lr{{train.lr:.0e}}"
+""",
+        )
+    )
+    (run,) = sweep.runs
+    assert run.name == "small-lr2e-03" and run.config.model.hidden_size == 64
+    assert run.files[-1] == str(size)
+    unnamed = load_sweep(sweep_file(tmp_path, "grid:\n  topology.kind: [cascaded, uniform]\n"))
+    assert [r.name for r in unnamed.runs] == ["cascaded", "uniform"]
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("grid:\n  train.stepz: [1, 2]\n", "train.stepz"),
+        ("overrides: {modle.preset: tiny}\n", "modle"),
+        ("grid:\n  topology.kind: [cascaded, dense]\n", "topology.kind"),
+        ("grid:\n  train.lr: []\n", "grid.train.lr"),
+        ("zip:\n  train.lr: [0.1, 0.2]\n  train.steps: [1, 2, 3]\n", "zip"),
+        ("zip:\n  train.lr: []\n", "zip.train.lr"),
+        ("grid:\n  train.lr: 0.1\n", "grid.train.lr"),
+        ("grid:\n  run.name: [a, b]\n", "run.name"),
+        ("overrides: {train.lr: 0.1}\ngrid:\n  train.lr: [0.2]\n", "train.lr"),
+        ("grid:\n  train.lr: [0.1, 0.2]\nrun_name: same\n", "run_name"),
+        ("grid:\n  train.lr: [0.1]\nrun_name: '{train.nope}'\n", "run_name"),
+        ("gird:\n  train.lr: [0.1]\n", "gird"),
+    ],
+)
+def test_bad_sweeps_are_refused_naming_the_key(tmp_path, body, key):
+    with pytest.raises(SweepError) as error:
+        load_sweep(sweep_file(tmp_path, body))
+    assert error.value.key == key, str(error.value)
+
+
+def test_a_bad_run_is_refused_before_any_run_starts(tmp_path, subprocess_env):
+    path = sweep_file(tmp_path, "grid:\n  train.lr: [0.001, -1]\n")
+    result = ancre_sweep(str(path), env=subprocess_env)
+    assert result.returncode == 2
+    assert "ancre sweep: error: train.lr:" in result.stderr and "train.lr=-1" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_prints_every_run_with_its_overrides(tmp_path, subprocess_env):
+    path = sweep_file(tmp_path, "name: dry\ngrid:\n  topology.kind: [cascaded, ancre]\n")
+    result = ancre_sweep(str(path), "--dry-run", env=subprocess_env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"sweep dry: 2 run(s) in {tmp_path / 'out' / 'dry'}"
+    assert lines[1] == "[1/2] cascaded  (topology.kind=cascaded)"
+    assert (
+        "-m ancre.cli train" in lines[2] and "topology.kind=cascaded run.name=cascaded" in lines[2]
+    )
+    assert "checkpoint.resume=auto" in lines[4] and "topology.kind=ancre" in lines[4]
+    assert not (tmp_path / "out").exists()
+
+
+def test_shipped_sweeps_expand():
+    small = load_sweep(REPO / "configs/sweeps/ancre_vs_cascaded.yaml")
+    assert len(small.runs) == 8
+    assert {r.config.model.hidden_size for r in small.runs} == {128, 192}
+    paper = load_sweep(REPO / "configs/sweeps/paper.yaml")
+    assert len(paper.runs) == 8
+    by_name = {r.name: r.config for r in paper.runs}
+    for size, lr, steps in [("60m", 5e-3, 10_000), ("130m", 1e-3, 20_000),
+                            ("350m", 1e-3, 60_000), ("1b", 5e-4, 100_000)]:  # fmt: skip
+        for kind in ("cascaded", "ancre"):
+            config = by_name[f"{size}-{kind}"]
+            assert config.topology.kind == kind and config.model.preset == size
+            assert (config.train.lr, config.train.steps) == (lr, steps)
+            assert config.train.warmup_steps == steps // 10
+            assert config.train.global_batch_size == 512 and config.data.seq_len == 256
+            assert config.train.precision == "bf16" and config.train.weight_decay == 0
+            assert config.train.min_lr_ratio == 0.1
+            assert config.data.tokenizer == "data/t5-base/spiece.model"
+            assert config.data.path == "data/c4/en"
+
+
+def test_emitted_sbatch_script(tmp_path, subprocess_env):
+    path = sweep_file(tmp_path, "name: arr\ngrid:\n  topology.kind: [cascaded, ancre]\n")
+    result = ancre_sweep(
+        str(path), "--emit", "slurm", "--nodes", "2", "--gpus-per-node", "4", env=subprocess_env
+    )
+    assert result.returncode == 0, result.stderr
+    script = (tmp_path / "out/arr/sweep.sbatch").read_text()
+    sweep = load_sweep(path)
+    assert script == slurm_array_script(sweep, str(path), nodes=2, gpus_per_node=4)
+    assert "#SBATCH --array=0-1\n" in script and "#SBATCH --nodes=2\n" in script
+    assert "#SBATCH --gpus-per-node=4\n" in script
+    assert "    0) args=(" in script and "topology.kind=cascaded run.name=cascaded" in script
+    assert "    1) args=(" in script and "run.name=ancre" in script
+    assert 'exec bash launch/slurm.sbatch "${args[@]}"' in script
+    assert subprocess.run(["bash", "-n", str(tmp_path / "out/arr/sweep.sbatch")]).returncode == 0
+
+
+@pytest.mark.slow
+def test_a_local_sweep_runs_summarises_and_skips_finished_runs(
+    tmp_path, subprocess_env, sample_tokenizer
+):
+    path = sweep_file(
+        tmp_path,
+        f"""
+name: tiny
+overrides:
+  data.path: {SAMPLE}
+  data.tokenizer: {sample_tokenizer.path}
+  data.seq_len: 64
+  train.steps: 4
+  train.warmup_steps: 1
+  train.micro_batch_size: 4
+  train.global_batch_size: 4
+  train.log_every: 2
+  eval.tokens: 1024
+grid:
+  topology.kind: [cascaded, ancre]
+run_name: "{{topology.kind}}-s{{train.steps}}"
+""",
+    )
+    result = ancre_sweep(str(path), env=subprocess_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = tmp_path / "out" / "tiny"
+    for name in ("cascaded-s4", "ancre-s4"):
+        assert (folder / name / "config.yaml").exists()
+        assert (folder / name / "checkpoints" / "latest").exists()
+    rows = list(csv.DictReader((folder / "summary.csv").open()))
+    assert [r["run"] for r in rows] == ["cascaded-s4", "ancre-s4"]
+    assert all(r["status"] == "done" and r["step"] == "4" and r["tokens"] == "1024" for r in rows)
+    assert all(float(r["val_loss"]) > 0 and float(r["val_ppl"]) > 1 for r in rows)
+    assert all(float(r["wall_s"]) > 0 for r in rows)
+    markdown = (folder / "summary.md").read_text()
+    assert "| run | status | step | tokens | val_loss | val_ppl | wall_s |" in markdown
+    assert "| cascaded-s4 | done | 4 | 1024 |" in markdown
+
+    again = ancre_sweep(str(path), env=subprocess_env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("finished already, skipped") == 2
+    assert list(csv.DictReader((folder / "summary.csv").open())) == rows
