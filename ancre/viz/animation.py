@@ -53,11 +53,7 @@ def write_animation(
     ax = figure.add_subplot()
     norm = shared_norm(s.matrix for s in frames)
     figure.colorbar(ScalarMappable(norm, colormap()), ax=ax, label=COLORBAR_LABEL, shrink=0.85)
-    writer = (
-        FFMpegWriter(fps=FRAMES_PER_SECOND)
-        if use_mp4
-        else PillowWriter(fps=FRAMES_PER_SECOND)
-    )
+    writer = FFMpegWriter(fps=FRAMES_PER_SECOND) if use_mp4 else PillowWriter(fps=FRAMES_PER_SECOND)
     prefix = f"{run_name}: " if run_name else ""
     with writer.saving(figure, str(path), dpi=ANIMATION_DPI):
         for snapshot in frames:

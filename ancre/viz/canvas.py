@@ -32,9 +32,7 @@ def new_figure(width: float, height: float, dpi: int = DPI) -> Figure:
 
 def colormap() -> Colormap:
     """The colour map of connection weights, with masked cells drawn in white."""
-    cmap = matplotlib.colormaps[COLORMAP].copy()
-    cmap.set_bad(MASK_COLOUR)
-    return cmap
+    return matplotlib.colormaps[COLORMAP].with_extremes(bad=MASK_COLOUR)
 
 
 def shared_norm(matrices: Iterable[Sequence[Sequence[float]] | np.ndarray]) -> Normalize:

@@ -28,9 +28,7 @@ def final_value(records: Iterable[Mapping], key: str = "val_loss") -> float | No
     return values[-1] if values else None
 
 
-def steps_to_reach(
-    records: Iterable[Mapping], target: float, key: str = "val_loss"
-) -> int | None:
+def steps_to_reach(records: Iterable[Mapping], target: float, key: str = "val_loss") -> int | None:
     """The first step at which a run's ``key`` is at or below ``target``.
 
     Args:
@@ -42,7 +40,7 @@ def steps_to_reach(
     Returns:
         The smallest step whose value is <= target, or None if the run never gets there.
     """
-    for step, value in zip(*series(records, key)):
+    for step, value in zip(*series(records, key), strict=True):
         if value <= target:
             return step
     return None
@@ -68,7 +66,7 @@ class Comparison:
 
     @property
     def step_ratio(self) -> float | None:
-        """steps / baseline_steps, or None when the run never reaches the target."""
+        """The ratio steps / baseline_steps, or None when the run never reaches the target."""
         if self.steps is None or self.baseline_steps <= 0:
             return None
         return self.steps / self.baseline_steps

@@ -164,7 +164,7 @@ def evolution_figure(snapshots: Sequence[TopologySnapshot], run_name: str = "") 
     norm = shared_norm(s.matrix for s in snapshots)
     axes = [figure.add_subplot(rows, columns, k + 1) for k in range(count)]
     image = None
-    for ax, snapshot in zip(axes, snapshots):
+    for ax, snapshot in zip(axes, snapshots, strict=True):
         image = draw_matrix(ax, snapshot.matrix, norm, annotate=num_layers <= 6)
         ax.set_title(snapshot_title(snapshot.step, snapshot.tokens), fontsize=9)
         ax.xaxis.label.set_fontsize(7)

@@ -1,0 +1,246 @@
+"""Writes every figure of a run, the statistics CSV, a summary and report.html."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ancre.viz.animation import write_animation
+from ancre.viz.canvas import save_figure
+from ancre.viz.curves import Comparison, compare_runs, final_value, series
+from ancre.viz.heatmap import describe_snapshot, evolution_figure, matrix_figure
+from ancre.viz.html import Section, render_page
+from ancre.viz.losses import loss_figure
+from ancre.viz.run_data import (
+    RunData,
+    VizError,
+    evenly_spaced,
+    load_run,
+    select_snapshot,
+)
+from ancre.viz.statistics import STATISTICS, statistics_rows, write_statistics_csv
+from ancre.viz.statplots import depth_figure, training_figure
+from ancre.viz.wiring import DEFAULT_TOP_K, wiring_figure
+
+EVOLUTION_PANELS = 6
+GIF_EMBED_LIMIT = 8 * 2**20  # bytes; a larger animation is linked, not embedded
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What ``ancre viz`` draws.
+
+    Attributes:
+        step: The snapshot to show in the single-step figures; None is the latest.
+        svg: Also write every figure as SVG.
+        compare: Other run folders whose loss curves are overlaid.
+        baseline: Name of the baseline run of the comparison; None is the first run.
+        top_k: Arcs per block in the wiring diagram.
+        threshold: Draw every connection with |P| >= threshold instead of the top k.
+        mp4: Write the animation as MP4 (when ffmpeg is on PATH) instead of GIF.
+        evolution_steps: Steps of the small multiples; None picks ~6 evenly spaced.
+    """
+
+    step: int | None = None
+    svg: bool = False
+    compare: Sequence[Path] = ()
+    baseline: str | None = None
+    top_k: int = DEFAULT_TOP_K
+    threshold: float | None = None
+    mp4: bool = False
+    evolution_steps: Sequence[int] | None = None
+
+
+@dataclass
+class Report:
+    """What a report wrote and found.
+
+    Attributes:
+        files: Every file written, in order.
+        comparisons: Steps-to-reach results when runs were compared.
+        notes: Lines for people (comparisons, warnings).
+    """
+
+    files: list[Path] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def unique_names(runs: Sequence[RunData]) -> list[str]:
+    """Run names, made distinct with their parent folder (then a number) where they clash."""
+    names = [run.name for run in runs]
+    names = [
+        f"{run.path.resolve().parent.name}/{run.name}" if names.count(run.name) > 1 else run.name
+        for run in runs
+    ]
+    return [name if names.count(name) == 1 else f"{name} #{k + 1}" for k, name in enumerate(names)]
+
+
+def run_summary(run: RunData, name: str) -> dict[str, object]:
+    """One row of the summary table: topology, extent of training, final losses."""
+    last = run.snapshots[-1] if run.snapshots else None
+    steps = [r["step"] for r in run.records if isinstance(r.get("step"), int)]
+    tokens = [r["tokens"] for r in run.records if isinstance(r.get("tokens"), int)]
+    val_loss = final_value(run.records, "val_loss")
+    return {
+        "run": name,
+        "folder": str(run.path),
+        "blocks L": run.num_layers if last else "",
+        "topology": describe_snapshot(last) if last else "",
+        "snapshots": len(run.snapshots),
+        "last step": max(steps) if steps else (last.step if last else ""),
+        "tokens": max(tokens) if tokens else (last.tokens if last else ""),
+        "final loss": final_value(run.records, "loss") or float("nan"),
+        "final val_loss": val_loss if val_loss is not None else float("nan"),
+        "final val_ppl": final_value(run.records, "val_ppl") or float("nan"),
+    }
+
+
+def _evolution_snapshots(run: RunData, steps: Sequence[int] | None) -> list:
+    if steps is None:
+        return evenly_spaced(run.snapshots, EVOLUTION_PANELS)
+    return [select_snapshot(run.snapshots, step) for step in steps]
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path, options: ReportOptions) -> Report:
+    """Draws every figure of a run and writes them with report.html into ``out_dir``.
+
+    Args:
+        run_dir: A run folder (or a single snapshot file).
+        out_dir: Where to write; created if missing.
+        options: What to draw.
+
+    Returns:
+        The files written and the comparisons made.
+
+    Raises:
+        VizError: A folder, snapshot step or baseline is missing (names what).
+        SnapshotError: A snapshot file is malformed (names the file).
+    """
+    run = load_run(run_dir)
+    others = [load_run(path, need_snapshots=False) for path in options.compare]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report()
+    names = unique_names([run, *others])
+    name = names[0]
+    shown = select_snapshot(run.snapshots, options.step)
+
+    def save(figure, stem: str) -> Path:
+        paths = save_figure(figure, out, stem, options.svg)
+        report.files.extend(paths)
+        return paths[0]
+
+    sections = [
+        Section(
+            "Connection matrix",
+            save(matrix_figure(shown, name), "matrix"),
+            "Row j: the weights block j puts on the states h_0 (embeddings) .. h_j.",
+        ),
+        Section(
+            "Connection matrix over training",
+            save(
+                evolution_figure(_evolution_snapshots(run, options.evolution_steps), name),
+                "evolution",
+            ),
+            "Small multiples on one colour scale.",
+        ),
+    ]
+    animation = write_animation(run.snapshots, out, name, mp4=options.mp4)
+    report.files.append(animation)
+    if options.mp4 and animation.suffix != ".mp4":
+        report.notes.append("ffmpeg is not on PATH: the animation was written as a GIF.")
+    embed = animation.suffix == ".gif" and animation.stat().st_size <= GIF_EMBED_LIMIT
+    sections.append(
+        Section(
+            f"Animation over all {len(run.snapshots)} snapshots",
+            animation if embed else None,
+            link=None if embed else animation,
+        )
+    )
+    sections.append(
+        Section(
+            "Wiring diagram",
+            save(wiring_figure(shown, name, options.top_k, options.threshold), "wiring"),
+            "Arc width and colour show P[j, i].",
+        )
+    )
+    reference = run.snapshots[0] if len(run.snapshots) > 1 else None
+    sections.append(
+        Section(
+            "Per-block statistics against depth",
+            save(depth_figure(shown, reference, name), "block_stats_depth"),
+        )
+    )
+    sections.append(
+        Section(
+            "Per-block statistics over training",
+            save(training_figure(run.snapshots, name), "block_stats_training"),
+        )
+    )
+    report.files.append(write_statistics_csv(run.snapshots, out / "block_statistics.csv"))
+
+    runs = list(zip(names, [run.records] + [o.records for o in others], strict=True))
+    if others:
+        try:
+            report.comparisons = compare_runs(runs, options.baseline)
+        except ValueError as error:
+            raise VizError(str(error)) from None
+        report.notes[:0] = [c.describe() for c in report.comparisons]
+    elif options.baseline is not None:
+        raise VizError("--baseline needs --compare RUN [RUN ...]")
+    sections.append(
+        Section(
+            "Loss curves",
+            save(loss_figure(runs, report.comparisons), "losses"),
+            "Thin lines: training loss; markers: val_loss.",
+        )
+    )
+
+    summary = [run_summary(r, n) for r, n in zip([run, *others], names, strict=True)]
+    record = {
+        "runs": summary,
+        "shown_step": shown.step,
+        "comparisons": [
+            {
+                "run": c.run,
+                "baseline": c.baseline,
+                "target_val_loss": c.target,
+                "steps": c.steps,
+                "baseline_steps": c.baseline_steps,
+                "step_ratio": c.step_ratio,
+                "description": c.describe(),
+            }
+            for c in report.comparisons
+        ],
+        "notes": report.notes,
+    }
+    summary_path = out / "summary.json"
+    summary_path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    report.files.append(summary_path)
+
+    final_stats = [
+        {"block": row["block"], **{k: row[k] for k in STATISTICS}}
+        for row in statistics_rows([shown])
+    ]
+    page = render_page(
+        f"ancre viz: {name} (step {shown.step})",
+        summary,
+        sections,
+        final_stats,
+        report.notes + _val_notes(runs),
+    )
+    html_path = out / "report.html"
+    html_path.write_text(page, encoding="utf-8")
+    report.files.append(html_path)
+    return report
+
+
+def _val_notes(runs: Sequence[tuple[str, Sequence]]) -> list[str]:
+    notes = []
+    for name, records in runs:
+        if not series(records, "val_loss")[0]:
+            notes.append(f"{name}: no val_loss records yet.")
+    return notes

@@ -1,0 +1,47 @@
+"""`ancre viz` on a real tiny training run, and on an Ancre run compared with itself."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from report_checks import check_report
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, subprocess_env) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    command = [
+        sys.executable, "-m", "ancre.cli", "train", "configs/quickstart.yaml",
+        f"run.out_dir={out}", "run.name=r", "train.steps=30", "train.warmup_steps=3",
+        "checkpoint.topology_every=10", "eval.every=10", "eval.tokens=2048",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "r"
+
+
+@pytest.mark.slow
+def test_report_of_a_trained_run(trained_run, tmp_path, subprocess_env):
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "ancre.cli", "viz", str(trained_run), "--out", str(out),
+         "--compare", str(trained_run)],
+        cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    check_report(out)
+    summary = json.loads((out / "summary.json").read_text())
+    (run, same) = summary["runs"]
+    assert run["blocks L"] > 1 and run["snapshots"] == 4 and run["last step"] == 30
+    assert run["final val_loss"] < 7.0
+    # a run reaches its own final val_loss in exactly as many steps
+    assert summary["comparisons"][0]["step_ratio"] == 1.0
+    assert "as many steps as" in result.stdout
+    rows = (out / "block_statistics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 * run["blocks L"]
