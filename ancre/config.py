@@ -297,6 +297,21 @@ def config_dict(config: AncreConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(config))  # type: ignore[return-value]
 
 
+def flat_config(config: AncreConfig) -> dict[str, Any]:
+    """The config as dotted keys and leaf values: ``{"train.lr": 0.001, ...}``."""
+    flat: dict[str, Any] = {}
+
+    def walk(tree: dict[str, Any], prefix: str) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(config_dict(config), "")
+    return flat
+
+
 def validate(config: AncreConfig) -> None:
     """Checks every value against what the schema allows.
 

@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 
 from ancre.checkpoint import latest_checkpoint, read_trainer_state
-from ancre.config import AncreConfig, ConfigError, config_dict, load_config
+from ancre.config import AncreConfig, ConfigError, flat_config, load_config
 
 SWEEP_KEYS = ("name", "out_dir", "base", "overrides", "grid", "zip", "run_name")
 CONFIG_AXIS = "config"
@@ -245,7 +245,7 @@ def _format_value(value: Any) -> str:
 def _run_name(template: str | None, config: AncreConfig, values: Mapping[str, Any]) -> str:
     if template is None:
         template = "-".join(f"{{{key}}}" for key in values) or "run"
-    flat = _flatten(config_dict(config))
+    flat = flat_config(config)
     stems = "+".join(Path(f).stem for f in _file_list(CONFIG_AXIS, values.get(CONFIG_AXIS, [])))
 
     def fill(match: re.Match[str]) -> str:
@@ -260,16 +260,6 @@ def _run_name(template: str | None, config: AncreConfig, values: Mapping[str, An
 
     name = re.sub(r"\{([^{}:]+)(?::([^{}]*))?\}", fill, template)
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", name).strip("_") or "run"
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def is_finished(run: SweepRun) -> bool:

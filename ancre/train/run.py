@@ -38,7 +38,14 @@ from ancre.checkpoint import (
     set_rng_state,
     verify_checkpoint,
 )
-from ancre.config import AncreConfig, check_world_size, config_dict, load_config, save_config
+from ancre.config import (
+    AncreConfig,
+    check_world_size,
+    config_dict,
+    flat_config,
+    load_config,
+    save_config,
+)
 from ancre.data.loader import TrainLoader, validation_set
 from ancre.data.sources import check_data, split_texts
 from ancre.data.tokenizer import Tokenizer, train_tokenizer
@@ -114,24 +121,14 @@ def _decide_resume(config: AncreConfig, run_dir: Path, context: DistributedConte
 
 
 def _report_changes(folder: Path, config: AncreConfig) -> None:
-    before = _flatten(config_dict(load_config(folder / "config.yaml")))
-    after = _flatten(config_dict(config))
+    before = flat_config(load_config(folder / "config.yaml"))
+    after = flat_config(config)
     changed = [k for k in after if before.get(k) != after[k] and k != "checkpoint.resume"]
     if changed:
         logger.warning(
             "resuming with settings that differ from the checkpoint's: %s",
             ", ".join(f"{k}={before.get(k)!r}->{after[k]!r}" for k in changed),
         )
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def prepare_run_folder(run_dir: Path, resume_from: Path | None, overwrite: bool) -> None:
