@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import socket
@@ -261,19 +262,16 @@ def parameter_groups(model: Transformer, config: AncreConfig) -> list[dict[str, 
 
 
 class FiniteAdamW(torch.optim.AdamW):
-    """AdamW that skips a step whose gradients are not finite, and says so.
+    """AdamW that skips the step it is told has non-finite gradients, and says so.
 
     DeepSpeed's ZeRO optimisers skip such steps themselves; without ZeRO, DeepSpeed
-    steps the client optimiser and reads its ``overflow`` flag to count the skip.
+    steps the client optimiser and reads its ``overflow`` flag to count the skip. The
+    engine sets ``overflow`` from the gradient norm it measures before each step.
     """
 
     overflow = False
 
     def step(self, closure=None):  # noqa: D102
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        self.overflow = (
-            bool(grads) and not torch.isfinite(torch.nn.utils.get_total_norm(grads)).item()
-        )
         return None if self.overflow else super().step(closure)
 
 
@@ -303,7 +301,7 @@ class Engine:
         self._betas, self._eps = (config.train.beta1, config.train.beta2), config.train.eps
         # ZeRO optimisers skip non-finite steps themselves and accept only stock optimisers.
         adamw = torch.optim.AdamW if config.train.zero_stage else FiniteAdamW
-        optimizer = adamw(
+        optimizer = self._client_optimizer = adamw(
             groups,
             lr=config.train.lr,
             betas=(config.train.beta1, config.train.beta2),
@@ -342,9 +340,11 @@ class Engine:
         for group in self._optimizer.param_groups:
             group["lr"] = group["peak_lr"] * lr_factor
         if self._zero_stage == 0 and boundary:
-            # ZeRO optimisers record the norm; without ZeRO the gradients are whole here.
+            # ZeRO optimisers record the norm and skip non-finite steps themselves;
+            # without ZeRO the gradients are whole here, and one norm serves both.
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            self._grad_norm = float(torch.nn.utils.get_total_norm(grads))
+            self._grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+            self._client_optimizer.overflow = not math.isfinite(self._grad_norm)
         self._engine.step()
         return self._engine.was_step_applied() if boundary else None
 
