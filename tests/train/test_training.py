@@ -74,6 +74,16 @@ def trained(request, tmp_path_factory, subprocess_env, sample_tokenizer) -> tupl
     return run, out / run.name
 
 
+def train_quickstart(overrides: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """One process training configs/quickstart.yaml with overrides; asserts it succeeded."""
+    result = subprocess.run(
+        launcher(1) + ["train", str(REPO / "configs/quickstart.yaml"), *overrides],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -168,11 +178,7 @@ def test_bad_input_is_skipped_counted_and_reported(
         "train.global_batch_size=4",
         "train.log_every=3", "eval.tokens=1024", "checkpoint.topology_every=0",
     ]  # fmt: skip
-    result = subprocess.run(
-        launcher(1) + ["train", str(REPO / "configs/quickstart.yaml"), *overrides],
-        env=subprocess_env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = train_quickstart(overrides, subprocess_env)
     skipped = [r for r in records(tmp_path / "bad") if "loss" in r][-1]["data_skipped"]
     assert skipped == {
         "malformed_json": 1, "missing_field": 1, "empty": 1, "invalid_utf8": 1,
@@ -194,11 +200,7 @@ def test_activation_checkpointing_under_zero3_changes_no_metric(
             "train.precision=fp32", "train.zero_stage=3", "train.log_every=1",
             "eval.tokens=1024", f"train.activation_checkpointing={mode}",
         ]  # fmt: skip
-        result = subprocess.run(
-            launcher(1) + ["train", str(REPO / "configs/quickstart.yaml"), *overrides],
-            env=subprocess_env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
+        train_quickstart(overrides, subprocess_env)
         logged[mode] = [
             {k: v for k, v in r.items() if k != "tokens_per_s"} for r in records(tmp_path / mode)
         ]
