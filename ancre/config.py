@@ -50,13 +50,16 @@ class RunConfig:
     """Where a run lives and how it is seeded."""
 
     name: str = "run"
-    """Name of the run; its folder is ``<out_dir>/<name>``."""
+    """Name of the run; its folder is ``<out_dir>/<name>``. One plain folder name: not
+    empty, not ``.`` or ``..``, no path separator."""
     out_dir: str = "runs"
     """Parent folder of run folders."""
     seed: int = 0
     """Seed of the model initialisation and of every random stream of the run."""
     overwrite: bool = False
-    """Start over in a run folder that already holds a run, deleting what is there."""
+    """Start over in a run folder that already holds a run, deleting what that run wrote
+    (only in a folder that is recognisably an ancre run folder). Off, starting the same
+    command again resumes."""
 
 
 @dataclass(frozen=True)
@@ -325,6 +328,7 @@ def validate(config: AncreConfig) -> None:
     Raises:
         ConfigError: The first value that is not allowed, with its key.
     """
+    _folder_name("run.name", config.run.name)
     _choice("model.preset", config.model.preset, MODEL_PRESETS, optional=True)
     _choice("model.attention", config.model.attention, ATTENTION_BACKENDS)
     _choice("topology.kind", config.topology.kind, TOPOLOGY_KINDS)
@@ -476,6 +480,24 @@ def _keys_beside(full_key: str) -> list[str]:
         if not is_dataclass(schema):
             return []
     return [f.name for f in fields(schema)]
+
+
+def _folder_name(key: str, value: str) -> None:
+    """A single plain path component: the run's folder inside run.out_dir."""
+    bad = (
+        "is empty" if not value.strip()
+        else "is a reference to a folder, not a name" if value.strip() in (".", "..")
+        else "holds a path separator" if any(c in value for c in "/\\")
+        else "holds a NUL character" if "\0" in value
+        else "starts or ends with a space" if value != value.strip()
+        else None
+    )  # fmt: skip
+    if bad:
+        raise ConfigError(
+            key,
+            f"{value!r} {bad}; it must be one plain folder name such as 'quickstart' "
+            "(put the parent folder in run.out_dir)",
+        )
 
 
 def _choice(key: str, value: str | None, allowed: Sequence[str], optional: bool = False) -> None:

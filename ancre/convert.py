@@ -18,6 +18,9 @@ from ancre.pretrained import PRETRAINED_FORMAT, WEIGHTS
 from ancre.train.engine import consolidated_weights
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+COPIED = ("config.yaml", "topology.json", "tokenizer.model")
+WRITTEN = (WEIGHTS, *COPIED)
+"""What a conversion writes: an output folder holding only these is replaced."""
 
 
 def convert_checkpoint(folder: Path, out_dir: Path, dtype: str = "fp32") -> Path:
@@ -33,10 +36,13 @@ def convert_checkpoint(folder: Path, out_dir: Path, dtype: str = "fp32") -> Path
 
     Raises:
         CheckpointError: The checkpoint does not verify.
+        FileExistsError: ``out_dir`` is inside the checkpoint, or holds files that a
+            conversion does not write.
         ValueError: An unknown dtype.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+    _check_output(folder, out_dir)
     manifest = verify_checkpoint(folder)
     weights = consolidated_weights(folder / "engine", manifest["zero_stage"])
     weights = {
@@ -46,6 +52,28 @@ def convert_checkpoint(folder: Path, out_dir: Path, dtype: str = "fp32") -> Path
     out_dir.mkdir(parents=True, exist_ok=True)
     metadata = {"format": PRETRAINED_FORMAT, "step": str(manifest["step"]), "dtype": dtype}
     save_file(weights, str(out_dir / WEIGHTS), metadata=metadata)
-    for name in ("config.yaml", "topology.json", "tokenizer.model"):
+    for name in COPIED:
         shutil.copyfile(folder / name, out_dir / name)
     return out_dir / WEIGHTS
+
+
+def _check_output(folder: Path, out_dir: Path) -> None:
+    """Refuses an output folder inside the checkpoint, or one holding other files."""
+    source, target = folder.resolve(), out_dir.resolve()
+    if target == source or source in target.parents:
+        raise FileExistsError(
+            f"{out_dir} is inside the checkpoint {folder}: writing there would change the "
+            "checkpoint (its manifest would no longer verify); choose a folder outside it"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file; give a folder to write the conversion to")
+    foreign = (
+        sorted(p.name for p in out_dir.iterdir() if p.name not in WRITTEN)
+        if out_dir.is_dir()
+        else []
+    )
+    if foreign:
+        raise FileExistsError(
+            f"{out_dir} holds files a conversion does not write ({', '.join(foreign[:5])}); "
+            "give an empty or new folder (or an earlier conversion's, which is replaced)"
+        )

@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import math
 import re
 import shlex
@@ -42,8 +41,9 @@ from typing import Any
 
 import yaml
 
-from ancre.checkpoint import latest_checkpoint, read_trainer_state
+from ancre.checkpoint import CheckpointError, read_trainer_state
 from ancre.config import AncreConfig, ConfigError, flat_config, load_config
+from ancre.run_folder import RunFolder, read_metrics
 
 SWEEP_KEYS = ("name", "out_dir", "base", "overrides", "grid", "zip", "run_name")
 CONFIG_AXIS = "config"
@@ -89,7 +89,7 @@ class SweepRun:
     @property
     def folder(self) -> Path:
         """The run folder."""
-        return Path(self.config.run.out_dir) / self.config.run.name
+        return RunFolder.of(self.config).root
 
 
 @dataclass(frozen=True)
@@ -264,8 +264,11 @@ def _run_name(template: str | None, config: AncreConfig, values: Mapping[str, An
 
 def is_finished(run: SweepRun) -> bool:
     """True when the run folder holds a complete checkpoint at the run's last step."""
-    latest = latest_checkpoint(run.folder) if run.folder.is_dir() else None
-    return latest is not None and read_trainer_state(latest).step >= run.config.train.steps
+    try:
+        latest = RunFolder(run.folder).latest()
+        return latest is not None and read_trainer_state(latest).step >= run.config.train.steps
+    except CheckpointError:
+        return False  # a resume says what is wrong
 
 
 def summary_rows(sweep: Sweep, wall_times: Mapping[str, float]) -> list[dict[str, Any]]:
@@ -280,7 +283,7 @@ def summary_rows(sweep: Sweep, wall_times: Mapping[str, float]) -> list[dict[str
     """
     rows = []
     for run in sweep.runs:
-        records = _metrics(run.folder / "metrics.jsonl")
+        records = read_metrics(RunFolder(run.folder).metrics_file).records
         evaluations = [r for r in records if "val_loss" in r]
         last = records[-1] if records else {}
         final = evaluations[-1] if evaluations else {}
@@ -291,17 +294,6 @@ def summary_rows(sweep: Sweep, wall_times: Mapping[str, float]) -> list[dict[str
             "val_ppl": final.get("val_ppl"), "wall_s": wall_times.get(run.name),
         })  # fmt: skip
     return rows
-
-
-def _metrics(path: Path) -> list[dict[str, Any]]:
-    records = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line being written
-    return records
 
 
 def write_summary(sweep: Sweep, wall_times: Mapping[str, float]) -> tuple[Path, Path]:

@@ -1,9 +1,8 @@
-"""Tests for ancre/checkpoint.py at the file level: manifest, verification, ``latest``."""
+"""Tests for ancre/checkpoint.py: one checkpoint folder's files, manifest and verification."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from pathlib import Path
 
@@ -13,15 +12,9 @@ import torch
 from ancre.checkpoint import (
     CheckpointError,
     TrainerState,
-    checkpoint_folder,
-    incomplete_checkpoints,
-    latest_checkpoint,
-    prune_checkpoints,
-    publish_checkpoint,
+    complete_checkpoint,
     read_rank_state,
     read_trainer_state,
-    rewind_run_folder,
-    set_rng_state,
     verify_checkpoint,
     write_rank_state,
 )
@@ -29,7 +22,9 @@ from ancre.config import load_config
 from ancre.data.tokenizer import train_tokenizer
 from ancre.kernels import reference_backend
 from ancre.model.topology import AncreTopology
+from ancre.run_folder import RunFolder
 from ancre.snapshot import read_snapshot
+from ancre.train.rng import rng_state, set_rng_state
 
 ENGINE_FILES = {
     "engine/global_step5/mp_rank_00_model_states.pt": b"model weights " * 100,
@@ -50,21 +45,23 @@ def tokenizer_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def published(tmp_path: Path, tokenizer_file: Path) -> Path:
     """A run folder with one complete checkpoint after step 5; returns the checkpoint."""
-    folder = checkpoint_folder(tmp_path / "run", 5)
+    run = RunFolder(tmp_path / "run")
+    folder = run.checkpoint_folder(5)
     for name, data in ENGINE_FILES.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
     (folder / "latest").write_text("engine")
     snapshot = AncreTopology(4, reference_backend, 0.01).snapshot(5, 100)
     config = load_config(None, ["train.steps=5", "train.warmup_steps=1", "train.zero_stage=2"])
-    publish_checkpoint(folder, TrainerState(5, 100, 2), config, snapshot, tokenizer_file)
+    complete_checkpoint(folder, TrainerState(5, 100, 2), config, snapshot, tokenizer_file)
+    run.publish(folder)
     return folder
 
 
 def test_publish_writes_everything(published: Path, tokenizer_file: Path) -> None:
     run = published.parents[1]
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000005"
-    assert latest_checkpoint(run) == published
+    assert RunFolder(run).latest() == published
     assert read_snapshot(published / "topology.json").step == 5
     assert load_config(published / "config.yaml").train.zero_stage == 2
     assert (published / "tokenizer.model").read_bytes() == tokenizer_file.read_bytes()
@@ -92,7 +89,7 @@ def test_altered_byte_detected(published: Path) -> None:
         verify_checkpoint(published)
     assert str(target) in str(info.value)
     with pytest.raises(CheckpointError):
-        latest_checkpoint(published.parents[1])
+        RunFolder(published.parents[1]).latest()
 
 
 def test_deleted_file_detected(published: Path) -> None:
@@ -119,55 +116,30 @@ def test_missing_manifest_detected(published: Path) -> None:
     assert str(published) in str(info.value)
 
 
-def test_no_checkpoint_gives_none(tmp_path: Path) -> None:
-    assert latest_checkpoint(tmp_path / "run") is None
-    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    assert latest_checkpoint(tmp_path / "run") is None
+@pytest.mark.parametrize(
+    "content", ["", "[1, 2]", '{"format": "ancre-checkpoint", "version": 1, "step": 5}']
+)
+def test_manifest_without_its_keys_is_named(published: Path, content: str) -> None:
+    manifest = published / "manifest.json"
+    manifest.write_text(content)
+    with pytest.raises(CheckpointError) as info:
+        verify_checkpoint(published)
+    assert str(manifest) in str(info.value)
 
 
-def publish_at(run: Path, step: int, tokenizer_file: Path) -> Path:
-    folder = checkpoint_folder(run, step)
-    (folder / "engine").mkdir(parents=True)
-    (folder / "engine" / "weights.pt").write_bytes(bytes([step]) * 64)
-    snapshot = AncreTopology(2, reference_backend, 0.01).snapshot(step, step * 10)
-    config = load_config(None, ["train.steps=50", "train.warmup_steps=1"])
-    publish_checkpoint(folder, TrainerState(step, step * 10, 1), config, snapshot, tokenizer_file)
-    return folder
-
-
-def test_rewind_drops_what_came_after_the_checkpoint(tmp_path: Path, tokenizer_file: Path) -> None:
-    run = tmp_path / "run"
-    publish_at(run, 4, tokenizer_file)
-    torn = checkpoint_folder(run, 6)
-    (torn / "engine").mkdir(parents=True)  # a checkpoint killed while being written
-    (run / "topology").mkdir()
-    for step in (0, 2, 4, 6):
-        (run / "topology" / f"step_{step:08d}.json").write_text("{}")
-    lines = [json.dumps({"step": s, "loss": 1.0}) for s in (2, 4, 5, 6)]
-    (run / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 7, "lo')
-    assert incomplete_checkpoints(run) == [torn]
-    rewind_run_folder(run, 4)
-    kept = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert kept == [2, 4]
-    assert sorted(p.name for p in (run / "topology").iterdir()) == [
-        "step_00000000.json", "step_00000002.json", "step_00000004.json",
-    ]  # fmt: skip
-    assert not torn.exists() and incomplete_checkpoints(run) == []
-
-
-def test_prune_keeps_the_newest_and_what_latest_names(tmp_path: Path, tokenizer_file) -> None:
-    run = tmp_path / "run"
-    folders = [publish_at(run, step, tokenizer_file) for step in (2, 4, 6, 8)]
-    assert prune_checkpoints(run, keep_last=0) == []
-    assert prune_checkpoints(run, keep_last=2) == folders[:2]
-    assert [f.exists() for f in folders] == [False, False, True, True]
-    (run / "checkpoints" / "latest").write_text("step_00000006\n")  # as if step 8 were torn
-    assert prune_checkpoints(run, keep_last=1) == []  # step 6 is what latest names
-    assert folders[2].exists()
+def test_trainer_state_that_is_garbage_or_lacks_keys_is_named(published: Path) -> None:
+    path = published / "trainer_state.json"
+    path.write_text('{"step": 5}')
+    with pytest.raises(CheckpointError, match="lacks the keys tokens, world_size") as info:
+        read_trainer_state(published)
+    assert str(path) in str(info.value)
+    path.write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        read_trainer_state(published)
 
 
 def test_rank_state_round_trips_data_and_random_state(tmp_path: Path) -> None:
-    write_rank_state(tmp_path, 3, {"position": 7})
+    write_rank_state(tmp_path, 3, {"position": 7}, rng_state())
     expected = (random.random(), torch.rand(3))
     random.random(), torch.rand(5)  # move on, then restore
     saved = read_rank_state(tmp_path, 3)

@@ -14,11 +14,19 @@ DISTRIBUTED = ("deepspeed", "torch.distributed")
 ALLOWED = {
     "ancre.atomic": set(),
     "ancre.config": set(),
+    "ancre.stop_signals": set(),
     "ancre.kernels": {"ancre.kernels"},
     "ancre.snapshot": {"ancre.atomic"},
     "ancre.model": {"ancre.model", "ancre.config", "ancre.kernels", "ancre.snapshot"},
-    "ancre.data": {"ancre.data", "ancre.config", "ancre.atomic"},
-    "ancre.checkpoint": {"ancre", "ancre.atomic", "ancre.config", "ancre.snapshot"},
+    "ancre.data": {"ancre.data", "ancre.config", "ancre.atomic", "ancre.stop_signals"},
+    "ancre.checkpoint": {"ancre.atomic", "ancre.config", "ancre.snapshot"},
+    "ancre.run_folder": {
+        "ancre.run_folder",
+        "ancre.atomic",
+        "ancre.checkpoint",
+        "ancre.config",
+        "ancre.snapshot",
+    },  # fmt: skip
     "ancre.pretrained": {"ancre.config", "ancre.model"},
 }
 
@@ -74,3 +82,28 @@ def test_modules_import_only_what_the_layering_allows():
             if imported == "ancre" or imported.startswith("ancre."):
                 top = next((r for r in rule if imported == r or imported.startswith(r + ".")), None)
                 assert top is not None, f"{name} imports {imported}; allowed: {sorted(rule)}"
+
+
+def test_run_folder_and_checkpoint_files_load_without_torch():
+    code = (
+        "import sys, ancre.run_folder, ancre.checkpoint;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'deepspeed')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_only_the_run_folder_spells_run_folder_paths():
+    # the names of the run folder's entries, joined onto paths, live in ancre/run_folder
+    entries = (
+        '"metrics.jsonl"', '"checkpoints"', '/ "topology"', '/ "latest"', '"run.lock"',
+        '"superseded"', '/ "wandb"',
+    )  # fmt: skip
+    offenders = [
+        f"{module_name(p)}: {name}"
+        for p in PACKAGE.rglob("*.py")
+        if not module_name(p).startswith("ancre.run_folder")
+        for name in entries
+        if name in p.read_text()
+    ]
+    assert offenders == []

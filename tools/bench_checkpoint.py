@@ -20,8 +20,7 @@ import torch
 
 from ancre.checkpoint import (
     TrainerState,
-    checkpoint_folder,
-    publish_checkpoint,
+    complete_checkpoint,
     verify_checkpoint,
     write_rank_state,
 )
@@ -29,7 +28,9 @@ from ancre.config import load_config
 from ancre.convert import convert_checkpoint
 from ancre.data.tokenizer import train_tokenizer
 from ancre.model import build_model
+from ancre.run_folder import RunFolder
 from ancre.train.engine import Engine, init_distributed
+from ancre.train.rng import rng_state
 
 
 def size_mb(folder: Path) -> float:
@@ -61,17 +62,20 @@ def main() -> None:
     engine.step(1.0)
 
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp)
-        tokenizer = train_tokenizer(["a small text to make a tokenizer"] * 50, run / "t.model", 300)
-        folder = checkpoint_folder(run, 1)
+        run = RunFolder(Path(tmp))
+        tokenizer = train_tokenizer(
+            ["a small text to make a tokenizer"] * 50, run.root / "t.model", 300
+        )
+        folder = run.checkpoint_folder(1)
         times = {}
         started = time.perf_counter()
         engine.save(folder / "engine")
         times["deepspeed save"] = time.perf_counter() - started
         started = time.perf_counter()
-        write_rank_state(folder, 0, {})
+        write_rank_state(folder, 0, {}, rng_state())
         snapshot = engine.topology_snapshot(1, 0)
-        publish_checkpoint(folder, TrainerState(1, 0, 1), config, snapshot, tokenizer.path)
+        complete_checkpoint(folder, TrainerState(1, 0, 1), config, snapshot, tokenizer.path)
+        run.publish(folder)
         times["publish (manifest)"] = time.perf_counter() - started
         started = time.perf_counter()
         verify_checkpoint(folder)
@@ -80,7 +84,7 @@ def main() -> None:
         engine.load(folder / "engine")
         times["deepspeed load"] = time.perf_counter() - started
         started = time.perf_counter()
-        convert_checkpoint(folder, run / "converted")
+        convert_checkpoint(folder, run.root / "converted")
         times["convert (safetensors)"] = time.perf_counter() - started
         print(
             f"preset {args.preset}: {model.num_parameters() / 1e6:.1f}M parameters, "
@@ -89,7 +93,7 @@ def main() -> None:
         for name, seconds in times.items():
             print(f"  {name:<22} {seconds:7.2f} s")
         print(f"  checkpoint size        {size_mb(folder):7.1f} MB")
-        print(f"  converted size         {size_mb(run / 'converted'):7.1f} MB")
+        print(f"  converted size         {size_mb(run.root / 'converted'):7.1f} MB")
     engine.close()
 
 

@@ -16,8 +16,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from ancre.run_folder import RunFolder, read_metrics
 from ancre.viz.curves import final_value, steps_to_reach
-from ancre.viz.run_data import read_metrics
 
 
 def main() -> None:
@@ -30,8 +30,9 @@ def main() -> None:
     runs: dict[str, dict[int, list[dict]]] = defaultdict(dict)
     for run in sorted(args.folder.iterdir()):
         match = re.fullmatch(r"(.+)-s(\d+)", run.name)
-        if match and (run / "metrics.jsonl").is_file():
-            runs[match.group(1)][int(match.group(2))] = read_metrics(run / "metrics.jsonl")
+        metrics = RunFolder(run).metrics_file
+        if match and metrics.is_file():
+            runs[match.group(1)][int(match.group(2))] = read_metrics(metrics).records
     if args.baseline not in runs:
         raise SystemExit(f"no {args.baseline}-s<seed> runs in {args.folder}")
 

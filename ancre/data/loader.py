@@ -9,9 +9,16 @@ micro-batches; the DataLoader hands them out round-robin, worker 0, 1, ..., W-1,
 Resume: every batch carries the state of the reader that made it (the source position
 after its last document, the packer's pending tokens, the skip counts). The loader
 keeps the latest state of each reader and which reader comes next; that is its
-``state_dict()``. A loader given that state restarts each reader where it stopped,
-without re-reading what it consumed, and rotates the workers so the round-robin order
-goes on unbroken: it yields exactly the batches an uninterrupted loader would.
+``state_dict()``, with the shard lists the readers' epochs read (by name and size). A
+loader given that state restarts each reader where it stopped, without re-reading what
+it consumed, and rotates the workers so the round-robin order goes on unbroken: it
+yields exactly the batches an uninterrupted loader would. When shards were added to
+the folder since, each reader finishes its epoch with the shards it began with and the
+new list takes over at the next epoch (:func:`check_resume_data` says so, or refuses
+when a shard the epoch still needs is gone).
+
+A document the tokenizer cannot encode is skipped and counted (``tokenizer_error``)
+like a bad line, with its file and line.
 
 Validation: the first ``eval.tokens`` target tokens of the validation split, packed
 the same way; the same set whatever the world size (each rank evaluates every W-th
@@ -25,7 +32,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -33,15 +40,26 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ancre.config import DataConfig
 from ancre.data.packing import Packer
+from ancre.data.shards import (
+    DataError,
+    Shard,
+    epoch_order,
+    find_shards,
+    list_digest,
+    shard_list,
+)
 from ancre.data.sources import DocumentSource, split_texts, training_source
 from ancre.data.tokenizer import Tokenizer
+from ancre.stop_signals import ignore_stop_signals
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 """Target id of positions left out of the loss (padding); matches the model's."""
 STATE_FORMAT = "ancre-data"
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""Version 2 names shards by key and size (version 1 by index; still read)."""
+MAX_TOKENIZER_WARNINGS = 5
 
 
 def to_batch(rows: list[tuple[list[int], int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +106,17 @@ class WindowReader:
         """The next window (T+1 ids) and its count of real tokens."""
         while (item := self.packer.pop()) is None:
             text, self.position = next(self._documents)
-            self.packer.add(self.tokenizer.encode_one(text))
+            try:
+                ids = self.tokenizer.encode_one(text)
+            except Exception as error:  # any document the tokenizer rejects is skipped
+                self.skipped["tokenizer_error"] += 1
+                if self.skipped["tokenizer_error"] <= MAX_TOKENIZER_WARNINGS:
+                    logger.warning(
+                        "skipped %s (tokenizer_error): %s: %s", describe_position(self.position),
+                        type(error).__name__, str(error)[:200],
+                    )  # fmt: skip
+                continue
+            self.packer.add(ids)
         return item
 
     def state_dict(self) -> dict[str, Any]:
@@ -111,6 +139,7 @@ class _ReaderSpec:
     world_size: int
     workers: int
     seed: int
+    earlier: dict[str, list[list[Any]]]
 
     def batches(
         self, logical: int, state: dict[str, Any] | None
@@ -118,7 +147,7 @@ class _ReaderSpec:
         """The micro-batches of reader ``logical`` of this rank, each with its state after."""
         source = training_source(
             self.config, self.rank * self.workers + logical, self.world_size * self.workers,
-            self.seed,
+            self.seed, self.earlier,
         )  # fmt: skip
         tokenizer = Tokenizer(self.tokenizer_path)
         reader = WindowReader(
@@ -140,6 +169,8 @@ class _ReaderBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]]:
         info = get_worker_info()
+        if info is not None:
+            ignore_stop_signals()  # the trainer process decides when to stop
         logical = ((0 if info is None else info.id) + self.first) % self.spec.workers
         yield from self.spec.batches(logical, self.states[logical])
 
@@ -160,9 +191,14 @@ class TrainLoader:
             raise ValueError(f"rank {rank} is outside a world of {world_size}")
         self.config = config
         self.workers = max(1, config.num_workers)
+        self._lists: dict[str, list[list[Any]]] = {}
+        if config.source == "local":
+            now = shard_list(find_shards(config.path, "train"))
+            self._lists[list_digest(now)] = [[s.key, s.size] for s in now]
         self._spec = _ReaderSpec(
-            config, str(tokenizer.path), micro_batch_size, rank, world_size, self.workers, seed
-        )
+            config, str(tokenizer.path), micro_batch_size, rank, world_size, self.workers, seed,
+            {},
+        )  # fmt: skip
         self._states: list[dict[str, Any] | None] = [None] * self.workers
         self._next = 0
         self._batches = self._start()
@@ -211,6 +247,7 @@ class TrainLoader:
             "num_workers": self.config.num_workers,
             "next_reader": self._next,
             "readers": list(self._states),
+            "shard_lists": {d: self._lists[d] for d in _digests(self._states) if d in self._lists},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -220,8 +257,8 @@ class TrainLoader:
             ValueError: The state is of another format, or was written by a loader that
                 split the data differently (rank, world size or workers differ).
         """
-        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
-            raise ValueError(f"not an {STATE_FORMAT} v{STATE_VERSION} loader state")
+        if state.get("format") != STATE_FORMAT or state.get("version") not in (1, STATE_VERSION):
+            raise ValueError(f"not an {STATE_FORMAT} v1 or v{STATE_VERSION} loader state")
         mine = (self._spec.rank, self._spec.world_size, self.config.num_workers)
         theirs = (state["rank"], state["world_size"], state["num_workers"])
         if mine != theirs:
@@ -232,6 +269,8 @@ class TrainLoader:
             )
         self._states = list(state["readers"])
         self._next = state["next_reader"]
+        self._lists.update(state.get("shard_lists", {}))
+        self._spec = replace(self._spec, earlier=dict(state.get("shard_lists", {})))
         self._batches = self._start()
 
 
@@ -249,21 +288,32 @@ def validation_set(
         Inputs (N, T) and targets (N, T); padding (``packing: none``) is IGNORE_INDEX.
 
     Raises:
-        ValueError: The validation split holds not even one sequence.
+        DataError: The validation split holds not even one sequence.
     """
     wanted = math.ceil(num_tokens / config.seq_len)
     packer = Packer(tokenizer.eos_id, config.seq_len + 1, config.packing)
     rows: list[tuple[list[int], int]] = []
-    for text in split_texts(config, "validation", Counter()):
-        packer.add(tokenizer.encode_one(text))
+    skipped: Counter[str] = Counter()
+    for text in split_texts(config, "validation", skipped):
+        try:
+            ids = tokenizer.encode_one(text)
+        except Exception:  # a document the tokenizer rejects
+            skipped["tokenizer_error"] += 1
+            continue
+        packer.add(ids)
         while len(rows) < wanted and (item := packer.pop()) is not None:
             rows.append(item)
         if len(rows) == wanted:
             break
+    if skipped:
+        logger.warning(
+            "validation data: skipped %s", ", ".join(f"{n} {r}" for r, n in sorted(skipped.items()))
+        )
     if not rows:
-        raise ValueError(
-            f"the validation split of {config.path!r} holds fewer than {config.seq_len + 1} "
-            "tokens; add validation data or lower data.seq_len"
+        raise DataError(
+            f"data.path={config.path!r}: the validation split holds fewer than "
+            f"{config.seq_len + 1} tokens (one sequence of data.seq_len={config.seq_len}); add "
+            "validation data or lower data.seq_len"
         )
     if len(rows) < wanted:
         logger.warning(
@@ -274,3 +324,82 @@ def validation_set(
             num_tokens,
         )
     return to_batch(rows)
+
+
+def describe_position(position: dict[str, Any] | None) -> str:
+    """Where a document came from, for messages: ``shard:line``, or the hub position."""
+    if not position:
+        return "the first document"
+    if "shard" in position:
+        return f"{position['shard']}:{position['line']}"
+    if "line" in position:
+        return f"shard {position['file']} of epoch {position['epoch']}, line {position['line']}"
+    return f"a hub document of epoch {position.get('epoch', 0)}"
+
+
+def _digests(states: list[dict[str, Any] | None]) -> set[str]:
+    """The shard lists the readers' positions name."""
+    return {
+        state["position"]["list"]
+        for state in states
+        if state and state.get("position") and "list" in state["position"]
+    }
+
+
+def check_resume_data(config: DataConfig, seed: int, saved: list[dict[str, Any]]) -> list[str]:
+    """Checks that saved data positions can continue on the shards there are now.
+
+    Args:
+        config: The ``data`` section of the resumed run.
+        seed: The run's seed.
+        saved: Every rank's loader ``state_dict()`` from the checkpoint.
+
+    Returns:
+        What changed and how the run deals with it, for the log (empty: nothing).
+
+    Raises:
+        DataError: A shard that a reader's current epoch has still to read is gone or
+            changed size.
+    """
+    if config.source != "local":
+        return []
+    now = shard_list(find_shards(config.path, "train"))
+    current = list_digest(now)
+    sizes = {s.key: s.size for s in now}
+    notes: list[str] = []
+    for state in saved:
+        lists = state.get("shard_lists", {})
+        for reader in state.get("readers", []):
+            position = (reader or {}).get("position") or {}
+            digest = position.get("list", current)
+            if digest == current:
+                continue
+            pairs = lists.get(digest)
+            if pairs is None:
+                raise DataError(
+                    f"the checkpoint's data position names an unknown shard list {digest}"
+                )
+            keys = [key for key, _ in pairs]
+            saved_list = [Shard(key, size, None) for key, size in pairs]
+            order = epoch_order(saved_list, seed, position.get("epoch", 0), config.shuffle)
+            needed = order[position.get("file", 0) :]
+            bad = [s.key for s in needed if sizes.get(s.key) != s.size]
+            if bad:
+                raise DataError(
+                    f"data.path={config.path!r}: the shards changed since the checkpoint, and "
+                    f"{len(bad)} that the current epoch has still to read are gone or changed "
+                    f"size ({', '.join(bad[:5])}). Put them back as they were, or start a new "
+                    "run from the checkpoint's weights (ancre convert, then model.init_from)"
+                )
+            added = sorted(set(sizes) - set(keys))
+            removed = sorted(set(keys) - set(sizes))
+            note = (
+                f"data.path={config.path!r}: {len(added)} shard(s) added"
+                f"{' (' + ', '.join(added[:5]) + ')' if added else ''} and {len(removed)} "
+                f"removed{' (' + ', '.join(removed[:5]) + ')' if removed else ''} since the "
+                f"checkpoint; readers finish epoch {position.get('epoch', 0)} with the shards "
+                "it began with, and the new list takes over at the next epoch"
+            )
+            if note not in notes:
+                notes.append(note)
+    return notes

@@ -10,6 +10,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from ancre.atomic import write_bytes_atomic
+from ancre.data.shards import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +31,20 @@ class Tokenizer:
                 f"data.tokenizer={str(path)!r}: no such sentencepiece model file; give a "
                 ".model file or set data.tokenizer to null to train one on the shards"
             )
-        self._sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        try:
+            self._sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        except (OSError, RuntimeError) as error:
+            raise DataError(
+                f"data.tokenizer={str(path)!r}: not a sentencepiece model ({error}); give a "
+                ".model file written by sentencepiece, or set data.tokenizer to null to train one"
+            ) from None
         self.vocab_size: int = self._sp.get_piece_size()
         self.eos_id: int = self._sp.eos_id()
         if self.eos_id < 0:
-            raise ValueError(f"{self.path}: the tokenizer has no end-of-sequence piece")
+            raise DataError(
+                f"data.tokenizer={str(path)!r}: the tokenizer has no end-of-sequence piece, "
+                "which packing needs between documents"
+            )
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text (no BOS/EOS added)."""
@@ -77,8 +87,8 @@ def train_tokenizer(
         The trained tokenizer.
 
     Raises:
-        ValueError: sentencepiece refused the settings (e.g. too few pieces for the
-            characters of the text).
+        DataError: sentencepiece refused the settings (e.g. too few pieces for the
+            characters of the text) or the text.
     """
 
     def sentences() -> Iterator[str]:
@@ -95,9 +105,10 @@ def train_tokenizer(
     try:
         _train(sentences(), model, vocab_size, model_type, num_threads)
     except RuntimeError as error:
-        raise ValueError(
-            f"sentencepiece could not train a {vocab_size}-piece {model_type} tokenizer "
-            f"(data.tokenizer_vocab_size): {error}"
+        blame = "; lower data.tokenizer_vocab_size" if "vocab" in str(error).lower() else ""
+        raise DataError(
+            f"sentencepiece could not train a {vocab_size}-piece {model_type} tokenizer on "
+            f"the training data: {error}{blame}"
         ) from None
     write_bytes_atomic(path, model.getvalue())
     tokenizer = Tokenizer(path)

@@ -9,7 +9,7 @@ from ancre.model.topology import (
     build_topology,
     parse_edges,
 )
-from ancre.model.transformer import IGNORE_INDEX, Transformer, build_model
+from ancre.model.transformer import IGNORE_INDEX, Transformer, build_model, check_buildable
 
 __all__ = [
     "IGNORE_INDEX",
@@ -22,6 +22,7 @@ __all__ = [
     "UniformTopology",
     "build_model",
     "build_topology",
+    "check_buildable",
     "parse_edges",
     "resolve_shape",
 ]

@@ -137,3 +137,20 @@ def build_model(config: AncreConfig, vocab_size: int) -> Transformer:
         for block in model.blocks:
             block.compile()  # in place: parameter names, and so checkpoints, are unchanged
     return model
+
+
+def check_buildable(config: AncreConfig) -> None:
+    """Checks, without building the model, what :func:`build_model` would refuse.
+
+    The shape (heads against width), the attention and mix backends and the topology
+    (edges of a fixed one) are checked; the vocabulary against the tokenizer's is
+    checked when the model is built.
+
+    Raises:
+        ConfigError: A model or topology key the shape does not allow.
+        ValueError: An attention or mix backend asked for where it cannot run, or
+            edges that do not parse.
+    """
+    shape = resolve_shape(config.model, config.model.vocab_size or 2, config.data.seq_len)
+    select_attention(config.model.attention)
+    build_topology(config.topology, shape.num_layers)

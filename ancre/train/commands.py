@@ -10,13 +10,21 @@ from pathlib import Path
 from ancre.checkpoint import CheckpointError
 from ancre.config import ConfigError, load_config
 from ancre.convert import convert_checkpoint
+from ancre.data.sources import DataError
+from ancre.run_folder import RunFolderError, RunLockedError
 from ancre.train.engine import lost_peer
-from ancre.train.run import evaluate_checkpoint, train
+from ancre.train.preemption import EXIT_STOPPED, StopRequested
+from ancre.train.run import DISK_FULL, DiskFullError, evaluate_checkpoint, train
 from ancre.train.trainer import NonFiniteLossError
 
 EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
 EXIT_LOST_PEER = 4
+EXIT_DISK_FULL = 6
+BAD_INPUT = (
+    ConfigError, CheckpointError, DataError, RunFolderError, RunLockedError, FileNotFoundError,
+    FileExistsError,
+)  # fmt: skip
 
 
 def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
@@ -41,9 +49,10 @@ def run(command: str, args: argparse.Namespace) -> int:
     """Runs one subcommand; bad input ends with a message and exit code 2.
 
     Returns:
-        0 on success, 2 for bad input (config, files, checkpoints), 3 when training
-        stopped on non-finite losses, 4 when another training process died or stopped
-        answering.
+        0 on success, 2 for bad input (config, data, files, checkpoints, a run folder
+        another job owns), 3 when training stopped on non-finite losses, 4 when another
+        training process died or stopped answering, 5 when a stop signal ended the run
+        with a checkpoint, 6 when a disk filled up.
     """
     try:
         if command == "train":
@@ -54,12 +63,23 @@ def run(command: str, args: argparse.Namespace) -> int:
             print(convert_checkpoint(args.checkpoint, args.out_dir, args.dtype))
         elif (result := evaluate_checkpoint(args.checkpoint, args.overrides)) is not None:
             print(json.dumps(result))
-    except (ConfigError, CheckpointError, FileNotFoundError, FileExistsError) as error:
+    except StopRequested as stop:
+        print(f"ancre {command}: stopped: {stop.describe()}", file=sys.stderr)
+        return EXIT_STOPPED
+    except BAD_INPUT as error:
         print(f"ancre {command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except NonFiniteLossError as error:
         print(f"ancre {command}: stopped: {error}", file=sys.stderr)
         return EXIT_NON_FINITE
+    except DiskFullError as error:
+        print(f"ancre {command}: stopped: {error}", file=sys.stderr)
+        return EXIT_DISK_FULL
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        print(f"ancre {command}: stopped: the disk is full: {error}", file=sys.stderr)
+        return EXIT_DISK_FULL
     except RuntimeError as error:
         if (peer := lost_peer(error)) is None:
             raise

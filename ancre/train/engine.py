@@ -374,6 +374,12 @@ class Engine:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor.tolist()
 
+    def any_process(self, flag: bool) -> bool:
+        """True on every process when ``flag`` is true on at least one (collective)."""
+        tensor = torch.tensor([1.0 if flag else 0.0], device=self.context.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item() > 0)
+
     @contextlib.contextmanager
     def _whole_topology(self) -> Iterator[None]:
         """Makes the topology parameters whole on every rank (ZeRO-3 partitions them)."""

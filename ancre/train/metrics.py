@@ -46,14 +46,23 @@ class WandbSink:
     """Logs records to a Weights & Biases run (offline files live in the run folder)."""
 
     def __init__(
-        self, mode: str, project: str, name: str, run_dir: Path, config: dict[str, Any]
+        self, mode: str, project: str, name: str, files_dir: Path, config: dict[str, Any]
     ) -> None:
+        """Starts the wandb run.
+
+        Args:
+            mode: ``offline`` or ``online``.
+            project: The wandb project.
+            name: The run's name.
+            files_dir: The run folder's ``wandb/`` (wandb writes ``<its parent>/wandb``).
+            config: The resolved config, logged with the run.
+        """
         if mode == "offline":
             os.environ["WANDB_MODE"] = "offline"  # also stops the online telemetry thread
-        os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / "wandb" / "cache"))
-        (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("WANDB_CACHE_DIR", str(files_dir / "cache"))
+        files_dir.mkdir(parents=True, exist_ok=True)
         self._run = wandb.init(
-            mode=mode, project=project, name=name, dir=str(run_dir), config=config
+            mode=mode, project=project, name=name, dir=str(files_dir.parent), config=config
         )
 
     def log(self, record: dict[str, Any]) -> None:

@@ -10,22 +10,19 @@ from typing import Any
 
 import torch
 
-from ancre.checkpoint import (
-    TrainerState,
-    checkpoint_folder,
-    prune_checkpoints,
-    publish_checkpoint,
-    write_rank_state,
-)
+from ancre.checkpoint import TrainerState, complete_checkpoint, write_rank_state
 from ancre.config import AncreConfig, check_world_size
 from ancre.data.loader import TrainLoader
 from ancre.data.sources import SKIP_REASONS
 from ancre.data.tokenizer import Tokenizer
 from ancre.model import IGNORE_INDEX
+from ancre.run_folder import RunFolder, prune
 from ancre.snapshot import write_snapshot
 from ancre.train.engine import Engine, barrier
 from ancre.train.flops import device_peak_flops, flops_per_token, mfu
 from ancre.train.metrics import MetricsLogger
+from ancre.train.preemption import StopRequested, StopSignals
+from ancre.train.rng import rng_state
 from ancre.train.schedule import warmup_cosine
 
 logger = logging.getLogger("ancre")
@@ -68,7 +65,16 @@ def evaluate(
         loss_sum += engine.loss_sum(own_inputs[rows], own_targets[rows])
     count = float((own_targets != IGNORE_INDEX).sum())
     total, tokens = engine.all_reduce_sum([loss_sum, count])
-    return {"val_loss": total / tokens, "val_ppl": math.exp(total / tokens), "val_tokens": tokens}
+    loss = total / tokens
+    return {"val_loss": loss, "val_ppl": perplexity(loss), "val_tokens": tokens}
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss); inf when that overflows (a diverged model), nan for a nan loss."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
 
 
 class Trainer:
@@ -81,16 +87,18 @@ class Trainer:
     def __init__(
         self,
         config: AncreConfig,
-        run_dir: Path,
+        folder: RunFolder,
         engine: Engine,
         batches: TrainLoader,
         validation: tuple[torch.Tensor, torch.Tensor],
         tokenizer: Tokenizer,
         metrics: MetricsLogger,
         state: TrainerState | None = None,
+        stop: StopSignals | None = None,
     ) -> None:
         self.config = config
-        self.run_dir = run_dir
+        self.folder = folder
+        self.stop = stop
         self.engine = engine
         self.batches = batches
         self.validation = validation
@@ -106,6 +114,7 @@ class Trainer:
         self.log_steps = state.log_steps
         self.bad_steps = state.bad_steps
         self.skipped_steps = state.skipped_steps
+        self._checkpointed_step = state.step if state.step else -1
 
     @property
     def tokens(self) -> int:
@@ -130,6 +139,8 @@ class Trainer:
 
         Raises:
             NonFiniteLossError: ``train.max_bad_steps`` steps in a row were skipped.
+            StopRequested: A stop signal came; the run stopped at a step boundary after
+                writing a checkpoint.
         """
         train, every = self.config.train, self.config.checkpoint.every
         topology_every = self.config.checkpoint.topology_every
@@ -150,12 +161,22 @@ class Trainer:
                 self.snapshot()
             if every and self.step % every == 0:
                 self.save_checkpoint()
+            if self.stop is not None and self.engine.any_process(self.stop.requested):
+                self._stop_here()
         if not (self.config.eval.every and self.step % self.config.eval.every == 0):
             self._log(self.evaluate())
         if not (topology_every and self.step % topology_every == 0):
             self.snapshot()
         if not (every and self.step % every == 0):
             self.save_checkpoint()
+
+    def _stop_here(self) -> None:
+        """Writes a checkpoint at this step (unless one exists) and stops the run."""
+        if self._checkpointed_step != self.step:
+            self.save_checkpoint()
+        complete = self.folder.latest_or_none() if self.engine.context.is_main else None
+        assert self.stop is not None
+        raise StopRequested(self.stop.signal_name, self.step, complete, self.stop.received_at)
 
     def _train_step(self) -> None:
         """One optimiser step over ``accumulation`` micro-batches."""
@@ -179,11 +200,17 @@ class Trainer:
             self.step + 1, self.bad_steps, train.max_bad_steps,
         )  # fmt: skip
         if self.bad_steps >= train.max_bad_steps:
+            complete = self.folder.latest_or_none()
+            where = (
+                f"the last complete checkpoint, {complete}, is intact. Resume from it with a "
+                "lower train.lr or train.grad_clip, or look for corrupt data"
+                if complete is not None
+                else "no checkpoint was written before; start over with a lower train.lr or "
+                "train.grad_clip (run.overwrite=true), or look for corrupt data"
+            )
             raise NonFiniteLossError(
                 f"{self.bad_steps} steps in a row (up to step {self.step + 1}) had a non-finite "
-                f"loss or gradients, so the run stopped; the last complete checkpoint in "
-                f"{self.run_dir / 'checkpoints'} is intact. Resume from it with a lower "
-                "train.lr or train.grad_clip, or look for corrupt data"
+                f"loss or gradients, so the run stopped; {where}"
             )
 
     def _log_train(self, timed_steps: int, elapsed: float) -> None:
@@ -237,27 +264,55 @@ class Trainer:
         """Writes topology/step_XXXXXXXX.json (collective under ZeRO-3)."""
         snapshot = self.engine.topology_snapshot(self.step, self.tokens)
         if self.engine.context.is_main:
-            write_snapshot(snapshot, self.run_dir / "topology" / f"step_{self.step:08d}.json")
+            write_snapshot(snapshot, self.folder.snapshot_path(self.step))
 
     def save_checkpoint(self) -> Path | None:
         """Writes a complete checkpoint, points ``latest`` at it and prunes (collective).
 
         Skipped while steps are being skipped for non-finite losses, so that a good
-        checkpoint is never pruned in favour of a suspect one.
+        checkpoint is never pruned in favour of a suspect one. When writing fails on
+        any process (a full disk), every process raises the error: ``latest`` still
+        names the previous complete checkpoint.
+
+        Raises:
+            OSError: A process could not write its part (the first error is raised on
+                that process; the others raise one that names it).
         """
         if self.bad_steps:
             logger.warning("no checkpoint at step %d: its last step was skipped", self.step)
             return None
-        folder = checkpoint_folder(self.run_dir, self.step)
+        folder = self.folder.checkpoint_folder(self.step)
         started = time.perf_counter()
-        self.engine.save(folder / "engine")
-        write_rank_state(folder, self.engine.context.rank, self.batches.state_dict())
         snapshot = self.engine.topology_snapshot(self.step, self.tokens)
-        barrier()
+        error: OSError | None = None
+        try:
+            self.engine.save(folder / "engine")
+            write_rank_state(
+                folder, self.engine.context.rank, self.batches.state_dict(), rng_state()
+            )
+        except OSError as caught:
+            error = caught
+        self._raise_if_any_failed(error, folder)
         if self.engine.context.is_main:
-            publish_checkpoint(folder, self.state(), self.config, snapshot, self.tokenizer.path)
-            for old in prune_checkpoints(self.run_dir, self.config.checkpoint.keep_last):
+            try:
+                complete_checkpoint(
+                    folder, self.state(), self.config, snapshot, self.tokenizer.path
+                )
+            except OSError as caught:
+                error = caught
+        self._raise_if_any_failed(error, folder)
+        if self.engine.context.is_main:
+            self.folder.publish(folder)
+            for old in prune(self.folder, self.config.checkpoint.keep_last):
                 logger.info("deleted %s (checkpoint.keep_last)", old)
             logger.info("checkpoint %s (%.1f s)", folder, time.perf_counter() - started)
+        self._checkpointed_step = self.step
         barrier()
         return folder
+
+    def _raise_if_any_failed(self, error: OSError | None, folder: Path) -> None:
+        """Raises on every process when writing failed on one of them (collective)."""
+        if self.engine.any_process(error is not None):
+            if error is not None:
+                raise error
+            raise OSError(f"another process could not write its part of {folder}")

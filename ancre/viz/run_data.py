@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ancre.run_folder import RunFolder, read_metrics
 from ancre.snapshot import SnapshotError, TopologySnapshot, read_snapshot
 
-TOPOLOGY_DIR = "topology"
-METRICS_FILE = "metrics.jsonl"
 SNAPSHOT_GLOB = "step_*.json"
+logger = logging.getLogger(__name__)
 
 
 class VizError(ValueError):
@@ -39,42 +39,6 @@ class RunData:
     def num_layers(self) -> int:
         """L, the number of blocks (rows of the matrix); 0 without snapshots."""
         return self.snapshots[0].num_layers if self.snapshots else 0
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """Reads a metrics.jsonl file, tolerating a run that is still writing it.
-
-    Args:
-        path: The metrics file.
-
-    Returns:
-        One dict per complete line, in file order. A last line without its newline
-        that does not parse (a line being written) is ignored.
-
-    Raises:
-        VizError: The file is missing, or a complete line is not a JSON object.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise VizError(f"{path}: no such metrics file") from None
-    lines = text.split("\n")
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        partial = number == len(lines)  # the text after the last newline
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if partial:
-                break
-            raise VizError(f"{path}:{number}: not a JSON line") from None
-        if not isinstance(record, dict):
-            raise VizError(f"{path}:{number}: not a JSON object")
-        records.append(record)
-    return records
 
 
 def read_snapshots(folder: str | Path) -> list[TopologySnapshot]:
@@ -118,13 +82,19 @@ def load_run(path: str | Path, need_snapshots: bool = True) -> RunData:
         return RunData(name=path.stem, path=path, snapshots=[read_snapshot(path)])
     if not path.is_dir():
         raise VizError(f"{path}: no such run folder or snapshot file")
-    metrics = path / METRICS_FILE
-    records = read_metrics(metrics) if metrics.is_file() else []
+    folder = RunFolder(path)
+    metrics = read_metrics(folder.metrics_file)
+    if metrics.bad_lines:
+        logger.warning(
+            "%s: skipped %d torn line(s) (line %s)", folder.metrics_file, len(metrics.bad_lines),
+            ", ".join(map(str, metrics.bad_lines[:5])),
+        )  # fmt: skip
+    records = metrics.records
     snapshots: list[TopologySnapshot] = []
     if need_snapshots:
-        snapshots = read_snapshots(path / TOPOLOGY_DIR)
+        snapshots = read_snapshots(folder.topology_dir)
     elif not records:
-        raise VizError(f"{metrics}: no metrics to compare (missing or empty)")
+        raise VizError(f"{folder.metrics_file}: no metrics to compare (missing or empty)")
     return RunData(name=path.resolve().name, path=path, snapshots=snapshots, records=records)
 
 
@@ -161,14 +131,12 @@ def is_finite_number(value: object) -> bool:
 
 
 __all__ = [
-    "METRICS_FILE",
     "RunData",
     "SnapshotError",
     "VizError",
     "evenly_spaced",
     "is_finite_number",
     "load_run",
-    "read_metrics",
     "read_snapshots",
     "select_snapshot",
 ]

@@ -12,9 +12,16 @@ import pytest
 import torch
 
 from ancre.config import DataConfig
-from ancre.data.loader import IGNORE_INDEX, TrainLoader, to_batch, validation_set
+from ancre.data.loader import (
+    IGNORE_INDEX,
+    TrainLoader,
+    WindowReader,
+    check_resume_data,
+    to_batch,
+    validation_set,
+)
 from ancre.data.packing import pack_documents
-from ancre.data.sources import LocalShards
+from ancre.data.shards import DataError, LocalShards, epoch_order, shard_list
 from ancre.model import IGNORE_INDEX as MODEL_IGNORE_INDEX
 
 SEQ_LEN = 16
@@ -56,7 +63,7 @@ def test_batches_are_the_packed_stream(folder, tokenizer, documents) -> None:
 
 @pytest.mark.parametrize(("world_size", "workers"), [(1, 2), (2, 1), (3, 1), (2, 3)])
 def test_readers_cover_every_document_once_per_epoch(folder, documents, world_size, workers):
-    shards = sorted(folder.glob("c4-train*"))
+    shards = shard_list(sorted(folder.glob("c4-train*")))
     readers = world_size * workers
     seen = []
     for reader in range(readers):
@@ -110,11 +117,10 @@ def test_state_from_another_world_is_refused(folder, tokenizer) -> None:
 def test_epochs_wrap_around_and_reshuffle(tmp_path, write_shard, tokenizer, documents) -> None:
     for i in range(4):
         write_shard(tmp_path / f"c4-train.{i:05d}-of-00004.json.gz", documents[i * 5 : i * 5 + 5])
-    source = LocalShards(sorted(tmp_path.glob("c4-train*")), "text", seed=3)
-    orders = [source.order(epoch) for epoch in range(4)]
+    source = LocalShards(shard_list(sorted(tmp_path.glob("c4-train*"))), "text", seed=3)
+    orders = [[s.key for s in epoch_order(source.shards, 3, e, True)] for e in range(4)]
     assert all(sorted(order) == sorted(orders[0]) for order in orders)
     assert len({tuple(order) for order in orders}) > 1
-    assert LocalShards(source.shards, "text", seed=3).order(2) == orders[2]
     documents_with_positions = zip(range(45), source.documents(None, Counter()), strict=False)
     epochs = [position["epoch"] for _, (_, position) in documents_with_positions]
     assert epochs == [0] * 20 + [1] * 20 + [2] * 5
@@ -180,5 +186,126 @@ def test_validation_short_data_warns(folder, tokenizer, documents, caplog) -> No
 
 def test_validation_empty_raises(tmp_path, write_shard, tokenizer) -> None:
     write_shard(tmp_path / "c4-validation.00000-of-00001.json.gz", ["tiny"])
-    with pytest.raises(ValueError, match="fewer than 17 tokens"):
+    with pytest.raises(DataError, match="fewer than 17 tokens"):
         validation_set(data(tmp_path), tokenizer, 1000)
+
+
+# --- poison input and changed shard folders ---
+
+
+class Documents:
+    """A document source that yields given texts, to reach the tokenizer with anything."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+
+    def documents(self, position, skipped):
+        for i, text in enumerate(self.texts):
+            yield text, {"shard": "fake.jsonl", "line": i + 1}
+
+
+def test_a_document_the_tokenizer_rejects_is_skipped_counted_and_named(tokenizer, caplog):
+    texts = ["the river", "a lone surrogate \ud800 reaches the tokenizer", "anchor stone " * 20]
+    with pytest.raises(RuntimeError):
+        tokenizer.encode_one(texts[1])  # what sentencepiece does with it
+    reader = WindowReader(Documents(texts), tokenizer, SEQ_LEN + 1, "docs")
+    with caplog.at_level(logging.WARNING, logger="ancre.data.loader"):
+        windows = [next(reader) for _ in range(2)]
+    assert all(len(w) == SEQ_LEN + 1 for w, _ in windows)
+    assert reader.skipped == Counter({"tokenizer_error": 1})
+    assert "fake.jsonl:2 (tokenizer_error)" in caplog.text
+
+
+def test_poison_lines_never_stop_the_loader(tmp_path, write_lines, tokenizer):
+    good = json.dumps({"text": "the river stone anchor layer residual weight matrix " * 3})
+    poison = [
+        b'{"text": "\\ud800"}', b"[" * 200_000 + b"]" * 200_000,
+        b'{"text": "x", "n": ' + b"9" * 5000 + b"}", b"\xff\xfe",
+    ]  # fmt: skip
+    write_lines(tmp_path / "c4-train.00000-of-00001.jsonl", [good, *poison, good] * 3)
+    loader = TrainLoader(data(tmp_path), tokenizer, micro_batch_size=2)
+    take(loader, 6)
+    counts = loader.skipped()
+    assert counts["invalid_text"] >= 1 and counts["malformed_json"] >= 2
+    assert counts["invalid_utf8"] >= 1
+
+
+def test_empty_and_unreadable_shards_are_counted_once_and_named(tmp_path, write_shard, caplog):
+    write_shard(tmp_path / "c4-train.00000-of-00003.json.gz", ["kept one", "kept two"])
+    (tmp_path / "c4-train.00001-of-00003.json.gz").write_bytes(b"")
+    (tmp_path / "c4-train.00002-of-00003.json.gz").write_bytes(b"not gzip at all\n")
+    shards = shard_list(sorted(tmp_path.glob("c4-train*")))
+    total: Counter[str] = Counter()
+    seen = []
+    with caplog.at_level(logging.WARNING, logger="ancre.data.shards"):
+        for reader in range(2):
+            for text, position in LocalShards(shards, "text", reader, 2, shuffle=False).documents(
+                None, total
+            ):
+                if position["epoch"] > 0:
+                    break
+                seen.append(text)
+    assert sorted(seen) == ["kept one", "kept two"]
+    assert total == Counter({"unreadable_file": 2})  # once per epoch, not once per reader
+    assert "00001-of-00003.json.gz from line 1 (unreadable_file): the file is empty" in caplog.text
+    assert "00002-of-00003.json.gz" in caplog.text
+
+
+def epoch_of_texts(loader_config, tokenizer, state=None, batches=12):
+    loader = TrainLoader(loader_config, tokenizer, micro_batch_size=2, seed=4)
+    if state is not None:
+        loader.load_state_dict(state)
+    return loader, take(loader, batches)
+
+
+def test_added_shards_join_at_the_next_epoch_and_the_change_is_reported(
+    tmp_path, write_shard, tokenizer, documents
+):
+    for i in range(3):
+        write_shard(tmp_path / f"c4-train.{i:05d}-of-00004.json.gz", documents[i * 4 : i * 4 + 4])
+    config = data(tmp_path, shuffle=True)
+    loader, _ = epoch_of_texts(config, tokenizer, batches=5)
+    state = json.loads(json.dumps(loader.state_dict()))
+    position = state["readers"][0]["position"]
+    assert position["shard"].startswith("c4-train.") and "list" in position
+    # continuing on the unchanged folder: the reference
+    _, expected = epoch_of_texts(config, tokenizer, state, batches=150)
+    write_shard(tmp_path / "c4-train.00003-of-00004.json.gz", documents[60:64])
+    notes = check_resume_data(config, 4, [state])
+    assert len(notes) == 1 and "1 shard(s) added (c4-train.00003-of-00004.json.gz)" in notes[0]
+    resumed, got = epoch_of_texts(config, tokenizer, state, batches=150)
+    # the epoch under way finishes exactly as before the shard was added
+    epoch_batches = _batches_in_epoch(config, tokenizer, state)
+    assert epoch_batches > 3
+    for (x, _), (rx, _) in zip(expected[:epoch_batches], got[:epoch_batches], strict=True):
+        assert torch.equal(x, rx)
+    later = resumed.state_dict()["readers"][0]["position"]
+    assert later["epoch"] >= 1 and later["list"] != position["list"]
+
+
+def _batches_in_epoch(config, tokenizer, state) -> int:
+    """Batches a restored loader yields before its reader enters the next epoch."""
+    loader = TrainLoader(config, tokenizer, micro_batch_size=2, seed=4)
+    loader.load_state_dict(state)
+    count = 0
+    while True:
+        next(loader)
+        if loader.state_dict()["readers"][0]["position"]["epoch"] > 0:
+            return count
+        count += 1
+
+
+def test_a_missing_shard_the_epoch_still_needs_is_refused(
+    tmp_path, write_shard, tokenizer, documents
+):
+    for i in range(3):
+        write_shard(
+            tmp_path / f"c4-train.{i:05d}-of-00003.json.gz", documents[i * 20 : i * 20 + 20]
+        )
+    config = data(tmp_path, shuffle=False)
+    loader, _ = epoch_of_texts(config, tokenizer, batches=3)
+    state = json.loads(json.dumps(loader.state_dict()))
+    (tmp_path / "c4-train.00002-of-00003.json.gz").unlink()
+    with pytest.raises(DataError, match="1 that the current epoch has still to read") as info:
+        check_resume_data(config, 4, [state])
+    assert "c4-train.00002-of-00003.json.gz" in str(info.value)

@@ -19,8 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from ancre.checkpoint import latest_checkpoint
+from ancre.run_folder import RunFolder
 from tests.conftest import REPO, SAMPLE
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    return RunFolder(run_dir).latest()
+
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ def test_jsonl_sink_appends_valid_json_lines(tmp_path):
 def test_wandb_offline_writes_its_run_files(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    sink = WandbSink("offline", "ancre-test", "unit", tmp_path, {"train": {"steps": 2}})
+    sink = WandbSink("offline", "ancre-test", "unit", tmp_path / "wandb", {"train": {"steps": 2}})
     sink.log({"step": 1, "loss": 3.0, "data_skipped": {"empty": 1}})
     sink.close()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))

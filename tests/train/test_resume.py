@@ -14,11 +14,17 @@ import pytest
 import torch
 
 import ancre
-from ancre.checkpoint import latest_checkpoint, verify_checkpoint
+from ancre.checkpoint import verify_checkpoint
 from ancre.config import load_config
 from ancre.data.loader import validation_set
 from ancre.data.tokenizer import Tokenizer
+from ancre.run_folder import RunFolder
 from tests.conftest import REPO, SAMPLE
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    return RunFolder(run_dir).latest()
+
 
 pytestmark = pytest.mark.slow
 

@@ -12,14 +12,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from ancre.checkpoint import latest_checkpoint, verify_checkpoint
+from ancre.checkpoint import verify_checkpoint
 from ancre.config import load_config
 from ancre.data.loader import validation_set
 from ancre.data.tokenizer import Tokenizer
 from ancre.model import build_model
+from ancre.run_folder import RunFolder
 from ancre.snapshot import read_snapshot
 from ancre.train.engine import consolidated_weights
 from tests.conftest import REPO, SAMPLE
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    return RunFolder(run_dir).latest()
+
 
 pytestmark = pytest.mark.slow
 

@@ -8,22 +8,15 @@ from ancre.viz.run_data import (
     VizError,
     evenly_spaced,
     load_run,
-    read_metrics,
     select_snapshot,
 )
 
 
-def test_partial_last_line_is_ignored(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "val_loss": 1.5}\n{"step": 3, "lo')
-    assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "val_loss": 1.5}]
-
-
-def test_corrupt_complete_line_names_the_line(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 1}\n{oops\n{"step": 2}\n')
-    with pytest.raises(VizError, match="metrics.jsonl:2: not a JSON line"):
-        read_metrics(path)
+def test_torn_metrics_lines_are_skipped_with_a_warning(make_run, caplog):
+    folder = make_run("r", [softmax_matrix(3, seed=0)])
+    (folder / "metrics.jsonl").write_text('{"step": 1}\n{oops\n{"step": 2}\n{"step": 3, "lo')
+    assert [r["step"] for r in load_run(folder).records] == [1, 2]
+    assert "skipped 1 torn line(s) (line 2)" in caplog.text
 
 
 def test_missing_run_folder_and_empty_topology(tmp_path):

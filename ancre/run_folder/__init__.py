@@ -1,0 +1,41 @@
+"""The run folder: the one owner of every path in it (format version 1).
+
+::
+
+    runs/<name>/
+      run.lock                    the job that owns the folder (lock.py)
+      config.yaml                 the resolved config of the run
+      tokenizer.model             the run's tokenizer
+      metrics.jsonl               one JSON object per event (metrics.py reads it)
+      topology/step_00000100.json topology snapshots
+      checkpoints/step_00000200/  checkpoints (ancre.checkpoint: one folder's files)
+      checkpoints/latest          the newest complete checkpoint, written last
+      superseded/                 complete checkpoints newer than a resume point
+      wandb/                      Weights & Biases files, when enabled
+
+Modules: ``layout`` (paths, ``latest``), ``metrics`` (the one metrics reader),
+``lock``, ``plan`` (start, start over or resume: decided before anything changes),
+``rewind`` and ``retention`` (what changes). None of them imports torch.
+"""
+
+from ancre.run_folder.layout import RUN_ENTRIES, RunFolder, RunFolderError
+from ancre.run_folder.lock import RunLock, RunLockedError
+from ancre.run_folder.metrics import Metrics, read_metrics
+from ancre.run_folder.plan import RunPlan, plan_run
+from ancre.run_folder.retention import prune, start_over
+from ancre.run_folder.rewind import rewind
+
+__all__ = [
+    "RUN_ENTRIES",
+    "Metrics",
+    "RunFolder",
+    "RunFolderError",
+    "RunLock",
+    "RunLockedError",
+    "RunPlan",
+    "plan_run",
+    "prune",
+    "read_metrics",
+    "rewind",
+    "start_over",
+]

@@ -1,0 +1,207 @@
+"""Where everything of a run lives, and which of its checkpoints is complete.
+
+A :class:`RunFolder` only names paths and reads; the modules beside it change the
+folder (rewind, retention) and decide what a run does with it (plan).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ancre.atomic import write_text_atomic
+from ancre.checkpoint import CheckpointError, read_manifest, verify_checkpoint
+from ancre.config import AncreConfig, ConfigError, load_config
+
+STEP_FOLDER = re.compile(r"^step_(\d{8})$")
+SNAPSHOT_FILE = re.compile(r"^step_(\d{8})\.json$")
+LOCK = "run.lock"
+RUN_ENTRIES = (
+    "config.yaml", "metrics.jsonl", "tokenizer.model", "topology", "checkpoints", "wandb",
+    "superseded",
+)  # fmt: skip
+"""What a run writes into its folder: all that starting over may delete."""
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used as asked; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The folder of one run and the names of everything in it.
+
+    Attributes:
+        root: ``<run.out_dir>/<run.name>``.
+    """
+
+    root: Path
+
+    @classmethod
+    def of(cls, config: AncreConfig) -> RunFolder:
+        """The run folder a config names."""
+        return cls(Path(config.run.out_dir) / config.run.name)
+
+    @property
+    def config_file(self) -> Path:
+        """The resolved config of the run."""
+        return self.root / "config.yaml"
+
+    @property
+    def metrics_file(self) -> Path:
+        """One JSON object per event."""
+        return self.root / "metrics.jsonl"
+
+    @property
+    def tokenizer_file(self) -> Path:
+        """The run's sentencepiece model, so the folder stands alone."""
+        return self.root / "tokenizer.model"
+
+    @property
+    def topology_dir(self) -> Path:
+        """Topology snapshots, one file per snapshot step."""
+        return self.root / "topology"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Checkpoint folders and the ``latest`` pointer."""
+        return self.root / "checkpoints"
+
+    @property
+    def latest_file(self) -> Path:
+        """Names the newest complete checkpoint; written last, atomically."""
+        return self.checkpoints_dir / "latest"
+
+    @property
+    def lock_file(self) -> Path:
+        """The lock of the job that owns the folder (:mod:`ancre.run_folder.lock`)."""
+        return self.root / LOCK
+
+    @property
+    def superseded_dir(self) -> Path:
+        """Where complete checkpoints newer than a resume point are moved, never deleted."""
+        return self.root / "superseded"
+
+    @property
+    def wandb_dir(self) -> Path:
+        """Weights & Biases files of the run (offline mode writes its runs here)."""
+        return self.root / "wandb"
+
+    def snapshot_path(self, step: int) -> Path:
+        """The topology snapshot written after ``step`` steps."""
+        return self.topology_dir / f"step_{step:08d}.json"
+
+    def checkpoint_folder(self, step: int) -> Path:
+        """The folder of the checkpoint taken after ``step`` steps."""
+        return self.checkpoints_dir / f"step_{step:08d}"
+
+    def snapshots(self) -> list[tuple[int, Path]]:
+        """(step, file) of every topology snapshot, in step order."""
+        if not self.topology_dir.is_dir():
+            return []
+        found = [(m, p) for p in self.topology_dir.iterdir() if (m := SNAPSHOT_FILE.match(p.name))]
+        return sorted((int(m.group(1)), p) for m, p in found)
+
+    def step_folders(self) -> list[tuple[int, Path]]:
+        """(step, folder) of every checkpoint folder, complete or not, in step order."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = [(m, p) for p in self.checkpoints_dir.iterdir() if (m := STEP_FOLDER.match(p.name))]
+        return sorted((int(m.group(1)), p) for m, p in found if p.is_dir())
+
+    def with_manifest(self) -> list[Path]:
+        """Checkpoint folders whose manifest reads (files not hashed), oldest first."""
+        return [folder for _, folder in self.step_folders() if has_manifest(folder)]
+
+    def latest_name(self) -> str | None:
+        """The checkpoint folder name ``latest`` holds; None when there is no ``latest``.
+
+        Raises:
+            CheckpointError: ``latest`` is unreadable or names no checkpoint folder.
+        """
+        try:
+            text = self.latest_file.read_bytes().decode("utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as error:
+            problem = f"{self.latest_file}: unreadable ({error})"
+            raise CheckpointError(self._with_advice(problem)) from None
+        if not STEP_FOLDER.match(text) or not (self.checkpoints_dir / text).is_dir():
+            raise CheckpointError(
+                self._with_advice(
+                    f"{self.latest_file}: holds {text[:80]!r}, which names no checkpoint folder "
+                    f"of this run"
+                )
+            )
+        return text
+
+    def latest(self) -> Path | None:
+        """The checkpoint ``latest`` names, verified; None when the run has none.
+
+        Raises:
+            CheckpointError: ``latest`` is garbage or names a checkpoint that does not
+                verify; the message says how to resume from an older one.
+        """
+        name = self.latest_name()
+        if name is None:
+            return None
+        folder = self.checkpoints_dir / name
+        try:
+            verify_checkpoint(folder)
+        except CheckpointError as error:
+            raise CheckpointError(self._with_advice(str(error), but=folder)) from None
+        return folder
+
+    def latest_or_none(self) -> Path | None:
+        """The checkpoint ``latest`` names without verifying it, or None (for messages)."""
+        try:
+            name = self.latest_name()
+        except CheckpointError:
+            return None
+        return None if name is None else self.checkpoints_dir / name
+
+    def publish(self, folder: Path) -> None:
+        """Points ``latest`` at a checkpoint whose manifest is written (atomically)."""
+        write_text_atomic(self.latest_file, folder.name + "\n")
+
+    def entries(self) -> list[Path]:
+        """What the folder holds, the lock aside (empty when it does not exist)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.iterdir() if p.name != LOCK)
+
+    def run_entries(self) -> Iterator[Path]:
+        """The entries a run wrote (:data:`RUN_ENTRIES`) that are present."""
+        return (self.root / name for name in RUN_ENTRIES if (self.root / name).exists())
+
+    def is_run_folder(self) -> bool:
+        """Whether the folder is recognisably an ancre run's: its config.yaml loads."""
+        if not self.config_file.is_file():
+            return False
+        try:
+            load_config(self.config_file)
+        except ConfigError:
+            return False
+        return True
+
+    def _with_advice(self, problem: str, but: Path | None = None) -> str:
+        older = [f for f in self.with_manifest() if f != but]
+        hint = (
+            f"complete-looking checkpoints here: {', '.join(f.name for f in older)}; resume "
+            f"from one with checkpoint.resume={older[-1]}"
+            if older
+            else "no other checkpoint here; start over with run.overwrite=true, or use "
+            "another run.name"
+        )
+        return f"{problem}. To resume from an older checkpoint, set checkpoint.resume=PATH ({hint})"
+
+
+def has_manifest(folder: Path) -> bool:
+    """Whether a checkpoint folder's manifest reads (its files are not hashed)."""
+    try:
+        read_manifest(folder)
+    except CheckpointError:
+        return False
+    return True

@@ -1,0 +1,209 @@
+"""Deciding what a run does with its folder, before anything on disk changes.
+
+:func:`plan_run` reads the run folder and the checkpoint to resume from, checks them
+against the config, and returns a :class:`RunPlan`; it writes nothing. Every refusal
+is raised here, so a run that cannot go ahead has changed nothing.
+
+``checkpoint.resume``:
+
+- ``auto``: continue from the checkpoint ``latest`` names; start from scratch when
+  the run has none (what an attempt without a complete checkpoint wrote is replaced).
+- ``never``: start from scratch; a folder that holds a run is refused unless
+  ``run.overwrite: true``.
+- a checkpoint folder: continue from it. An older checkpoint of this run rewinds the
+  run to it (newer complete checkpoints are set aside, not deleted); another run's
+  checkpoint starts this run's folder from it, which must then be new or empty.
+
+``run.overwrite: true`` starts over, deleting what an earlier run wrote, and only in a
+folder that is recognisably an ancre run folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ancre.checkpoint import CheckpointError, read_trainer_state, verify_checkpoint
+from ancre.config import AncreConfig, ConfigError, flat_config, load_config
+from ancre.run_folder.layout import RUN_ENTRIES, RunFolder, RunFolderError
+from ancre.run_folder.rewind import later_complete_checkpoints
+
+REFUSED_ON_RESUME = (
+    "model.preset", "model.hidden_size", "model.intermediate_size", "model.num_layers",
+    "model.num_heads", "model.vocab_size", "topology.kind", "topology.edges", "data.source",
+)  # fmt: skip
+"""Keys that decide what the checkpoint's weights mean: a resume must keep them."""
+KEPT_BY_PROCESSES = ("train.zero_stage", "data.num_workers")
+"""Keys that decide how the saved state is split over processes and readers."""
+FREE_ON_RESUME = (
+    "train.steps", "train.log_every", "train.max_bad_steps", "train.dist_timeout_s",
+    "eval.", "checkpoint.", "logging.", "run.",
+)  # fmt: skip
+"""Keys (or prefixes) that a resume may change without changing the training itself."""
+NOT_COMPARED = ("checkpoint.resume", "run.overwrite", "run.name", "run.out_dir")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run does with its folder.
+
+    Attributes:
+        folder: The run folder.
+        resume_from: The verified checkpoint to continue from, or None to start.
+        step: The checkpoint's step (0 when starting).
+        start_over: Delete what an earlier run wrote before starting.
+        overwrite: Starting over deletes set-aside checkpoints too (``run.overwrite``).
+        set_aside: Complete checkpoints newer than ``resume_from`` that move to
+            ``superseded/``.
+        changes: Settings that differ from the checkpoint's and may (``key: old -> new``).
+        diverging: Those of ``changes`` that make the continuation differ from the run
+            the checkpoint came from (learning rate, data, ...).
+    """
+
+    folder: RunFolder
+    resume_from: Path | None = None
+    step: int = 0
+    start_over: bool = False
+    overwrite: bool = False
+    set_aside: tuple[Path, ...] = ()
+    changes: tuple[str, ...] = ()
+    diverging: tuple[str, ...] = ()
+
+
+def plan_run(config: AncreConfig, world_size: int) -> RunPlan:
+    """Decides whether a run starts, starts over or resumes, and from which checkpoint.
+
+    Args:
+        config: The validated config.
+        world_size: Number of training processes.
+
+    Returns:
+        The plan.
+
+    Raises:
+        RunFolderError: The folder is not a place this run may write to as asked.
+        CheckpointError: The checkpoint to resume from is incomplete, altered, garbage,
+            or holds another model or another split over processes.
+    """
+    folder = RunFolder.of(config)
+    _check_location(folder, config)
+    resume = config.checkpoint.resume
+    if config.run.overwrite:
+        _check_owned(folder, "run.overwrite=true deletes only what an ancre run wrote")
+        return RunPlan(folder, start_over=bool(folder.entries()), overwrite=True)
+    if resume == "never":
+        if folder.entries():
+            raise RunFolderError(
+                f"{folder.root} already holds a run and checkpoint.resume=never; set "
+                "run.overwrite=true to start over there, or choose another run.name"
+            )
+        return RunPlan(folder)
+    if resume == "auto":
+        _check_owned(folder, "a run writes only into a new, empty or ancre run folder")
+        latest = folder.latest()
+        if latest is None:
+            return RunPlan(folder, start_over=bool(folder.entries()))
+        return _resume_plan(folder, latest, config, world_size)
+    checkpoint = Path(resume)
+    verify_checkpoint(checkpoint)
+    own = checkpoint.resolve().parent == folder.checkpoints_dir.resolve()
+    if not own and folder.entries():
+        raise RunFolderError(
+            f"checkpoint.resume={resume} is another run's checkpoint, and it would continue "
+            f"into {folder.root}, which is not empty; choose a new run.name"
+        )
+    return _resume_plan(folder, checkpoint, config, world_size)
+
+
+def _check_location(folder: RunFolder, config: AncreConfig) -> None:
+    out_dir = Path(config.run.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunFolderError(f"run.out_dir={config.run.out_dir!r} is a file, not a folder")
+    root, parent = folder.root.resolve(), out_dir.resolve()
+    if root == parent or root in parent.parents or parent not in root.parents:
+        raise RunFolderError(
+            f"the run folder {folder.root} resolves to {root}, which is not inside "
+            f"run.out_dir={config.run.out_dir!r} (a link?); choose another run.name"
+        )
+    if folder.root.exists() and not folder.root.is_dir():
+        raise RunFolderError(f"{folder.root} is a file, not a run folder; choose another run.name")
+
+
+def _check_owned(folder: RunFolder, rule: str) -> None:
+    """Refuses a non-empty folder that is not recognisably an ancre run folder."""
+    entries = folder.entries()
+    if not entries or folder.is_run_folder():
+        return
+    ours = [p.name for p in entries if p.name in RUN_ENTRIES]
+    if ours == [p.name for p in entries] and "config.yaml" not in ours:
+        return  # an earlier attempt that died before writing its config
+    raise RunFolderError(
+        f"{folder.root} is not empty and is not an ancre run folder (it has no readable "
+        f"config.yaml; it holds {', '.join(p.name for p in entries[:5])}"
+        f"{', ...' if len(entries) > 5 else ''}); {rule}. Choose another run.name or run.out_dir"
+    )
+
+
+def _resume_plan(
+    folder: RunFolder, checkpoint: Path, config: AncreConfig, world_size: int
+) -> RunPlan:
+    manifest = verify_checkpoint(checkpoint)
+    step = read_trainer_state(checkpoint).step
+    if manifest["world_size"] != world_size:
+        raise CheckpointError(
+            f"{checkpoint} was written by {manifest['world_size']} process(es) and this run "
+            f"has {world_size}: the data position and the ZeRO partitions belong to each "
+            f"process. Resume with {manifest['world_size']} (e.g. torchrun --nproc_per_node "
+            f"{manifest['world_size']} -m ancre.cli train ...), or start a new run from its "
+            f"weights: ancre convert {checkpoint} OUT_DIR, then model.init_from=OUT_DIR"
+        )
+    try:
+        before = flat_config(load_config(checkpoint / "config.yaml"))
+    except ConfigError as error:
+        raise CheckpointError(f"{checkpoint / 'config.yaml'}: unreadable ({error})") from None
+    refused, changes, diverging = compare_configs(before, flat_config(config))
+    if refused:
+        raise CheckpointError(
+            f"{checkpoint} holds another model or another split of its state than this "
+            f"config asks for: {'; '.join(refused)}. A resume continues the checkpoint as it "
+            "is: put these keys back, or start a new run (another run.name); a new run can "
+            f"start from these weights if the shape is kept: ancre convert {checkpoint} "
+            "OUT_DIR, then model.init_from=OUT_DIR"
+        )
+    aside = later_complete_checkpoints(folder, step)
+    own = checkpoint.resolve().parent == folder.checkpoints_dir.resolve()
+    return RunPlan(
+        folder, checkpoint, step, set_aside=tuple(aside) if own else (),
+        changes=tuple(changes), diverging=tuple(diverging),
+    )  # fmt: skip
+
+
+def compare_configs(
+    before: dict[str, Any], after: dict[str, Any]
+) -> tuple[list[str], list[str], list[str]]:
+    """Sorts the differences between a checkpoint's config and a resumed run's.
+
+    Args:
+        before: The checkpoint's config as dotted keys (``flat_config``).
+        after: The new config as dotted keys.
+
+    Returns:
+        (refused, allowed, diverging): ``key: old -> new`` for keys a resume must keep;
+        for every key that may change; and for those of the allowed ones that make the
+        continuation differ from an uninterrupted run.
+    """
+    refused, allowed, diverging = [], [], []
+    for key in sorted(after):
+        if key in NOT_COMPARED or before.get(key) == after[key]:
+            continue
+        text = f"{key}: {before.get(key)!r} -> {after[key]!r}"
+        if key in REFUSED_ON_RESUME:
+            refused.append(text)
+        elif key in KEPT_BY_PROCESSES:
+            refused.append(f"{text} (it must stay as it was for the saved per-process state)")
+        else:
+            allowed.append(text)
+            if not key.startswith(FREE_ON_RESUME):
+                diverging.append(text)
+    return refused, allowed, diverging

@@ -1,0 +1,204 @@
+"""Getting a run folder ready: every check first, then the lock, then the changes.
+
+The order is the promise that a bad run changes nothing on disk:
+
+1. :func:`check_inputs` (every process): the config's model and topology, the data
+   folder, the tokenizer file and ``model.init_from``. Nothing is written.
+2. :func:`claim_folder` (main process): the run folder's lock, then the plan
+   (start, start over or resume, and from which checkpoint, ``ancre.run_folder.plan``),
+   then whether the saved data positions fit the shards there are now. A refusal
+   releases the lock and removes the folders the claim created.
+3. :func:`prepare_folder` (main process): only now is anything deleted, moved or
+   rewritten, as the plan says.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ancre.atomic import write_bytes_atomic
+from ancre.checkpoint import read_rank_state
+from ancre.config import AncreConfig, save_config
+from ancre.data.loader import check_resume_data
+from ancre.data.sources import check_data, split_texts
+from ancre.data.tokenizer import Tokenizer, train_tokenizer
+from ancre.model import check_buildable
+from ancre.pretrained import WEIGHTS
+from ancre.run_folder import RunFolder, RunFolderError, RunLock, RunPlan, plan_run, rewind
+from ancre.run_folder import start_over as clear_run
+from ancre.train.engine import DistributedContext, broadcast_from_main
+
+logger = logging.getLogger("ancre")
+
+T = TypeVar("T")
+
+
+def check_inputs(config: AncreConfig) -> None:
+    """Checks everything a run reads before it touches the disk.
+
+    Raises:
+        ConfigError: The model or topology does not fit together.
+        ValueError: A backend asked for where it cannot run.
+        MissingDataError: No shards, or the hub is unreachable.
+        DataError: No record has ``data.text_field``, or ``data.tokenizer`` is not a
+            sentencepiece model.
+        FileNotFoundError: ``data.tokenizer`` or ``model.init_from`` is missing.
+    """
+    check_buildable(config)
+    check_data(config.data)
+    if config.data.tokenizer is not None:
+        Tokenizer(config.data.tokenizer)
+    if config.model.init_from is not None:
+        source = Path(config.model.init_from)
+        if not (source / WEIGHTS).is_file() or not (source / "config.yaml").is_file():
+            raise FileNotFoundError(
+                f"model.init_from={config.model.init_from!r}: needs {WEIGHTS} and config.yaml, "
+                "as `ancre convert CHECKPOINT FOLDER` writes them"
+            )
+
+
+def on_main(context: DistributedContext, work: Callable[[], T]) -> T:
+    """Runs ``work`` on the main process; every process gets its result or its failure.
+
+    The other processes wait for it. When it fails, the main process raises the
+    error and the others a :class:`RunFolderError` naming it, so none is left waiting
+    in a collective.
+    """
+    outcome: tuple[str, object] = ("ok", None)
+    failure: BaseException | None = None
+    if context.is_main:
+        try:
+            outcome = ("ok", work())
+        except Exception as error:
+            failure = error
+            outcome = ("error", f"{type(error).__name__}: {error}")
+    kind, value = broadcast_from_main(outcome)
+    if failure is not None:
+        raise failure
+    if kind == "error":
+        raise RunFolderError(f"the main process stopped the run: {value}")
+    return value  # type: ignore[return-value]
+
+
+def claim_folder(config: AncreConfig, lock: RunLock, world_size: int) -> RunPlan:
+    """Takes the run folder's lock and decides what the run does there (main process).
+
+    Args:
+        config: The validated config.
+        lock: The folder's lock (released here when the run cannot go ahead).
+        world_size: Number of training processes.
+
+    Returns:
+        The plan, checked against the checkpoint and the data.
+
+    Raises:
+        RunLockedError: Another job owns the folder.
+        RunFolderError, CheckpointError, DataError: The run cannot go ahead as asked.
+    """
+    folder = RunFolder.of(config)
+    created = _missing_folders(folder.root)
+    if folder.root.exists() and not folder.root.is_dir():
+        raise RunFolderError(f"{folder.root} is a file, not a run folder; choose another run.name")
+    folder.root.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.acquire()
+    except BaseException:
+        _remove_empty(created)
+        raise
+    try:
+        plan = plan_run(config, world_size)
+        if plan.resume_from is not None:
+            saved = [read_rank_state(plan.resume_from, r)["data"] for r in range(world_size)]
+            for note in check_resume_data(config.data, config.run.seed, saved):
+                logger.warning("%s", note)
+    except BaseException:
+        lock.release()
+        _remove_empty(created)
+        raise
+    if plan.changes:
+        logger.warning(
+            "resuming with settings that differ from the checkpoint's: %s", "; ".join(plan.changes)
+        )
+    if plan.diverging:
+        logger.warning(
+            "these change the training itself: the run will not equal an uninterrupted one (%s)",
+            "; ".join(plan.diverging),
+        )
+    return plan
+
+
+def prepare_folder(plan: RunPlan, config: AncreConfig) -> None:
+    """Carries out a plan: starts over, or rewinds to the checkpoint (main process).
+
+    Args:
+        plan: What :func:`claim_folder` decided.
+        config: The config, written to the folder's config.yaml.
+    """
+    folder = plan.folder
+    if plan.start_over:
+        deleted = clear_run(folder, plan.overwrite)
+        logger.info(
+            "starting %s from scratch (deleted what an earlier run wrote: %s)",
+            folder.root, ", ".join(p.name for p in deleted) or "nothing",
+        )  # fmt: skip
+    folder.topology_dir.mkdir(parents=True, exist_ok=True)
+    folder.checkpoints_dir.mkdir(exist_ok=True)
+    if plan.resume_from is not None:
+        rewind(folder, plan.resume_from, plan.step)
+        logger.info("resuming from %s (step %d)", plan.resume_from, plan.step)
+    save_config(config, folder.config_file)
+
+
+def run_tokenizer(config: AncreConfig, plan: RunPlan) -> None:
+    """Writes the run's tokenizer.model: the checkpoint's, ``data.tokenizer``'s, or a new one.
+
+    A new one is trained by the main process on the training data, so the run folder
+    stands alone.
+    """
+    path = plan.folder.tokenizer_file
+    if plan.resume_from is not None:
+        write_bytes_atomic(path, (plan.resume_from / "tokenizer.model").read_bytes())
+    elif config.data.tokenizer is not None:
+        write_bytes_atomic(path, Path(config.data.tokenizer).read_bytes())
+    elif not path.exists():
+        skipped: Counter[str] = Counter()
+        documents = split_texts(config.data, "train", skipped)
+        train_tokenizer(
+            documents, path, config.data.tokenizer_vocab_size, config.data.tokenizer_model
+        )
+        if skipped:
+            logger.warning(
+                "tokenizer training skipped %s",
+                ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())),
+            )
+
+
+def known_tokenizer(config: AncreConfig, plan: RunPlan) -> Path | None:
+    """The tokenizer file a run will use when it exists before the run writes anything."""
+    if plan.resume_from is not None:
+        return plan.resume_from / "tokenizer.model"
+    if config.data.tokenizer is not None:
+        return Path(config.data.tokenizer)
+    return None
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Removes folders a failed claim created, when nothing else was put in them."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return

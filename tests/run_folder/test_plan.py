@@ -1,0 +1,113 @@
+"""Tests for ancre/run_folder/plan.py: every refusal comes before any change."""
+
+from __future__ import annotations
+
+import pytest
+
+from ancre.checkpoint import CheckpointError
+from ancre.config import load_config
+from ancre.run_folder import RunFolderError, plan_run
+from ancre.run_folder.plan import compare_configs
+from tests.run_folder.conftest import SETTINGS
+
+
+def config_for(run, *overrides):
+    return load_config(
+        None, [*SETTINGS, f"run.out_dir={run.root.parent}", f"run.name={run.root.name}", *overrides]
+    )
+
+
+def snapshot_of(path):
+    return sorted((str(p.relative_to(path)), p.stat().st_size) for p in path.rglob("*"))
+
+
+def test_new_folder_starts(run, tmp_path):
+    plan = plan_run(config_for(run, "run.name=fresh"), world_size=1)
+    assert plan.resume_from is None and not plan.start_over
+
+
+def test_auto_resumes_from_latest(run, checkpoint_at):
+    checkpoint_at(run, 2)
+    latest = checkpoint_at(run, 4)
+    plan = plan_run(config_for(run, "train.steps=80"), world_size=1)
+    assert (plan.resume_from, plan.step) == (latest, 4)
+    assert plan.changes == ("train.steps: 50 -> 80",) and plan.diverging == ()
+
+
+def test_auto_without_a_checkpoint_starts_over_in_a_run_folder(run):
+    run.metrics_file.write_text('{"step": 1}\n')
+    plan = plan_run(config_for(run), world_size=1)
+    assert plan.start_over and not plan.overwrite and plan.resume_from is None
+
+
+@pytest.mark.parametrize("resume", ["auto", "never"])
+def test_a_foreign_folder_is_never_written_into(run, resume):
+    foreign = run.root.parent / "mydata"
+    foreign.mkdir()
+    (foreign / "metrics.jsonl").write_text("my own measurements\n")
+    (foreign / "config.yaml").write_text("not: ancre\n")
+    before = snapshot_of(foreign)
+    config = config_for(run, "run.name=mydata", f"checkpoint.resume={resume}")
+    with pytest.raises(RunFolderError, match="not an ancre run folder|already holds a run"):
+        plan_run(config, world_size=1)
+    with pytest.raises(RunFolderError, match="not an ancre run folder"):
+        plan_run(config_for(run, "run.name=mydata", "run.overwrite=true"), world_size=1)
+    assert snapshot_of(foreign) == before
+
+
+def test_overwrite_starts_over_in_a_run_folder(run, checkpoint_at):
+    checkpoint_at(run, 2)
+    plan = plan_run(config_for(run, "run.overwrite=true"), world_size=1)
+    assert plan.start_over and plan.overwrite and plan.resume_from is None
+
+
+def test_resume_refuses_another_model_naming_every_key(run, checkpoint_at):
+    checkpoint_at(run, 2)
+    config = config_for(run, "model.num_layers=8", "topology.kind=cascaded", "train.lr=0.01")
+    with pytest.raises(CheckpointError) as info:
+        plan_run(config, world_size=1)
+    message = str(info.value)
+    assert (
+        "model.num_layers: None -> 8" in message
+        and "topology.kind: 'ancre' -> 'cascaded'" in message
+    )
+    assert "train.lr" not in message and "model.init_from" in message and "run.name" in message
+
+
+def test_resume_refuses_another_split_over_processes(run, checkpoint_at):
+    checkpoint_at(run, 2)
+    with pytest.raises(CheckpointError, match="written by 1 process"):
+        plan_run(config_for(run), world_size=2)
+    with pytest.raises(CheckpointError, match="data.num_workers: 0 -> 2"):
+        plan_run(config_for(run, "data.num_workers=2"), world_size=1)
+
+
+def test_resume_path_to_an_older_checkpoint_plans_to_set_newer_ones_aside(run, checkpoint_at):
+    older = checkpoint_at(run, 2)
+    newer = checkpoint_at(run, 4)
+    plan = plan_run(config_for(run, f"checkpoint.resume={older}"), world_size=1)
+    assert plan.resume_from == older and plan.set_aside == (newer,)
+
+
+def test_resume_path_from_another_run_needs_an_empty_folder(run, checkpoint_at):
+    other = checkpoint_at(run, 2)
+    plan = plan_run(config_for(run, "run.name=copy", f"checkpoint.resume={other}"), world_size=1)
+    assert plan.resume_from == other and plan.set_aside == ()
+    (run.root.parent / "copy").mkdir()
+    (run.root.parent / "copy" / "metrics.jsonl").write_text("")
+    with pytest.raises(RunFolderError, match="not empty"):
+        plan_run(config_for(run, "run.name=copy", f"checkpoint.resume={other}"), world_size=1)
+
+
+def test_a_run_folder_that_escapes_out_dir_is_refused(run, tmp_path):
+    (run.root.parent / "escape").symlink_to(tmp_path)
+    with pytest.raises(RunFolderError, match="not inside"):
+        plan_run(config_for(run, "run.name=escape"), world_size=1)
+
+
+def test_compare_sorts_changes():
+    before = {"train.lr": 0.1, "eval.every": 5, "model.num_layers": 6, "checkpoint.resume": "auto"}
+    after = {"train.lr": 0.2, "eval.every": 10, "model.num_layers": 6, "checkpoint.resume": "x"}
+    refused, allowed, diverging = compare_configs(before, after)
+    assert refused == [] and diverging == ["train.lr: 0.1 -> 0.2"]
+    assert allowed == ["eval.every: 5 -> 10", "train.lr: 0.1 -> 0.2"]
