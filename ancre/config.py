@@ -292,7 +292,12 @@ def save_config(config: AncreConfig, path: str | Path) -> None:
         config: The config to write.
         path: Destination file.
     """
-    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+    Path(path).write_text(config_yaml(config))
+
+
+def config_yaml(config: AncreConfig) -> str:
+    """The resolved config as YAML text (what :func:`save_config` writes)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
 
 
 def config_dict(config: AncreConfig) -> dict[str, Any]:

@@ -15,6 +15,8 @@
 #     ~/.deepspeed_env.
 # Environment: MASTER_ADDR (default: the first host), MASTER_PORT (default 29500),
 # DS_LAUNCHER (pdsh, openmpi, mvapich, slurm, ...; default pdsh).
+# Stopping: SIGTERM, SIGINT or SIGUSR1 to this script reaches every training process
+# (here, or through pdsh on the hosts); they write a checkpoint and exit 5.
 # Without ssh: set NODE_RANK (0..hosts-1, the line of this node in HOSTFILE) and run
 # the script on every node yourself (DeepSpeed's --no_ssh); the same HOSTFILE and
 # MASTER_ADDR everywhere. This also runs a one-host hostfile on this machine.
@@ -50,6 +52,11 @@ if [ "$(ancre_gpu_count)" -eq 0 ]; then
 fi
 master_addr=${MASTER_ADDR:-$(echo "$hosts" | head -n 1)}
 
-ancre_exec deepspeed --hostfile "$hostfile" "${mode[@]}" \
+# DeepSpeed's launcher passes only SIGINT and SIGTERM on, and kills the workers 30 s
+# later: stop signals go to the training processes directly instead.
+# shellcheck disable=SC2034  # read by ancre_forward_stop
+ancre_hosts=$hosts
+ancre_supervise ancre_forward_stop deepspeed --hostfile "$hostfile" "${mode[@]}" \
     --master_addr "$master_addr" --master_port "${MASTER_PORT:-29500}" \
     --module ancre.cli train "$@"
+exit "$ancre_status"

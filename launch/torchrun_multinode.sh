@@ -66,4 +66,4 @@ case $backend in
 esac
 
 ancre_exec "$ANCRE_PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$nproc" \
-    "${rendezvous[@]}" --max_restarts 0 -m ancre.cli train "$@"
+    "${rendezvous[@]}" --max_restarts 0 "${ancre_torchrun_signals[@]}" -m ancre.cli train "$@"

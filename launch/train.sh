@@ -35,4 +35,4 @@ if [ "$gpus" -gt 0 ] && [ "$procs" -gt "$gpus" ]; then
 fi
 
 ancre_exec "$ANCRE_PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$procs" \
-    -m ancre.cli train "$@"
+    "${ancre_torchrun_signals[@]}" -m ancre.cli train "$@"

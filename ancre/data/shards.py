@@ -217,7 +217,9 @@ def read_lines(shard: Path, start: int, report: SkipReport) -> Iterator[tuple[in
                     yield line_no, raw
     except GeneratorExit:  # closed early (also at interpreter exit): nothing to report
         raise
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as error:
+    except (EOFError, zlib.error) as error:  # a gzip stream that breaks off
+        report("truncated_file", line_no + 1, f"read no further: {type(error).__name__}: {error}")
+    except OSError as error:  # cannot open, not gzip at all (BadGzipFile), read error
         reason = "unreadable_file" if line_no == 0 else "truncated_file"
         report(reason, line_no + 1, f"read no further: {type(error).__name__}: {error}")
 

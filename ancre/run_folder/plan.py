@@ -26,7 +26,7 @@ from typing import Any
 
 from ancre.checkpoint import CheckpointError, read_trainer_state, verify_checkpoint
 from ancre.config import AncreConfig, ConfigError, flat_config, load_config
-from ancre.run_folder.layout import RUN_ENTRIES, RunFolder, RunFolderError
+from ancre.run_folder.layout import RunFolder, RunFolderError
 from ancre.run_folder.rewind import later_complete_checkpoints
 
 REFUSED_ON_RESUME = (
@@ -42,6 +42,8 @@ FREE_ON_RESUME = (
 )  # fmt: skip
 """Keys (or prefixes) that a resume may change without changing the training itself."""
 NOT_COMPARED = ("checkpoint.resume", "run.overwrite", "run.name", "run.out_dir")
+EMPTY_AT_FIRST = ("topology", "checkpoints")
+"""Folders a run may have made before its config.yaml, in an older layout."""
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,7 @@ def _check_owned(folder: RunFolder, rule: str) -> None:
     entries = folder.entries()
     if not entries or folder.is_run_folder():
         return
-    ours = [p.name for p in entries if p.name in RUN_ENTRIES]
-    if ours == [p.name for p in entries] and "config.yaml" not in ours:
+    if all(p.name in EMPTY_AT_FIRST and p.is_dir() and not any(p.iterdir()) for p in entries):
         return  # an earlier attempt that died before writing its config
     raise RunFolderError(
         f"{folder.root} is not empty and is not an ancre run folder (it has no readable "

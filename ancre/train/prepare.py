@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ancre.atomic import write_bytes_atomic
+from ancre.atomic import write_bytes_atomic, write_text_atomic
 from ancre.checkpoint import read_rank_state
-from ancre.config import AncreConfig, save_config
+from ancre.config import AncreConfig, config_yaml
 from ancre.data.loader import check_resume_data
 from ancre.data.sources import check_data, split_texts
 from ancre.data.tokenizer import Tokenizer, train_tokenizer
@@ -84,7 +84,7 @@ def on_main(context: DistributedContext, work: Callable[[], T]) -> T:
     return value  # type: ignore[return-value]
 
 
-def claim_folder(config: AncreConfig, lock: RunLock, world_size: int) -> RunPlan:
+def claim_folder(config: AncreConfig, lock: RunLock, world_size: int) -> tuple[RunPlan, list[Path]]:
     """Takes the run folder's lock and decides what the run does there (main process).
 
     Args:
@@ -93,7 +93,8 @@ def claim_folder(config: AncreConfig, lock: RunLock, world_size: int) -> RunPlan
         world_size: Number of training processes.
 
     Returns:
-        The plan, checked against the checkpoint and the data.
+        The plan, checked against the checkpoint and the data, and the folders the claim
+        created (deepest first), for :func:`remove_empty_folders` if the run fails early.
 
     Raises:
         RunLockedError: Another job owns the folder.
@@ -107,7 +108,7 @@ def claim_folder(config: AncreConfig, lock: RunLock, world_size: int) -> RunPlan
     try:
         lock.acquire()
     except BaseException:
-        _remove_empty(created)
+        remove_empty_folders(created)
         raise
     try:
         plan = plan_run(config, world_size)
@@ -117,7 +118,7 @@ def claim_folder(config: AncreConfig, lock: RunLock, world_size: int) -> RunPlan
                 logger.warning("%s", note)
     except BaseException:
         lock.release()
-        _remove_empty(created)
+        remove_empty_folders(created)
         raise
     if plan.changes:
         logger.warning(
@@ -128,7 +129,7 @@ def claim_folder(config: AncreConfig, lock: RunLock, world_size: int) -> RunPlan
             "these change the training itself: the run will not equal an uninterrupted one (%s)",
             "; ".join(plan.diverging),
         )
-    return plan
+    return plan, created
 
 
 def prepare_folder(plan: RunPlan, config: AncreConfig) -> None:
@@ -145,12 +146,13 @@ def prepare_folder(plan: RunPlan, config: AncreConfig) -> None:
             "starting %s from scratch (deleted what an earlier run wrote: %s)",
             folder.root, ", ".join(p.name for p in deleted) or "nothing",
         )  # fmt: skip
-    folder.topology_dir.mkdir(parents=True, exist_ok=True)
+    # the config first: it is what makes the folder recognisably an ancre run's
+    write_text_atomic(folder.config_file, config_yaml(config))
+    folder.topology_dir.mkdir(exist_ok=True)
     folder.checkpoints_dir.mkdir(exist_ok=True)
     if plan.resume_from is not None:
         rewind(folder, plan.resume_from, plan.step)
         logger.info("resuming from %s (step %d)", plan.resume_from, plan.step)
-    save_config(config, folder.config_file)
 
 
 def run_tokenizer(config: AncreConfig, plan: RunPlan) -> None:
@@ -195,8 +197,8 @@ def _missing_folders(path: Path) -> list[Path]:
     return missing
 
 
-def _remove_empty(folders: list[Path]) -> None:
-    """Removes folders a failed claim created, when nothing else was put in them."""
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Removes folders a failed run created, when nothing was put in them (deepest first)."""
     for folder in folders:
         try:
             folder.rmdir()

@@ -35,6 +35,7 @@ from ancre.train.prepare import (
     known_tokenizer,
     on_main,
     prepare_folder,
+    remove_empty_folders,
     run_tokenizer,
 )
 from ancre.train.rng import set_rng_state
@@ -101,9 +102,13 @@ def train(config: AncreConfig) -> Path:
     lock = RunLock(folder.lock_file) if context.is_main else None
     stop = StopSignals(on_abort=lock.release if lock else None).install()
 
+    created: list[Path] = []
+
     def claim() -> RunPlan:
         assert lock is not None  # on_main runs it on the main process
-        return claim_folder(config, lock, context.world_size)
+        plan, made = claim_folder(config, lock, context.world_size)
+        created.extend(made)
+        return plan
 
     try:
         plan = on_main(context, claim)
@@ -116,6 +121,7 @@ def train(config: AncreConfig) -> Path:
         stop.restore()
         if lock is not None:
             lock.release()
+            remove_empty_folders(created)  # a run that failed before writing anything
     return folder.root
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,8 @@ from ancre.train.schedule import warmup_cosine
 logger = logging.getLogger("ancre")
 
 SCHEDULE = "warmup_cosine"
+NEARLY_FULL_BYTES = 64 << 20
+"""Free space under which a failed checkpoint write is put down to a full disk."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -161,14 +166,18 @@ class Trainer:
                 self.snapshot()
             if every and self.step % every == 0:
                 self.save_checkpoint()
-            if self.stop is not None and self.engine.any_process(self.stop.requested):
-                self._stop_here()
+            if self.step < train.steps and self._stop_agreed():
+                self._stop_here()  # (after the last step the run just finishes)
         if not (self.config.eval.every and self.step % self.config.eval.every == 0):
             self._log(self.evaluate())
         if not (topology_every and self.step % topology_every == 0):
             self.snapshot()
         if not (every and self.step % every == 0):
             self.save_checkpoint()
+
+    def _stop_agreed(self) -> bool:
+        """Whether any process received a stop signal (collective: every process asks)."""
+        return self.stop is not None and self.engine.any_process(self.stop.requested)
 
     def _stop_here(self) -> None:
         """Writes a checkpoint at this step (unless one exists) and stops the run."""
@@ -292,6 +301,9 @@ class Trainer:
             )
         except OSError as caught:
             error = caught
+        except RuntimeError as caught:  # torch.save reports a failed write as a RuntimeError
+            if (error := write_error(caught, folder)) is None:
+                raise
         self._raise_if_any_failed(error, folder)
         if self.engine.context.is_main:
             try:
@@ -316,3 +328,18 @@ class Trainer:
             if error is not None:
                 raise error
             raise OSError(f"another process could not write its part of {folder}")
+
+
+def write_error(error: RuntimeError, folder: Path) -> OSError | None:
+    """The OSError behind a RuntimeError of torch.save's writer, or None if it is another.
+
+    torch.save says ``PytorchStreamWriter failed writing file ...: file write failed``
+    without the errno; a disk with almost no space left is taken as the cause.
+    """
+    text = str(error)
+    if "PytorchStreamWriter" not in text and "write failed" not in text:
+        return None
+    probe = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    full = shutil.disk_usage(probe).free < NEARLY_FULL_BYTES
+    code = errno.ENOSPC if full else errno.EIO
+    return OSError(code, f"{os.strerror(code)} ({text.splitlines()[0][:200]})", str(folder))

@@ -196,3 +196,74 @@ def test_killed_node_stops_the_other_and_both_resume(
     )  # fmt: skip
     assert f"resuming from {complete}" in relaunched[0]
     assert records(run_dir) == reference
+
+
+# --- a stop signal reaches every process through each launcher ---
+
+
+def stopped_at(run_dir: Path) -> int:
+    complete = latest_checkpoint(run_dir)
+    assert complete is not None
+    return int(complete.name.removeprefix("step_"))
+
+
+def test_a_stop_signal_to_torchrun_reaches_every_process_and_the_run_resumes(
+    reference, tmp_path, subprocess_env, sample_tokenizer
+):
+    args = settings(tmp_path, sample_tokenizer.path)
+    run_dir = tmp_path / "run"
+    command = ["bash", str(LAUNCH / "train.sh"), "--procs", "2", *args]
+    node = start(command, tmp_path / "stopped.log", subprocess_env)
+    deadline = time.monotonic() + 240
+    while logged_lines(run_dir) < 3:  # step 0's evaluation and steps 1, 2
+        assert time.monotonic() < deadline and node.poll() is None
+        time.sleep(0.01)
+    os.kill(node.pid, signal.SIGUSR1)  # torchrun (train.sh execs it), as SLURM would
+    node.wait(timeout=120)
+    log = (tmp_path / "stopped.log").read_text()
+    assert log.count("SIGUSR1 received: stopping after the current step") == 2, log[-3000:]
+    assert "ancre train: stopped: SIGUSR1 received: stopped after step" in log
+    step = stopped_at(run_dir)
+    assert 2 <= step < 8 and records(run_dir)[-1]["step"] == step
+    assert "--signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1" in log
+    resumed = subprocess.run(command, env=subprocess_env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {latest_checkpoint(run_dir).parent / f'step_{step:08d}'}" in (
+        resumed.stderr
+    )
+    assert records(run_dir) == reference
+
+
+def test_a_stop_signal_to_one_deepspeed_node_stops_both_and_they_resume(
+    reference, tmp_path, subprocess_env, sample_tokenizer
+):
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("localhost slots=1\n127.0.0.1 slots=1\n")
+    args = settings(tmp_path, sample_tokenizer.path)
+    run_dir = tmp_path / "run"
+    script = ["bash", str(LAUNCH / "multinode_deepspeed.sh"), str(hostfile), *args]
+
+    def envs() -> list[dict[str, str]]:
+        port = str(free_port())
+        return [
+            {**subprocess_env, "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+             "MASTER_PORT": port}
+            for rank in (0, 1)
+        ]  # fmt: skip
+
+    logs = [tmp_path / "ds-node0.log", tmp_path / "ds-node1.log"]
+    nodes = [start(script, log, env) for log, env in zip(logs, envs(), strict=True)]
+    deadline = time.monotonic() + 240
+    while logged_lines(run_dir) < 3:
+        assert time.monotonic() < deadline and nodes[0].poll() is None, logs[0].read_text()
+        time.sleep(0.01)
+    os.kill(nodes[1].pid, signal.SIGTERM)  # the script of node 1 only
+    for node in nodes:
+        node.wait(timeout=120)
+    texts = [log.read_text() for log in logs]
+    assert "SIGTERM: asking the training processes" in texts[1], texts[1][-3000:]
+    assert "another process was told to stop" in texts[0] or "stopped after step" in texts[0]
+    step = stopped_at(run_dir)
+    assert 2 <= step < 8 and records(run_dir)[-1]["step"] == step
+    run_nodes([script, script], tmp_path, envs(), "ds-resumed")
+    assert records(run_dir) == reference

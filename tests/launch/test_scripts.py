@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,41 @@ def test_slurm_variables_give_rank_world_and_rendezvous():
 def test_slurm_variables_name_what_is_missing():
     with pytest.raises(RuntimeError, match="SLURM_JOB_ID or MASTER_PORT is not set"):
         _slurm_variables({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "a"})
+
+
+def test_slurm_time_limit_warning_checkpoints_and_requeues(tmp_path, subprocess_env):
+    """SIGUSR1 to the batch script (--signal=B:USR1): scancel passes it on, then requeue."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    tools = {
+        # a job step that stops, like a run that wrote its checkpoint, when told to
+        "srun": f'#!/bin/bash\necho $$ > {tmp_path}/srun.pid\ntrap "exit 5" USR1\n'
+        "for _ in $(seq 300); do sleep 0.1; done\n",
+        "scancel": f'#!/bin/sh\necho "scancel $*" >> {calls}\n'
+        f'kill -USR1 "$(cat {tmp_path}/srun.pid)"\n',
+        "scontrol": f"#!/bin/sh\ncase $1 in show) echo gpu07;;\n"
+        f'*) echo "scontrol $*" >> {calls};; esac\n',
+    }
+    for name, text in tools.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {
+        **subprocess_env, "PATH": f"{bin_dir}{os.pathsep}{subprocess_env['PATH']}",
+        "SLURM_JOB_ID": "4242", "SLURM_SUBMIT_DIR": str(REPO), "SLURM_NNODES": "1",
+        "SLURM_JOB_NODELIST": "gpu07", "SLURM_GPUS_ON_NODE": "1",
+    }  # fmt: skip
+    job = subprocess.Popen(
+        ["bash", str(LAUNCH / "slurm.sbatch"), CONFIG], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "srun.pid").exists():
+        assert time.monotonic() < deadline and job.poll() is None
+        time.sleep(0.05)
+    job.send_signal(signal.SIGUSR1)
+    _, stderr = job.communicate(timeout=30)
+    assert job.returncode == 5, stderr
+    assert calls.read_text().splitlines() == ["scancel --signal=USR1 4242", "scontrol requeue 4242"]
+    assert "the time limit is near" in stderr and "requeueing job 4242" in stderr
+    header = (LAUNCH / "slurm.sbatch").read_text()
+    assert "#SBATCH --signal=B:USR1@300" in header and "#SBATCH --requeue" in header

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -182,15 +183,17 @@ def start(args: list[str], env) -> subprocess.Popen:
 
 def finish_and_compare(args, expected, run_dir: Path, env) -> None:
     complete = latest_checkpoint(run_dir)
+    written = run_dir.is_dir() and any(p.name != "run.lock" for p in run_dir.iterdir())
     result = ancre_train(1, args, env)
     assert result.returncode == 0, result.stderr[-4000:]
-    if complete is None:
+    if complete is None and written:
         assert "from scratch" in result.stderr
-    else:
+    elif complete is not None and complete.name != "step_00000012":
         assert f"resuming from {complete}" in result.stderr
     assert records(run_dir) == expected
     kept = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))
-    assert kept == ["step_00000010", "step_00000012"]  # checkpoint.keep_last=2
+    assert len(kept) == 2 and kept[-1] == "step_00000012"  # checkpoint.keep_last=2
+    assert kept[0] in ("step_00000010", "step_00000011")  # 11: a stop checkpoint
     assert latest_checkpoint(run_dir).name == "step_00000012"
     snapshots = sorted(p.name for p in (run_dir / "topology").glob("*.json"))
     assert snapshots == [f"step_{s:08d}.json" for s in range(0, 13, 2)]
@@ -219,6 +222,57 @@ def test_killed_while_a_checkpoint_is_written(kill_settings, after_step, tmp_pat
     assert complete is None or complete.name < torn.name
     finish_and_compare(args, expected, run_dir, subprocess_env)
     assert not torn.exists() or verify_checkpoint(torn)
+
+
+# --- stopped by a signal at any moment (SLURM preemption, scancel, Ctrl-C) ---
+
+
+def signal_when(popen: subprocess.Popen, condition, sig: int, timeout: float = 120) -> bool:
+    """Sends ``sig`` to the run's process group once ``condition()`` holds; False if it ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and popen.poll() is None:
+        if condition():
+            os.killpg(popen.pid, sig)
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def start_piped(args: list[str], env) -> subprocess.Popen:
+    return subprocess.Popen(
+        command(1, args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+# seeded "random" moments: seconds after the start, spread over set-up, steps and evaluations
+MOMENTS = [round(random.Random(seed).uniform(0.5, 7.0), 2) for seed in range(3)]
+
+
+@pytest.mark.parametrize("moment", [*MOMENTS, "checkpoint-write"])
+def test_stopped_by_sigterm_at_any_moment_resumes_exactly(
+    kill_settings, moment, tmp_path, subprocess_env
+):
+    args, expected = kill_settings
+    args = [*args, f"run.out_dir={tmp_path}"]
+    run_dir = tmp_path / "ref"
+    popen = start_piped(args, subprocess_env)
+    if moment == "checkpoint-write":
+        condition = lambda: checkpoint_being_written(run_dir, 2) is not None  # noqa: E731
+    else:
+        started = time.monotonic()
+        condition = lambda: time.monotonic() - started >= moment  # noqa: E731
+    sent = signal_when(popen, condition, signal.SIGTERM)
+    _, stderr = popen.communicate(timeout=120)
+    if sent and popen.returncode != 0:
+        assert popen.returncode == 5, stderr[-3000:]
+        assert "SIGTERM received: stopped after step" in stderr
+        complete = latest_checkpoint(run_dir)
+        assert complete is not None and f"the last complete checkpoint is {complete}" in stderr
+        step = int(complete.name.removeprefix("step_"))
+        assert f"stopped after step {step};" in stderr  # the checkpoint is at the stop
+        assert not (run_dir / "run.lock").exists()
+    finish_and_compare(args, expected, run_dir, subprocess_env)
 
 
 # --- what resuming refuses, and bad steps ---
