@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ancre.train.preemption import stop_signals
+
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ancre.train.commands", "train a model from YAML configs and key=value overrides"),
@@ -56,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage(), file=sys.stdout if asked else sys.stderr)
         return 0 if asked else 2
     command = args[0]
+    if command == "train":
+        stop_signals()  # from now on a stop signal is a request, not a traceback
     module_name, summary = COMMANDS[command]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"ancre {command}", description=summary)

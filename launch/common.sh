@@ -94,11 +94,11 @@ ancre_forward_stop() {
     local sig=$1 hosts=${ancre_hosts:-} local_pids
     local_pids=$(ancre_training_processes "$ancre_child")
     if [ -n "$local_pids" ]; then
-        echo "[launch] $sig: asking the training processes ($(echo "$local_pids" | tr '\n' ' ')) to checkpoint and stop" >&2
+        echo "[launch] SIG$sig: asking the training processes ($(echo "$local_pids" | tr '\n' ' ')) to checkpoint and stop" >&2
         # shellcheck disable=SC2086  # one pid per word
         kill -s "$sig" $local_pids 2>/dev/null || true
     elif [ -n "$hosts" ] && command -v pdsh >/dev/null; then
-        echo "[launch] $sig: asking the training processes on $(echo "$hosts" | tr '\n' ' ')to checkpoint and stop" >&2
+        echo "[launch] SIG$sig: asking the training processes on $(echo "$hosts" | tr '\n' ' ')to checkpoint and stop" >&2
         pdsh -w "$(echo "$hosts" | paste -sd, -)" pkill "-$sig" -u "$(id -un)" -f 'ancre\.cli --local_rank=' || true
     fi
 }

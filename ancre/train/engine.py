@@ -205,6 +205,13 @@ def barrier() -> None:
     dist.barrier()
 
 
+def any_process(flag: bool, device: torch.device) -> bool:
+    """True on every process when ``flag`` is true on at least one (collective)."""
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)
+
+
 def broadcast_from_main(value: Any) -> Any:
     """Every process gets the main process's ``value`` (any picklable object)."""
     box = [value]
@@ -376,9 +383,7 @@ class Engine:
 
     def any_process(self, flag: bool) -> bool:
         """True on every process when ``flag`` is true on at least one (collective)."""
-        tensor = torch.tensor([1.0 if flag else 0.0], device=self.context.device)
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return bool(tensor.item() > 0)
+        return any_process(flag, self.context.device)
 
     @contextlib.contextmanager
     def _whole_topology(self) -> Iterator[None]:

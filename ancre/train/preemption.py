@@ -35,7 +35,7 @@ class StopRequested(Exception):
     Attributes:
         signal_name: The signal this process received (``SIGTERM``), or None when it
             came to another process.
-        step: The step the run stopped after.
+        step: The step the run stopped after; None when it stopped before training.
         checkpoint: The last complete checkpoint (written at ``step`` unless that step
             was skipped), or None when the run has none.
         received_at: ``time.monotonic()`` when the signal came (None: another process's).
@@ -44,7 +44,7 @@ class StopRequested(Exception):
     def __init__(
         self,
         signal_name: str | None,
-        step: int,
+        step: int | None,
         checkpoint: Path | None,
         received_at: float | None,
     ) -> None:
@@ -64,17 +64,17 @@ class StopRequested(Exception):
         where = (
             f"the last complete checkpoint is {self.checkpoint}"
             if self.checkpoint is not None
+            else "the run folder was not touched"
+            if self.step is None
             else "no checkpoint could be written"
         )
+        when = "before training began" if self.step is None else f"after step {self.step}"
         since = (
             f" ({time.monotonic() - self.received_at:.1f} s after the signal)"
             if self.received_at is not None
             else ""
         )
-        return (
-            f"{what}: stopped after step {self.step}; {where}{since}. Start the same command "
-            "again to resume"
-        )
+        return f"{what}: stopped {when}; {where}{since}. Start the same command again to resume"
 
 
 class StopSignals:
@@ -145,3 +145,27 @@ def _say(message: str) -> None:
         os.write(2, (message + "\n").encode())
     except OSError:
         pass
+
+
+_installed: StopSignals | None = None
+
+
+def stop_signals() -> StopSignals:
+    """This process's stop-signal handlers, installed on the first call.
+
+    Signal handlers belong to the process, so there is one :class:`StopSignals` per
+    process: ``ancre train`` installs it first thing, before the heavy imports, and
+    the run picks it up.
+    """
+    global _installed
+    if _installed is None:
+        _installed = StopSignals().install()
+    return _installed
+
+
+def release_stop_signals() -> None:
+    """Puts back the handlers that were there before :func:`stop_signals`."""
+    global _installed
+    if _installed is not None:
+        _installed.restore()
+        _installed = None

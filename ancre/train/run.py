@@ -26,9 +26,9 @@ from ancre.data.loader import TrainLoader, validation_set
 from ancre.data.tokenizer import Tokenizer
 from ancre.model import Transformer, build_model, resolve_shape
 from ancre.run_folder import RunFolder, RunLock, RunPlan
-from ancre.train.engine import DistributedContext, Engine, init_distributed
+from ancre.train.engine import DistributedContext, Engine, any_process, init_distributed
 from ancre.train.metrics import JsonlSink, MetricsLogger, MetricsSink, WandbSink
-from ancre.train.preemption import StopSignals
+from ancre.train.preemption import StopRequested, StopSignals, release_stop_signals, stop_signals
 from ancre.train.prepare import (
     check_inputs,
     claim_folder,
@@ -100,7 +100,11 @@ def train(config: AncreConfig) -> Path:
     check_world_size(config, context.world_size)
     folder = RunFolder.of(config)
     lock = RunLock(folder.lock_file) if context.is_main else None
-    stop = StopSignals(on_abort=lock.release if lock else None).install()
+    stop = stop_signals()
+    stop.on_abort = lock.release if lock else None
+    if any_process(stop.requested, context.device):  # before anything is written
+        release_stop_signals()
+        raise StopRequested(stop.signal_name, None, None, stop.received_at)
 
     created: list[Path] = []
 
@@ -118,7 +122,7 @@ def train(config: AncreConfig) -> Path:
             raise
         raise DiskFullError(_disk_full(error, folder)) from error
     finally:
-        stop.restore()
+        release_stop_signals()
         if lock is not None:
             lock.release()
             remove_empty_folders(created)  # a run that failed before writing anything

@@ -21,7 +21,7 @@ from ancre.data.tokenizer import Tokenizer
 from ancre.model import IGNORE_INDEX
 from ancre.run_folder import RunFolder, prune
 from ancre.snapshot import write_snapshot
-from ancre.train.engine import Engine, barrier
+from ancre.train.engine import Engine, barrier, broadcast_from_main
 from ancre.train.flops import device_peak_flops, flops_per_token, mfu
 from ancre.train.metrics import MetricsLogger
 from ancre.train.preemption import StopRequested, StopSignals
@@ -33,6 +33,8 @@ logger = logging.getLogger("ancre")
 SCHEDULE = "warmup_cosine"
 NEARLY_FULL_BYTES = 64 << 20
 """Free space under which a failed checkpoint write is put down to a full disk."""
+WRITER_FAILURES = ("PytorchStreamWriter", "write failed", "inline_container")
+"""What torch.save's RuntimeError says when a write failed."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -183,7 +185,8 @@ class Trainer:
         """Writes a checkpoint at this step (unless one exists) and stops the run."""
         if self._checkpointed_step != self.step:
             self.save_checkpoint()
-        complete = self.folder.latest_or_none() if self.engine.context.is_main else None
+        latest = self.folder.latest_or_none() if self.engine.context.is_main else None
+        complete = broadcast_from_main(latest)  # the main process publishes checkpoints
         assert self.stop is not None
         raise StopRequested(self.stop.signal_name, self.step, complete, self.stop.received_at)
 
@@ -333,13 +336,16 @@ class Trainer:
 def write_error(error: RuntimeError, folder: Path) -> OSError | None:
     """The OSError behind a RuntimeError of torch.save's writer, or None if it is another.
 
-    torch.save says ``PytorchStreamWriter failed writing file ...: file write failed``
-    without the errno; a disk with almost no space left is taken as the cause.
+    torch.save reports a failed write as a RuntimeError without the errno (``file write
+    failed``, ``unexpected pos ...``); a disk with almost no space left is taken as the
+    cause, and any writer failure as an I/O error otherwise.
     """
     text = str(error)
-    if "PytorchStreamWriter" not in text and "write failed" not in text:
-        return None
     probe = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
-    full = shutil.disk_usage(probe).free < NEARLY_FULL_BYTES
-    code = errno.ENOSPC if full else errno.EIO
+    if shutil.disk_usage(probe).free < NEARLY_FULL_BYTES:
+        code = errno.ENOSPC
+    elif any(mark in text for mark in WRITER_FAILURES):
+        code = errno.EIO
+    else:
+        return None
     return OSError(code, f"{os.strerror(code)} ({text.splitlines()[0][:200]})", str(folder))

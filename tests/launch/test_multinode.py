@@ -225,7 +225,8 @@ def test_a_stop_signal_to_torchrun_reaches_every_process_and_the_run_resumes(
     assert "ancre train: stopped: SIGUSR1 received: stopped after step" in log
     step = stopped_at(run_dir)
     assert 2 <= step < 8 and records(run_dir)[-1]["step"] == step
-    assert "--signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1" in log
+    printed = next(line for line in log.splitlines() if "--signals-to-handle" in line)
+    assert "SIGUSR1" in printed  # the command train.sh printed
     resumed = subprocess.run(command, env=subprocess_env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {latest_checkpoint(run_dir).parent / f'step_{step:08d}'}" in (

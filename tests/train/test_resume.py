@@ -246,7 +246,7 @@ def start_piped(args: list[str], env) -> subprocess.Popen:
 
 
 # seeded "random" moments: seconds after the start, spread over set-up, steps and evaluations
-MOMENTS = [round(random.Random(seed).uniform(0.5, 7.0), 2) for seed in range(3)]
+MOMENTS = [round(random.Random(seed).uniform(1.0, 10.0), 2) for seed in range(3)]
 
 
 @pytest.mark.parametrize("moment", [*MOMENTS, "checkpoint-write"])
@@ -266,12 +266,15 @@ def test_stopped_by_sigterm_at_any_moment_resumes_exactly(
     _, stderr = popen.communicate(timeout=120)
     if sent and popen.returncode != 0:
         assert popen.returncode == 5, stderr[-3000:]
+        assert not (run_dir / "run.lock").exists()
+        if "SIGTERM received: stopped before training began" in stderr:
+            assert not run_dir.exists()  # it came during the imports or the set-up
+            return finish_and_compare(args, expected, run_dir, subprocess_env)
         assert "SIGTERM received: stopped after step" in stderr
         complete = latest_checkpoint(run_dir)
         assert complete is not None and f"the last complete checkpoint is {complete}" in stderr
         step = int(complete.name.removeprefix("step_"))
         assert f"stopped after step {step};" in stderr  # the checkpoint is at the stop
-        assert not (run_dir / "run.lock").exists()
     finish_and_compare(args, expected, run_dir, subprocess_env)
 
 

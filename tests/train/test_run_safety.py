@@ -189,19 +189,19 @@ def run_copy(trained, tmp_path) -> RunFolder:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("damage", "expected"),
+    ("damage", "expected", "advised"),
     [
-        (lambda run: run.latest_file.write_bytes(b"\x00garbage"), "names no checkpoint folder"),
+        (lambda run: run.latest_file.write_bytes(b"\x00garbage"), "names no checkpoint folder", 4),
         (lambda run: (run.checkpoint_folder(4) / "manifest.json").write_text('{"format": 1}'),
-         "format 1 version None"),
+         "format 1 version None", 2),
         (lambda run: (run.checkpoint_folder(4) / "manifest.json").write_text(
             json.dumps({"format": "ancre-checkpoint", "version": 1, "step": 4})),
-         "lacks the keys"),
+         "lacks the keys", 2),
     ],
     ids=["garbage-latest", "foreign-manifest", "manifest-without-keys"],
 )  # fmt: skip
 def test_a_damaged_checkpoint_says_how_to_resume_from_an_older_one(
-    run_copy, subprocess_env, sample_tokenizer, damage, expected
+    run_copy, subprocess_env, sample_tokenizer, damage, expected, advised
 ):
     damage(run_copy)
     before = tree(run_copy.root)
@@ -211,7 +211,7 @@ def test_a_damaged_checkpoint_says_how_to_resume_from_an_older_one(
     )  # fmt: skip
     message = one_line_error(result)
     assert expected in message
-    assert f"checkpoint.resume={run_copy.checkpoint_folder(2)}" in message
+    assert f"checkpoint.resume={run_copy.checkpoint_folder(advised)}" in message
     assert tree(run_copy.root) == before
 
 
@@ -247,7 +247,7 @@ def test_resuming_an_older_checkpoint_sets_newer_ones_aside(
     assert tree(aside / "checkpoints" / "step_00000004") == newer  # kept, byte for byte
     assert f"to {aside}" in result.stderr
     assert "train.lr: 0.003 -> 0.001" in result.stderr and "will not equal" in result.stderr
-    assert "eval.every: 0 -> 2" in result.stderr
+    assert "eval.every: 50 -> 2" in result.stderr
 
 
 @pytest.mark.slow
@@ -291,8 +291,8 @@ def test_poison_lines_never_stop_training_or_tokenizer_training(tmp_path, subpro
     good = [
         json.dumps({"text": f"Document {i}: the river and the stone."}).encode() for i in range(3)
     ]
-    (corpus / "c4-train.00000-poison.jsonl").write_bytes(b"\n".join(good + poison + good) + b"\n")
-    (corpus / "c4-train.00001-empty.json.gz").write_bytes(b"")
+    (corpus / "c4-train.00000-a-poison.jsonl").write_bytes(b"\n".join(good + poison + good) + b"\n")
+    (corpus / "c4-train.00000-b-empty.json.gz").write_bytes(b"")
     result = ancre(
         "train", *settings(tmp_path, "null", f"data.path={corpus}", "data.shuffle=false",
                            "data.tokenizer_vocab_size=512"),
@@ -304,7 +304,7 @@ def test_poison_lines_never_stop_training_or_tokenizer_training(tmp_path, subpro
     skipped = [r for r in last if "data_skipped" in r][-1]["data_skipped"]
     assert skipped["invalid_text"] == 1 and skipped["malformed_json"] == 2
     assert skipped["unreadable_file"] == 1
-    assert "c4-train.00000-poison.jsonl:4 (invalid_text)" in result.stderr
+    assert "c4-train.00000-a-poison.jsonl:4 (invalid_text)" in result.stderr
 
 
 @pytest.mark.slow
