@@ -192,6 +192,9 @@ class TrainConfig:
     max_bad_steps: int = 5
     """Stop after this many optimiser steps in a row skipped for a non-finite loss or
     gradient (the last complete checkpoint stays intact)."""
+    cpu_threads: int = 0
+    """Intra-op threads of each process on a CPU; 0 chooses them from the free cores
+    (ancre/train/threads.py). OMP_NUM_THREADS, when set, wins."""
     dist_timeout_s: int = 300
     """Seconds a collective (all-reduce, barrier) waits for the other processes before
     failing, so a dead or unreachable peer stops the run instead of hanging it."""
@@ -396,6 +399,7 @@ def validate(config: AncreConfig) -> None:
     _non_negative("train.grad_clip", train.grad_clip)
     _positive("train.checkpoint_every_k", train.checkpoint_every_k)
     _non_negative("train.peak_flops", train.peak_flops)
+    _non_negative("train.cpu_threads", train.cpu_threads)
     if train.zero_stage not in (0, 1, 2, 3):
         raise ConfigError("train.zero_stage", f"is {train.zero_stage}; allowed: 0, 1, 2, 3")
     if train.global_batch_size % train.micro_batch_size:

@@ -17,6 +17,14 @@ if not torch.cuda.is_available():
 
 from ancre.data.sources import find_shards, iter_documents
 from ancre.data.tokenizer import Tokenizer, train_tokenizer
+from ancre.train.threads import affinity_cores
+
+# The rule of ancre/train/threads.py for the suite: the cores shared among the pytest
+# workers, so parallel workers (and the training processes they start) never
+# oversubscribe the machine. Pinned, so reference and resumed runs use the same count.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = str(max(1, affinity_cores() // WORKERS))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or THREADS))
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -38,6 +46,7 @@ def subprocess_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         for k, v in os.environ.items()
         if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     }
+    env.setdefault("OMP_NUM_THREADS", THREADS)
     env.update(
         DS_ACCELERATOR="cpu",
         WANDB_MODE="offline",

@@ -14,8 +14,8 @@ loader given that state restarts each reader where it stopped, without re-readin
 it consumed, and rotates the workers so the round-robin order goes on unbroken: it
 yields exactly the batches an uninterrupted loader would. When shards were added to
 the folder since, each reader finishes its epoch with the shards it began with and the
-new list takes over at the next epoch (:func:`check_resume_data` says so, or refuses
-when a shard the epoch still needs is gone).
+new list takes over at the next epoch (``ancre.data.positions.check_resume_data`` says
+so, or refuses when a shard the epoch still needs is gone).
 
 A document the tokenizer cannot encode is skipped and counted (``tokenizer_error``)
 like a bad line, with its file and line.
@@ -40,14 +40,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ancre.config import DataConfig
 from ancre.data.packing import Packer
-from ancre.data.shards import (
-    DataError,
-    Shard,
-    epoch_order,
-    find_shards,
-    list_digest,
-    shard_list,
-)
+from ancre.data.positions import describe_position, digests
+from ancre.data.shards import DataError, find_shards, list_digest, shard_list
 from ancre.data.sources import DocumentSource, split_texts, training_source
 from ancre.data.tokenizer import Tokenizer
 from ancre.stop_signals import ignore_stop_signals
@@ -247,7 +241,7 @@ class TrainLoader:
             "num_workers": self.config.num_workers,
             "next_reader": self._next,
             "readers": list(self._states),
-            "shard_lists": {d: self._lists[d] for d in _digests(self._states) if d in self._lists},
+            "shard_lists": {d: self._lists[d] for d in digests(self._states) if d in self._lists},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -324,82 +318,3 @@ def validation_set(
             num_tokens,
         )
     return to_batch(rows)
-
-
-def describe_position(position: dict[str, Any] | None) -> str:
-    """Where a document came from, for messages: ``shard:line``, or the hub position."""
-    if not position:
-        return "the first document"
-    if "shard" in position:
-        return f"{position['shard']}:{position['line']}"
-    if "line" in position:
-        return f"shard {position['file']} of epoch {position['epoch']}, line {position['line']}"
-    return f"a hub document of epoch {position.get('epoch', 0)}"
-
-
-def _digests(states: list[dict[str, Any] | None]) -> set[str]:
-    """The shard lists the readers' positions name."""
-    return {
-        state["position"]["list"]
-        for state in states
-        if state and state.get("position") and "list" in state["position"]
-    }
-
-
-def check_resume_data(config: DataConfig, seed: int, saved: list[dict[str, Any]]) -> list[str]:
-    """Checks that saved data positions can continue on the shards there are now.
-
-    Args:
-        config: The ``data`` section of the resumed run.
-        seed: The run's seed.
-        saved: Every rank's loader ``state_dict()`` from the checkpoint.
-
-    Returns:
-        What changed and how the run deals with it, for the log (empty: nothing).
-
-    Raises:
-        DataError: A shard that a reader's current epoch has still to read is gone or
-            changed size.
-    """
-    if config.source != "local":
-        return []
-    now = shard_list(find_shards(config.path, "train"))
-    current = list_digest(now)
-    sizes = {s.key: s.size for s in now}
-    notes: list[str] = []
-    for state in saved:
-        lists = state.get("shard_lists", {})
-        for reader in state.get("readers", []):
-            position = (reader or {}).get("position") or {}
-            digest = position.get("list", current)
-            if digest == current:
-                continue
-            pairs = lists.get(digest)
-            if pairs is None:
-                raise DataError(
-                    f"the checkpoint's data position names an unknown shard list {digest}"
-                )
-            keys = [key for key, _ in pairs]
-            saved_list = [Shard(key, size, None) for key, size in pairs]
-            order = epoch_order(saved_list, seed, position.get("epoch", 0), config.shuffle)
-            needed = order[position.get("file", 0) :]
-            bad = [s.key for s in needed if sizes.get(s.key) != s.size]
-            if bad:
-                raise DataError(
-                    f"data.path={config.path!r}: the shards changed since the checkpoint, and "
-                    f"{len(bad)} that the current epoch has still to read are gone or changed "
-                    f"size ({', '.join(bad[:5])}). Put them back as they were, or start a new "
-                    "run from the checkpoint's weights (ancre convert, then model.init_from)"
-                )
-            added = sorted(set(sizes) - set(keys))
-            removed = sorted(set(keys) - set(sizes))
-            note = (
-                f"data.path={config.path!r}: {len(added)} shard(s) added"
-                f"{' (' + ', '.join(added[:5]) + ')' if added else ''} and {len(removed)} "
-                f"removed{' (' + ', '.join(removed[:5]) + ')' if removed else ''} since the "
-                f"checkpoint; readers finish epoch {position.get('epoch', 0)} with the shards "
-                "it began with, and the new list takes over at the next epoch"
-            )
-            if note not in notes:
-                notes.append(note)
-    return notes

@@ -175,9 +175,9 @@ class RunLock:
         self._heartbeat.start()
 
     def release(self) -> None:
-        """Removes the lock if this process still owns it."""
+        """Removes the lock if this process still owns it (not a forked child of it)."""
         self._stop.set()
-        if self.owner is None:
+        if self.owner is None or self.owner.pid != os.getpid():
             return
         if self._still_mine(self.owner):
             with contextlib.suppress(FileNotFoundError):

@@ -23,7 +23,7 @@ from typing import TypeVar
 from ancre.atomic import write_bytes_atomic, write_text_atomic
 from ancre.checkpoint import read_rank_state
 from ancre.config import AncreConfig, config_yaml
-from ancre.data.loader import check_resume_data
+from ancre.data.positions import check_resume_data
 from ancre.data.sources import check_data, split_texts
 from ancre.data.tokenizer import Tokenizer, train_tokenizer
 from ancre.model import check_buildable

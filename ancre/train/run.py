@@ -39,6 +39,7 @@ from ancre.train.prepare import (
     run_tokenizer,
 )
 from ancre.train.rng import set_rng_state
+from ancre.train.threads import apply_cpu_threads
 from ancre.train.trainer import Trainer, evaluate
 
 logger = logging.getLogger("ancre")
@@ -97,6 +98,8 @@ def train(config: AncreConfig) -> Path:
     check_inputs(config)
     context = init_distributed(config.train.dist_timeout_s)
     _setup_logging(context)
+    if (threads := apply_cpu_threads(config.train.cpu_threads, context.device)) is not None:
+        logger.info("%s", threads)
     check_world_size(config, context.world_size)
     folder = RunFolder.of(config)
     lock = RunLock(folder.lock_file) if context.is_main else None
@@ -220,6 +223,7 @@ def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float] 
     config = load_config(folder / "config.yaml", overrides)
     context = init_distributed(config.train.dist_timeout_s)
     _setup_logging(context)
+    apply_cpu_threads(config.train.cpu_threads, context.device)
     tokenizer = Tokenizer(folder / "tokenizer.model")
     torch.manual_seed(config.run.seed)
     model = build_model(config, tokenizer.vocab_size)

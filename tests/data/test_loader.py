@@ -16,11 +16,11 @@ from ancre.data.loader import (
     IGNORE_INDEX,
     TrainLoader,
     WindowReader,
-    check_resume_data,
     to_batch,
     validation_set,
 )
 from ancre.data.packing import pack_documents
+from ancre.data.positions import check_resume_data
 from ancre.data.shards import DataError, LocalShards, epoch_order, shard_list
 from ancre.model import IGNORE_INDEX as MODEL_IGNORE_INDEX
 
