@@ -11,6 +11,7 @@ This module imports nothing else from ``ancre``.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -452,9 +453,12 @@ def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(str(path), "no such config file")
     try:
-        content = yaml.safe_load(path.read_text())
+        with open(path, encoding="utf-8") as handle:  # marks in errors name the file
+            content = yaml.safe_load(handle)
     except yaml.YAMLError as error:
         raise ConfigError(str(path), f"not valid YAML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(str(path), f"not UTF-8 text ({error})") from None
     if content is None:
         return {}
     if not isinstance(content, dict):
@@ -477,8 +481,25 @@ def _named(error: OmegaConfBaseException) -> ConfigError:
     key = getattr(error, "full_key", None) or "config"
     first_line = str(getattr(error, "msg", error)).splitlines()[0]
     if isinstance(error, ConfigKeyError):
+        if "Did you mean" not in first_line and (suggestion := _suggest(key)):
+            first_line += f"; did you mean {suggestion}?"
         first_line += f"; allowed: {', '.join(_keys_beside(key))}"
     return ConfigError(key, first_line)
+
+
+def _suggest(full_key: str) -> str | None:
+    """The schema key closest to a mistyped one (``steps`` -> ``train.steps``)."""
+    every = [
+        f"{section.name}.{f.name}"
+        for section in fields(AncreConfig)
+        for f in fields(get_type_hints(AncreConfig)[section.name])
+    ]
+    last = full_key.split(".")[-1]
+    same_name = [key for key in every if key.endswith("." + last)]
+    if len(same_name) == 1:
+        return same_name[0]
+    close = difflib.get_close_matches(full_key, every, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def _keys_beside(full_key: str) -> list[str]:

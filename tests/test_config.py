@@ -182,3 +182,23 @@ def test_check_world_size() -> None:
         check_world_size(config, 5)
     assert info.value.key == "train.global_batch_size"
     assert "world size (5)" in str(info.value) and "= 20" in str(info.value)
+
+
+def test_a_bare_key_suggests_its_section():
+    with pytest.raises(ConfigError, match="did you mean train.steps"):
+        load_config(None, ["steps=10"])
+
+
+def test_a_yaml_error_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  steps: [1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: not valid YAML")
+    assert "<unicode string>" not in str(info.value) and f'in "{path}", line 2' in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "a\\\\b"])
+def test_a_run_name_must_be_one_plain_folder_name(name):
+    with pytest.raises(ConfigError, match="run.name: .* it must be one plain folder name"):
+        load_config(None, [f"run.name={name}"])

@@ -11,7 +11,7 @@ gradient flow) from a small initialisation, in float64, on whitened inputs
 1/2 ||h_K - Y||_F^2. With three layers, the fixed edge "0:1" gives
 L = 1/2 ||W3 W2 (W1 + I) X - Y||^2 and "0:2" gives L = 1/2 ||W3 (W2 W1 + I) X - Y||^2.
 
-Layouts (METHOD.md, "Why it should help"):
+Layouts (docs/method.md, "Why it should help"):
 
 - fixed edges through ``parse_edges`` and ``FixedTopology``: ``0:1``, ``0:2``,
   ``0:2+2:3`` (four layers) and ``cascaded`` = ``0:1,1:2,...`` (an identity shortcut

@@ -1,6 +1,6 @@
 """The topology mix in plain PyTorch: the executable specification of every fused kernel.
 
-For block j with output y_j and the states h_0 .. h_j before it (METHOD.md)::
+For block j with output y_j and the states h_0 .. h_j before it (docs/method.md)::
 
     h_{j+1} = y_j + sum_{i=0..j} P[j, i] * h_i
 

@@ -10,7 +10,7 @@ from ancre.model.presets import ModelShape
 
 
 class DecoderBlock(nn.Module):
-    """``x + Attn(norm x)``, then ``+ MLP(norm .)``: y_j = Block_j(h_j) in METHOD.md."""
+    """``x + Attn(norm x)``, then ``+ MLP(norm .)``: y_j = Block_j(h_j) in docs/method.md."""
 
     def __init__(self, shape: ModelShape, attend=sdpa_attention) -> None:
         super().__init__()

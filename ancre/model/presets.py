@@ -1,7 +1,7 @@
 """Named model sizes and the resolution of a model config into a concrete shape.
 
 The 60m-1b shapes are the Llama shapes of the GaLore protocol that the Ancre paper
-uses (METHOD.md); 7b is Llama-2-7B's; ``tiny`` trains in minutes on a CPU.
+uses (docs/method.md); 7b is Llama-2-7B's; ``tiny`` trains in minutes on a CPU.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ P is the L x (L+1) connection matrix, zero above the diagonal. The parameterisat
 - ``uniform``: P[j, i] = 1 / (j+1), frozen ("all connections, equal weight").
 - ``fixed``: frozen edges ``i:j`` (weight 1, or ``i:j@w``) adding the output of layer
   i (0 = the input h_0) to the output of layer j: P[j-1, i] = w. Rows may be all zero
-  (the deep-linear-network layouts of METHOD.md, such as 0:2 alone).
+  (the deep-linear-network layouts of docs/method.md, such as 0:2 alone).
 
 The logits and the softmax stay in fp32 whatever precision the blocks run in. The
 topology works on any sequence of blocks that map a state to a state of the same shape.

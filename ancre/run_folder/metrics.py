@@ -47,17 +47,23 @@ def read_metrics(path: str | Path) -> Metrics:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
-            record = None
-        if isinstance(record, dict):
+        record = parse_record(line)
+        if record is not None:
             metrics.records.append(record)
         elif number == len(lines):  # the text after the last newline
             metrics.partial = True
         else:
             metrics.bad_lines.append(number)
     return metrics
+
+
+def parse_record(line: str) -> dict[str, Any] | None:
+    """One line's record, or None when it is not a JSON object (a torn line)."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def record_step(record: dict[str, Any]) -> int:

@@ -13,7 +13,6 @@ What a run wrote after that checkpoint is of two kinds:
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from ancre.atomic import write_text_atomic
 from ancre.run_folder.layout import RunFolder, has_manifest
-from ancre.run_folder.metrics import record_step
+from ancre.run_folder.metrics import parse_record, record_step
 
 logger = logging.getLogger("ancre")
 
@@ -83,11 +82,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
     for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
-            record = None
-        if not isinstance(record, dict):
+        record = parse_record(line)
+        if record is None:
             torn += 1
         elif record_step(record) <= step:
             kept.append(line)

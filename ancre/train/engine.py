@@ -5,7 +5,7 @@ This is the only module of ancre that imports deepspeed or torch.distributed.
 Precision: ``train.precision: bf16`` runs DeepSpeed's ``torch_autocast`` mode. The
 parameters stay fp32 (they are the master weights the optimiser updates), matrix
 work runs in bf16 under autocast, and the topology logits and their softmax stay
-fp32 as METHOD.md requires. DeepSpeed's ``bf16`` section is not used because it casts
+fp32 as docs/method.md requires. DeepSpeed's ``bf16`` section is not used because it casts
 every parameter, the topology logits included, to bf16.
 """
 

@@ -7,7 +7,7 @@ import pytest
 from ancre.config import ConfigError, ModelConfig
 from ancre.model.presets import PRESETS, resolve_shape
 
-# METHOD.md: size -> (hidden, intermediate, heads, layers)
+# docs/method.md: size -> (hidden, intermediate, heads, layers)
 PAPER_SHAPES = {
     "60m": (512, 1376, 8, 8),
     "130m": (768, 2048, 12, 12),

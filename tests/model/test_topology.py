@@ -16,7 +16,7 @@ from ancre.snapshot import TopologySnapshot
 
 
 def expected_matrix(logits: torch.Tensor, num_layers: int, tau: float) -> torch.Tensor:
-    """P from the flat learnable logits, row by row, straight from METHOD.md."""
+    """P from the flat learnable logits, row by row, straight from docs/method.md."""
     matrix = torch.zeros(num_layers, num_layers + 1)
     matrix[0, 0] = 1.0
     start = 0

@@ -9,7 +9,6 @@ import pytest
 
 from ancre.checkpoint import TrainerState, complete_checkpoint
 from ancre.config import load_config, save_config
-from ancre.data.tokenizer import train_tokenizer
 from ancre.kernels import reference_backend
 from ancre.model.topology import AncreTopology
 from ancre.run_folder import RunFolder
@@ -18,12 +17,9 @@ SETTINGS = ["train.steps=50", "train.warmup_steps=1"]
 
 
 @pytest.fixture(scope="session")
-def tokenizer_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    words = "anchor layer residual weight matrix token window shard stone river".split()
-    texts = [" ".join(words[(i * k) % len(words)] for k in range(1, 12)) for i in range(60)]
-    path = tmp_path_factory.mktemp("tokenizer") / "run.model"
-    train_tokenizer(texts, path, vocab_size=300)
-    return path
+def tokenizer_file(sample_tokenizer) -> Path:
+    """The sample corpus's tokenizer file (tests/conftest.py)."""
+    return sample_tokenizer.path
 
 
 @pytest.fixture

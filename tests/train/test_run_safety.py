@@ -50,6 +50,15 @@ def settings(out: Path, tokenizer: Path | str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def copy_of_sample(tmp_path: Path, pattern: str = "c4-*.json.gz") -> Path:
+    """A copy of the sample corpus's shards, to damage or extend."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for shard in SAMPLE.glob(pattern):
+        shutil.copy(shard, corpus / shard.name)
+    return corpus
+
+
 def one_line_error(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -73,8 +82,7 @@ def out_dir(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("name", "problem"),
-    [("..", "is a reference to a folder"), (".", "is a reference to a folder"),
-     ("a/b", "holds a path separator"), ("''", "is empty")],
+    [("..", "is a reference to a folder"), ("''", "is empty")],  # the others: test_config
 )  # fmt: skip
 def test_a_run_name_that_is_not_one_folder_name_deletes_nothing(
     out_dir, tmp_path, subprocess_env, name, problem
@@ -143,10 +151,7 @@ def test_bad_data_settings_are_one_line_errors_naming_the_key(
 def test_a_validation_split_shorter_than_one_sequence_leaves_no_folder(
     tmp_path, subprocess_env, sample_tokenizer
 ):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for shard in SAMPLE.glob("c4-train*.json.gz"):
-        shutil.copy(shard, corpus / shard.name)
+    corpus = copy_of_sample(tmp_path, "c4-train*.json.gz")
     (corpus / "c4-validation.00000-of-00001.jsonl").write_text('{"text": "too short"}\n')
     result = ancre(
         "train", *settings(tmp_path / "runs", sample_tokenizer.path, f"data.path={corpus}"),
@@ -279,10 +284,7 @@ def test_a_second_job_on_the_same_folder_is_refused_naming_the_owner(
 
 @pytest.mark.slow
 def test_poison_lines_never_stop_training_or_tokenizer_training(tmp_path, subprocess_env):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for shard in SAMPLE.glob("c4-*.json.gz"):
-        shutil.copy(shard, corpus / shard.name)
+    corpus = copy_of_sample(tmp_path)
     poison = [
         b'{"text": "a lone surrogate \\ud800 in the text"}',
         b"[" * 200_000 + b"]" * 200_000,
@@ -311,10 +313,7 @@ def test_poison_lines_never_stop_training_or_tokenizer_training(tmp_path, subpro
 def test_shards_added_after_a_checkpoint_join_and_removed_ones_are_refused(
     tmp_path, subprocess_env, sample_tokenizer
 ):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for shard in SAMPLE.glob("c4-*.json.gz"):
-        shutil.copy(shard, corpus / shard.name)
+    corpus = copy_of_sample(tmp_path)
     args = settings(tmp_path, sample_tokenizer.path, f"data.path={corpus}")
     assert ancre("train", *args, env=subprocess_env).returncode == 0
     extra = corpus / "c4-train.00009-of-00009.json.gz"
