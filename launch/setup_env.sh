@@ -26,14 +26,15 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
 fi
 
 ancre_stamp="$VIRTUAL_ENV/.ancre-installed${ancre_extras:+-$ancre_extras}"
-ancre_want=$(cat "$ancre_repo/pyproject.toml" | sha256sum | cut -d' ' -f1)
+ancre_want=$(sha256sum <"$ancre_repo/pyproject.toml" | cut -d' ' -f1)
 if [ "$(cat "$ancre_stamp" 2>/dev/null)" != "$ancre_want" ]; then
     if ! python -c 'import torch' 2>/dev/null; then
         echo "[setup] installing torch==2.13.0"
         python -m pip install -q "torch==2.13.0" || return 1
     fi
     ancre_constraints=$(mktemp)
-    python -c 'import torch; print(f"torch=={torch.__version__}")' >"$ancre_constraints"
+    python -c 'from importlib.metadata import version; print("torch==" + version("torch"))' \
+        >"$ancre_constraints"
     echo "[setup] installing ancre${ancre_extras:+[$ancre_extras]} (keeping $(cat "$ancre_constraints"))"
     python -m pip install -q -c "$ancre_constraints" -e "$ancre_repo${ancre_extras:+[$ancre_extras]}" \
         || { rm -f "$ancre_constraints"; return 1; }

@@ -53,7 +53,9 @@ def main() -> None:
             steps = steps_to_reach(records, target)
             if steps is not None and own:
                 ratios.append(steps / own)
-            print(f"  {kind:<10} seed {seed}: {steps} steps (baseline {own})")
+            shown = "never" if steps is None else f"~{steps:.0f}"
+            print(f"  {kind:<10} seed {seed}: {shown} steps (baseline ~{own:.0f}; read off the "
+                  "val_loss curve between evaluations)")  # fmt: skip
         if ratios:
             print(f"  {kind:<10} mean ratio {statistics.mean(ratios):.3f} "
                   f"({1 - statistics.mean(ratios):+.1%} steps saved)")  # fmt: skip

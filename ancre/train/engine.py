@@ -12,6 +12,7 @@ every parameter, the topology logits included, to bf16.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.cpp_extension import get_default_build_root
 
 if not torch.cuda.is_available():
     # DeepSpeed picks its accelerator when imported; without a GPU it must be the CPU.
@@ -128,6 +130,22 @@ def _slurm_variables(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def launcher_rank() -> int:
+    """This process's global rank as the launcher set it (0 without a launcher)."""
+    value = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+    return int(value) if value.isdigit() else 0
+
+
+def describe_device(context: DistributedContext) -> str:
+    """A line for the log: the device, and on a CPU how to use a GPU instead."""
+    if context.device.type == "cuda":
+        return f"device: {context.device} ({torch.cuda.get_device_name(context.device)})"
+    return (
+        "device: CPU (no CUDA GPU found: on a machine with one, a torch build with CUDA and "
+        "the same command use it; pip install 'ancre[gpu]' adds the fused kernels)"
+    )
+
+
 def init_distributed(timeout_s: int = 300) -> DistributedContext:
     """Joins the process group that a launcher (DeepSpeed, torchrun, srun) describes.
 
@@ -159,9 +177,15 @@ def init_distributed(timeout_s: int = 300) -> DistributedContext:
         )
     deepspeed_logger.setLevel(logging.WARNING)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(
-        dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(seconds=timeout_s)
-    )
+    if backend == "gloo" and not _shm_op_is_built():
+        logger.info(
+            "building DeepSpeed's CPU communication op (once per machine; about a minute on "
+            "two cores; cached in %s)", get_default_build_root(),
+        )  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):  # DeepSpeed prints "built successfully"
+        deepspeed.init_distributed(
+            dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(seconds=timeout_s)
+        )
     local_rank = int(os.environ["LOCAL_RANK"])
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
@@ -169,6 +193,12 @@ def init_distributed(timeout_s: int = 300) -> DistributedContext:
     else:
         device = torch.device("cpu")
     return DistributedContext(dist.get_rank(), local_rank, dist.get_world_size(), device)
+
+
+def _shm_op_is_built() -> bool:
+    """Whether DeepSpeed's CPU shared-memory op is in the torch extensions cache."""
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    return any(root.glob("*/deepspeed_shm_comm/*.so")) or any(root.glob("deepspeed_shm_comm/*.so"))
 
 
 # "Connection closed by peer [10.0.0.7]:41234", "Read error [10.0.0.7]:41234: ..."

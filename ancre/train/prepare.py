@@ -167,6 +167,10 @@ def run_tokenizer(config: AncreConfig, plan: RunPlan) -> None:
     elif config.data.tokenizer is not None:
         write_bytes_atomic(path, Path(config.data.tokenizer).read_bytes())
     elif not path.exists():
+        logger.info(
+            "training a %d-piece %s tokenizer on the training split (data.tokenizer is null) ...",
+            config.data.tokenizer_vocab_size, config.data.tokenizer_model,
+        )  # fmt: skip
         skipped: Counter[str] = Counter()
         documents = split_texts(config.data, "train", skipped)
         train_tokenizer(

@@ -26,7 +26,15 @@ from ancre.data.loader import TrainLoader, validation_set
 from ancre.data.tokenizer import Tokenizer
 from ancre.model import Transformer, build_model, resolve_shape
 from ancre.run_folder import RunFolder, RunLock, RunPlan
-from ancre.train.engine import DistributedContext, Engine, any_process, init_distributed
+from ancre.train.engine import (
+    DistributedContext,
+    Engine,
+    any_process,
+    describe_device,
+    init_distributed,
+    launcher_rank,
+)
+from ancre.train.flops import flops_per_token
 from ancre.train.metrics import JsonlSink, MetricsLogger, MetricsSink, WandbSink
 from ancre.train.preemption import StopRequested, StopSignals, release_stop_signals, stop_signals
 from ancre.train.prepare import (
@@ -74,12 +82,18 @@ def _metric_sinks(config: AncreConfig, folder: RunFolder) -> list[MetricsSink]:
 
 
 def _format_matrix(matrix: list[list[float]]) -> str:
-    header = "      " + " ".join(f"{'h' + str(i):>6}" for i in range(len(matrix) + 1))
+    """P as a table: rows are blocks j, columns the states h_0 .. h_{L-1} they read.
+
+    (The last column of the L x (L+1) matrix, h_L, is read by no block and left out.)
+    """
+    num_layers = len(matrix)
+    header = "      " + " ".join(f"{'h' + str(i):>6}" for i in range(num_layers))
     rows = [
-        f"blk{j:<3}" + " ".join(f"{v:6.3f}" if i <= j else f"{'':6}" for i, v in enumerate(row))
+        f"blk{j:<3}"
+        + " ".join(f"{row[i]:6.3f}" if i <= j else f"{'':6}" for i in range(num_layers))
         for j, row in enumerate(matrix)
     ]
-    return "\n".join([header, *rows])
+    return "\n".join([header, *rows]).rstrip()
 
 
 def train(config: AncreConfig) -> Path:
@@ -96,8 +110,10 @@ def train(config: AncreConfig) -> Path:
         NonFiniteLossError: Too many steps in a row had a non-finite loss.
     """
     check_inputs(config)
+    _setup_logging(launcher_rank() == 0)
     context = init_distributed(config.train.dist_timeout_s)
-    _setup_logging(context)
+    _setup_logging(context.is_main)
+    logger.info("%s", describe_device(context))
     if (threads := apply_cpu_threads(config.train.cpu_threads, context.device)) is not None:
         logger.info("%s", threads)
     check_world_size(config, context.world_size)
@@ -150,10 +166,13 @@ def _run(
     if config.model.init_from is not None and plan.resume_from is None:
         _init_weights(model, config.model.init_from)
     if context.is_main:
+        tokens_per_step = config.train.global_batch_size * config.data.seq_len
         logger.info(
-            "model: %d blocks, hidden %d, %.2fM parameters, topology %s; %d process(es)",
+            "model: %d blocks, hidden %d, %.2fM parameters, topology %s; %.3g FLOPs per "
+            "token; %d tokens per step (%d sequences of %d) over %d process(es); run folder %s",
             model.shape.num_layers, model.shape.hidden_size, model.num_parameters() / 1e6,
-            config.topology.kind, context.world_size,
+            config.topology.kind, flops_per_token(model, config.data.seq_len), tokens_per_step,
+            config.train.global_batch_size, config.data.seq_len, context.world_size, folder.root,
         )  # fmt: skip
     engine = Engine(model, config, context, check_world_size(config, context.world_size))
     batches = TrainLoader(
@@ -176,7 +195,10 @@ def _run(
             trainer.fit()
         snapshot = engine.topology_snapshot(trainer.step, trainer.tokens)
         if context.is_main and config.topology.kind != "cascaded":
-            logger.info("learned connection matrix (row j: weights block j puts on h_0..h_j):")
+            logger.info(
+                "learned connection matrix (row j: the weights block j puts on h_0 = the "
+                "embeddings .. h_j = its own input):"
+            )
             logger.info("\n%s", _format_matrix(snapshot.matrix))
         if context.is_main:
             logger.info("run folder: %s", folder.root)
@@ -203,6 +225,9 @@ def _disk_full(error: OSError, folder: RunFolder) -> str:
 def _validation(config: AncreConfig, tokenizer: Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     """The validation set, after checking the model's vocabulary against the tokenizer's."""
     resolve_shape(config.model, tokenizer.vocab_size, config.data.seq_len)
+    logger.info(
+        "reading the validation set (%d tokens of the validation split)", config.eval.tokens
+    )
     return validation_set(config.data, tokenizer, config.eval.tokens)
 
 
@@ -221,8 +246,9 @@ def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float] 
     """
     manifest = verify_checkpoint(folder)
     config = load_config(folder / "config.yaml", overrides)
+    _setup_logging(launcher_rank() == 0)
     context = init_distributed(config.train.dist_timeout_s)
-    _setup_logging(context)
+    _setup_logging(context.is_main)
     apply_cpu_threads(config.train.cpu_threads, context.device)
     tokenizer = Tokenizer(folder / "tokenizer.model")
     torch.manual_seed(config.run.seed)
@@ -237,9 +263,9 @@ def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float] 
     return {"step": manifest["step"], **result} if context.is_main else None
 
 
-def _setup_logging(context: DistributedContext) -> None:
+def _setup_logging(is_main: bool) -> None:
     logging.basicConfig(
-        level=logging.INFO if context.is_main else logging.WARNING,
+        level=logging.INFO if is_main else logging.WARNING,
         format="%(asctime)s %(message)s",
         datefmt="%H:%M:%S",
         force=True,

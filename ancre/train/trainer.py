@@ -122,6 +122,7 @@ class Trainer:
         self.bad_steps = state.bad_steps
         self.skipped_steps = state.skipped_steps
         self._checkpointed_step = state.step if state.step else -1
+        self._began = (time.perf_counter(), self.step)  # (time, step) training began here
 
     @property
     def tokens(self) -> int:
@@ -151,6 +152,7 @@ class Trainer:
         """
         train, every = self.config.train, self.config.checkpoint.every
         topology_every = self.config.checkpoint.topology_every
+        self._began = (time.perf_counter(), self.step)
         if self.step == 0:
             self._log(self.evaluate())
             self.snapshot()
@@ -263,10 +265,21 @@ class Trainer:
         else:
             mfu_text = f" | MFU {record['mfu']:.1%}" if "mfu" in record else ""
             logger.info(
-                "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s%s",
+                "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s%s | %s",
                 record["step"], self.config.train.steps, record["loss"], record["lr"],
-                record["tokens_per_s"], mfu_text,
+                record["tokens_per_s"], mfu_text, self._progress(),
             )  # fmt: skip
+
+    def _progress(self) -> str:
+        """``elapsed 0:01:02, ETA 0:03:10``: time since this process began training.
+
+        The ETA is what the steps left take at the pace so far.
+        """
+        elapsed = time.perf_counter() - self._began[0]
+        done = self.step - self._began[1]
+        left = self.config.train.steps - self.step
+        eta = elapsed / done * left if done > 0 else math.nan
+        return f"elapsed {_clock(elapsed)}, ETA {_clock(eta)}"
 
     def evaluate(self) -> dict[str, float]:
         """Validation loss of the current weights (collective)."""
@@ -331,6 +344,14 @@ class Trainer:
             if error is not None:
                 raise error
             raise OSError(f"another process could not write its part of {folder}")
+
+
+def _clock(seconds: float) -> str:
+    """``H:MM:SS`` (``?`` while unknown)."""
+    if not math.isfinite(seconds):
+        return "?"
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
 def write_error(error: RuntimeError, folder: Path) -> OSError | None:

@@ -16,8 +16,12 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 DPI = 100
+MIN_FONT_PT = 9.0
+"""No text of a saved figure is smaller than this (points, at the saved size)."""
+FORMATS = ("png", "pdf", "svg")
 COLORMAP = "viridis"  # luminance grows monotonically with the value
 MASK_COLOUR = "white"  # cells above the diagonal
 EMPTY_TEXT = "all-zero matrix (cascaded): no connections beyond the plain chain"
@@ -61,17 +65,58 @@ def luminance(rgba: Sequence[float]) -> float:
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
 
-def save_figure(figure: Figure, out_dir: str | Path, stem: str, svg: bool = False) -> list[Path]:
-    """Saves a figure as ``stem.png`` (and ``stem.svg``) at its own size and dpi.
+def save_figure(
+    figure: Figure,
+    out_dir: str | Path,
+    stem: str,
+    formats: Sequence[str] = ("png",),
+    dpi: int | None = None,
+    titles: bool = True,
+) -> list[Path]:
+    """Saves a figure in each format at its own size; no text below :data:`MIN_FONT_PT`.
+
+    Args:
+        figure: The figure.
+        out_dir: Where to write.
+        stem: The file name without suffix.
+        formats: Any of ``png``, ``pdf``, ``svg``; the first is the one a report shows.
+        dpi: Resolution of raster output (None: the figure's own).
+        titles: Keep the titles (False drops them, for a paper's own captions).
 
     Returns:
-        The files written, PNG first.
+        The files written, in the order of ``formats``.
     """
+    if not titles:
+        for ax in figure.axes:
+            ax.set_title("")
+        figure.suptitle("")
+    raise_small_fonts(figure)
     out_dir = Path(out_dir)
-    paths = [out_dir / f"{stem}.png"] + ([out_dir / f"{stem}.svg"] if svg else [])
+    paths = [out_dir / f"{stem}.{suffix}" for suffix in formats]
     for path in paths:
-        figure.savefig(path, dpi=figure.dpi, facecolor="white")
+        figure.savefig(path, dpi=dpi or figure.dpi, facecolor="white")
     return paths
+
+
+def raise_small_fonts(figure: Figure, smallest: float = MIN_FONT_PT) -> None:
+    """Sets every text of a figure (tick labels included) to at least ``smallest`` points."""
+    figure.canvas.draw()  # makes the tick labels
+    for text in figure.findobj(Text):
+        if text.get_fontsize() < smallest:
+            text.set_fontsize(smallest)
+    for ax in figure.axes:
+        ax.tick_params(labelsize=max(smallest, _tick_size(ax)))
+
+
+def _tick_size(ax: object) -> float:
+    labels = ax.get_xticklabels() + ax.get_yticklabels()  # type: ignore[attr-defined]
+    return max((label.get_fontsize() for label in labels), default=MIN_FONT_PT)
+
+
+def plain(value: float, digits: int = 2) -> str:
+    """A number with ``digits`` decimals, never ``-0.00``."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0.0 else text
 
 
 def format_tokens(tokens: int) -> str:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ancre.snapshot import SnapshotError
+from ancre.viz.canvas import FORMATS
 from ancre.viz.report import ReportOptions, write_report
 from ancre.viz.run_data import VizError
 from ancre.viz.wiring import DEFAULT_TOP_K
@@ -29,6 +30,27 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
         "--step", type=int, default=None, help="snapshot step to show (default: the latest)"
     )
     parser.add_argument("--svg", action="store_true", help="also write every figure as SVG")
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=FORMATS,
+        default=None,
+        help="figure format; repeat for several (default: png; pdf for papers)",
+    )
+    parser.add_argument(
+        "--dpi", type=int, default=None, help="resolution of PNG figures (default: 100)"
+    )
+    parser.add_argument(
+        "--no-title", action="store_true", help="figures without titles (captions are yours)"
+    )
+    parser.add_argument(
+        "--compared-keys",
+        default="topology.",
+        metavar="KEY[,KEY]",
+        help="config keys (or prefixes) the comparison is about; runs differing in others "
+        "get a warning naming them (default: %(default)s)",
+    )
     parser.add_argument(
         "--compare",
         nargs="+",
@@ -79,6 +101,9 @@ def run(command: str, args: argparse.Namespace) -> int:
     if args.top_k < 1:
         print("ancre viz: error: --top-k must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.dpi is not None and not 20 <= args.dpi <= 1200:
+        print("ancre viz: error: --dpi must be between 20 and 1200", file=sys.stderr)
+        return EXIT_BAD_INPUT
     options = ReportOptions(
         step=args.step,
         svg=args.svg,
@@ -88,6 +113,10 @@ def run(command: str, args: argparse.Namespace) -> int:
         threshold=args.threshold,
         mp4=args.mp4,
         evolution_steps=args.evolution_steps,
+        formats=args.formats or ["png"],
+        dpi=args.dpi,
+        titles=not args.no_title,
+        compared_keys=[k.strip() for k in args.compared_keys.split(",") if k.strip()],
     )
     try:
         report = write_report(args.run_dir, args.out, options)

@@ -1,7 +1,11 @@
-"""Loss series from metrics records, and how many steps a run needs to reach a loss.
+"""Loss series from metrics records, smoothed and interpolated: where a curve crosses a loss.
 
 Pure functions on lists of metrics records (dicts, as read from metrics.jsonl):
-training lines carry ``loss``, evaluation lines ``val_loss``.
+training lines carry ``loss``, evaluation lines ``val_loss``. A run is only observed
+at the steps it logged or evaluated, so "the step at which it reaches a loss" is read
+off the curve through those points (linear between two neighbours), and always comes
+with the spacing of the points it was read between: that spacing is how well it is
+known.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ancre.viz.run_data import is_finite_number
+
+SMOOTHING_WINDOW = 5
+"""Points of each local linear fit that smooths the training loss."""
 
 
 def series(records: Iterable[Mapping], key: str) -> tuple[list[int], list[float]]:
@@ -28,8 +35,75 @@ def final_value(records: Iterable[Mapping], key: str = "val_loss") -> float | No
     return values[-1] if values else None
 
 
-def steps_to_reach(records: Iterable[Mapping], target: float, key: str = "val_loss") -> int | None:
-    """The first step at which a run's ``key`` is at or below ``target``.
+def smooth(
+    values: Sequence[float], window: int = SMOOTHING_WINDOW, steps: Sequence[float] | None = None
+) -> list[float]:
+    """Each point replaced by a straight line fitted to the ``window`` points around it.
+
+    A local linear fit rather than a moving average: it follows a falling curve to its
+    last point instead of lagging above it (a moving average would raise the final
+    loss a comparison aims at). Near the ends the window shifts inwards, keeping its size.
+
+    Args:
+        values: The curve.
+        window: Points per fit.
+        steps: Where the points are (default: evenly spaced).
+
+    Returns:
+        The smoothed values, one per point.
+    """
+    xs = list(steps) if steps is not None else list(range(len(values)))
+    size = min(window, len(values))
+    out = []
+    for k in range(len(values)):
+        lo = min(max(0, k - size // 2), len(values) - size)
+        x, y = xs[lo : lo + size], values[lo : lo + size]
+        mx, my = sum(x) / size, sum(y) / size
+        sxx = sum((a - mx) ** 2 for a in x)
+        slope = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sxx if sxx else 0.0
+        out.append(my + slope * (xs[k] - mx))
+    return out
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """Where a curve first gets down to a loss.
+
+    Attributes:
+        step: The step, interpolated linearly between the two points around it.
+        spacing: Steps between those two points (0 when the first point is already
+            there): the crossing is known to within this.
+    """
+
+    step: float
+    spacing: float
+
+
+def first_crossing(steps: Sequence[int], values: Sequence[float], target: float) -> Crossing | None:
+    """The first step at which the curve through the points is at or below ``target``.
+
+    Args:
+        steps: Steps of the points, increasing.
+        values: The curve's values there.
+        target: The loss to reach.
+
+    Returns:
+        The crossing, or None when no point gets there.
+    """
+    for k, value in enumerate(values):
+        if value <= target:
+            if k == 0:
+                return Crossing(float(steps[0]), 0.0)
+            s0, s1, v0 = steps[k - 1], steps[k], values[k - 1]
+            fraction = (v0 - target) / (v0 - value) if v0 != value else 1.0
+            return Crossing(s0 + fraction * (s1 - s0), float(s1 - s0))
+    return None
+
+
+def steps_to_reach(
+    records: Iterable[Mapping], target: float, key: str = "val_loss"
+) -> float | None:
+    """The step at which a run's ``key`` first reaches ``target``, interpolated.
 
     Args:
         records: Metrics records; those without a finite ``key`` (training lines, a
@@ -38,82 +112,13 @@ def steps_to_reach(records: Iterable[Mapping], target: float, key: str = "val_lo
         key: Which value to look at.
 
     Returns:
-        The smallest step whose value is <= target, or None if the run never gets there.
+        The interpolated step, or None if the run never gets there.
     """
-    for step, value in zip(*series(records, key), strict=True):
-        if value <= target:
-            return step
-    return None
+    crossing = first_crossing(*series(records, key), target)
+    return None if crossing is None else crossing.step
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """How many steps one run needs to reach the baseline's final validation loss.
-
-    Attributes:
-        run: The run's name.
-        baseline: The baseline's name.
-        target: The baseline's final val_loss.
-        steps: First step at which the run reaches ``target`` (None: never).
-        baseline_steps: First step at which the baseline reaches its own final val_loss.
-    """
-
-    run: str
-    baseline: str
-    target: float
-    steps: int | None
-    baseline_steps: int
-
-    @property
-    def step_ratio(self) -> float | None:
-        """The ratio steps / baseline_steps, or None when the run never reaches the target."""
-        if self.steps is None or self.baseline_steps <= 0:
-            return None
-        return self.steps / self.baseline_steps
-
-    def describe(self) -> str:
-        """One line for people, e.g. ``ancre needs 34.0% fewer steps than cascaded ...``."""
-        goal = f"to reach val_loss {self.target:.4f} (the final val_loss of {self.baseline})"
-        ratio = self.step_ratio
-        if ratio is None:
-            return f"{self.run} does not reach val_loss {self.target:.4f} ({self.baseline}'s final)"
-        counts = f"({self.steps} vs {self.baseline_steps} steps)"
-        if ratio < 1.0:
-            how = f"{(1.0 - ratio) * 100:.1f}% fewer steps than"
-        elif ratio > 1.0:
-            how = f"{(ratio - 1.0) * 100:.1f}% more steps than"
-        else:
-            how = "as many steps as"
-        return f"{self.run} needs {how} {self.baseline} {goal} {counts}"
-
-
-def compare_runs(
-    runs: Sequence[tuple[str, Sequence[Mapping]]], baseline: str | None = None
-) -> list[Comparison]:
-    """Compares every run with the baseline by the steps to reach its final val_loss.
-
-    Args:
-        runs: (name, records) of each run.
-        baseline: Name of the baseline run; None takes the first run.
-
-    Returns:
-        One comparison per run other than the baseline.
-
-    Raises:
-        ValueError: The baseline is not among the runs, or has no val_loss.
-    """
-    names = [name for name, _ in runs]
-    chosen = names[0] if baseline is None else baseline
-    if chosen not in names:
-        raise ValueError(f"baseline {chosen!r} is not one of the runs ({', '.join(names)})")
-    base_records = runs[names.index(chosen)][1]
-    target = final_value(base_records)
-    if target is None:
-        raise ValueError(f"baseline {chosen!r} has no val_loss record to compare against")
-    base_steps = steps_to_reach(base_records, target)
-    assert base_steps is not None  # the final value reaches itself
-    return [
-        Comparison(name, chosen, target, steps_to_reach(records, target), base_steps)
-        for name, records in runs
-        if name != chosen
-    ]
+def median_spacing(steps: Sequence[int]) -> float:
+    """The typical number of steps between two points of a curve (0 for one point)."""
+    gaps = sorted(b - a for a, b in zip(steps, steps[1:], strict=False))
+    return float(gaps[len(gaps) // 2]) if gaps else 0.0

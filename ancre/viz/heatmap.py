@@ -1,7 +1,9 @@
 """The connection matrix as a heatmap, alone or as small multiples over training.
 
-Rows are the reading blocks j (top to bottom), columns the source states h_i
-(0 = the embeddings); cells above the diagonal do not exist and are left blank.
+Rows are the reading blocks j (top to bottom), columns the states h_i they read:
+h_0 is the embeddings and h_i the input of block i. The matrix is L x (L+1), but its
+last column (h_L, the last block's output) is read by no block: the heatmap shows the
+L columns h_0 .. h_{L-1}. Cells above the diagonal do not exist and are left blank.
 Cell (row j, column i) is centred on the data point (x=i, y=j).
 """
 
@@ -23,17 +25,22 @@ from ancre.viz.canvas import (
     is_all_zero,
     luminance,
     new_figure,
+    plain,
     shared_norm,
     snapshot_title,
 )
 
-ANNOTATE_MAX_LAYERS = 16
+ANNOTATE_MAX_LAYERS = 10
+"""Values are printed in the cells up to this L (larger ones would need tiny fonts)."""
 COLORBAR_LABEL = "connection weight P[j, i]"
+X_LABEL = "state h_i read (h_0 = embeddings, h_i = input of block i)"
+Y_LABEL = "reading block j"
 
 
 def masked_matrix(matrix: Sequence[Sequence[float]] | np.ndarray) -> np.ma.MaskedArray:
-    """P as a masked array (L, L+1) hiding the cells above the diagonal (i > j)."""
+    """P's read columns as a masked array (L, L): h_0 .. h_{L-1}, cells i > j hidden."""
     p = np.asarray(matrix, dtype=np.float64)  # (L, L+1)
+    p = p[:, : p.shape[0]]  # (L, L): the column of h_L is read by no block
     rows, cols = np.indices(p.shape)
     return np.ma.masked_where(cols > rows, p)
 
@@ -63,19 +70,17 @@ def draw_matrix(
     num_layers = data.shape[0]
     cmap = colormap()
     image = ax.imshow(data, cmap=cmap, norm=norm, interpolation="nearest", aspect="equal")
-    ax.set_xlim(-0.5, num_layers + 0.5)
+    ax.set_xlim(-0.5, num_layers - 0.5)
     ax.set_ylim(num_layers - 0.5, -0.5)
-    step = _tick_step(num_layers + 1)
-    columns = list(range(0, num_layers + 1, step))
-    ax.set_xticks(columns, ["emb" if i == 0 else str(i) for i in columns])
-    ax.set_yticks(list(range(0, num_layers, _tick_step(num_layers))))
-    ax.set_xlabel("source state h_i (0 = embeddings)")
-    ax.set_ylabel("reading block j")
-    ax.tick_params(length=2, labelsize=8)
+    step = _tick_step(num_layers)
+    ax.set_xticks(list(range(0, num_layers, step)))
+    ax.set_yticks(list(range(0, num_layers, step)))
+    ax.set_xlabel(X_LABEL)
+    ax.set_ylabel(Y_LABEL)
+    ax.tick_params(length=2, labelsize=9)
     if annotate is None:
         annotate = num_layers <= ANNOTATE_MAX_LAYERS
     if annotate:
-        size = 8 if num_layers <= 8 else 6 if num_layers <= 12 else 5
         for j in range(num_layers):
             for i in range(j + 1):
                 value = float(data[j, i])
@@ -83,10 +88,10 @@ def draw_matrix(
                 ax.text(
                     i,
                     j,
-                    f"{value:.2f}",
+                    plain(value),
                     ha="center",
                     va="center",
-                    fontsize=size,
+                    fontsize=9,
                     color="white" if dark else "black",
                 )
     if is_all_zero(data.filled(0.0)):
@@ -130,7 +135,7 @@ def matrix_figure(
         The figure (axes ``figure.axes[0]`` is the matrix).
     """
     num_layers = snapshot.num_layers
-    width = min(12.0, max(5.5, 2.5 + 0.3 * (num_layers + 1)))
+    width = min(12.0, max(6.0, 2.5 + 0.45 * num_layers))
     figure = new_figure(width, width * 0.8)
     ax = figure.add_subplot()
     norm = norm or shared_norm([snapshot.matrix])
@@ -159,16 +164,15 @@ def evolution_figure(snapshots: Sequence[TopologySnapshot], run_name: str = "") 
     columns = min(count, 3)
     rows = math.ceil(count / columns)
     num_layers = snapshots[0].num_layers
-    panel = 3.4 if num_layers <= 24 else 4.2
+    panel = 3.6 if num_layers <= 24 else 4.4
     figure = new_figure(columns * panel + 1.2, rows * panel * 0.95 + 0.6)
     norm = shared_norm(s.matrix for s in snapshots)
     axes = [figure.add_subplot(rows, columns, k + 1) for k in range(count)]
     image = None
     for ax, snapshot in zip(axes, snapshots, strict=True):
         image = draw_matrix(ax, snapshot.matrix, norm, annotate=num_layers <= 6)
-        ax.set_title(snapshot_title(snapshot.step, snapshot.tokens), fontsize=9)
-        ax.xaxis.label.set_fontsize(7)
-        ax.yaxis.label.set_fontsize(7)
+        ax.set_title(snapshot_title(snapshot.step, snapshot.tokens), fontsize=10)
+        ax.set_xlabel("state h_i read")  # the full naming is in the single heatmap
     figure.colorbar(image, ax=axes, label=COLORBAR_LABEL, shrink=0.8)
     prefix = f"{run_name}: " if run_name else ""
     figure.suptitle(f"{prefix}connection matrix over training", fontsize=11)

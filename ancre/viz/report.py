@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ancre.viz.animation import write_animation
 from ancre.viz.canvas import save_figure
-from ancre.viz.curves import Comparison, compare_runs, final_value, series
+from ancre.viz.compare import (
+    Comparison,
+    compare_runs,
+    compare_settings,
+    differing_keys,
+    setting_key,
+)
+from ancre.viz.curves import final_value, series
 from ancre.viz.heatmap import describe_snapshot, evolution_figure, matrix_figure
 from ancre.viz.html import Section, render_page
 from ancre.viz.losses import loss_figure
@@ -17,6 +25,7 @@ from ancre.viz.run_data import (
     RunData,
     VizError,
     evenly_spaced,
+    expand_runs,
     load_run,
     select_snapshot,
 )
@@ -41,6 +50,11 @@ class ReportOptions:
         threshold: Draw every connection with |P| >= threshold instead of the top k.
         mp4: Write the animation as MP4 (when ffmpeg is on PATH) instead of GIF.
         evolution_steps: Steps of the small multiples; None picks ~6 evenly spaced.
+        formats: Formats of every figure (png, pdf, svg); the first is shown in the page.
+        dpi: Resolution of raster figures (None: 100).
+        titles: Draw titles on the figures (off for a paper's own captions).
+        compared_keys: Config keys (or prefixes) the comparison is about; runs that
+            differ in other keys are named with them.
     """
 
     step: int | None = None
@@ -51,6 +65,10 @@ class ReportOptions:
     threshold: float | None = None
     mp4: bool = False
     evolution_steps: Sequence[int] | None = None
+    formats: Sequence[str] = ("png",)
+    dpi: int | None = None
+    titles: bool = True
+    compared_keys: Sequence[str] = ("topology.",)
 
 
 @dataclass
@@ -120,7 +138,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path, options: ReportOption
         SnapshotError: A snapshot file is malformed (names the file).
     """
     run = load_run(run_dir)
-    others = [load_run(path, need_snapshots=False) for path in options.compare]
+    seen = {Path(run_dir).resolve()}
+    others = []
+    for path in expand_runs(options.compare):  # a sweep folder may hold the shown run too
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            others.append(load_run(path, need_snapshots=False))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = Report()
@@ -128,10 +151,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path, options: ReportOption
     name = names[0]
     shown = select_snapshot(run.snapshots, options.step)
 
+    formats = list(dict.fromkeys([*options.formats, *(["svg"] if options.svg else [])]))
+
     def save(figure, stem: str) -> Path:
-        paths = save_figure(figure, out, stem, options.svg)
+        paths = save_figure(figure, out, stem, formats, options.dpi, options.titles)
         report.files.extend(paths)
-        return paths[0]
+        return next((p for p in paths if p.suffix == ".png"), paths[0])
 
     sections = [
         Section(
@@ -184,11 +209,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path, options: ReportOption
 
     runs = list(zip(names, [run.records] + [o.records for o in others], strict=True))
     if others:
-        try:
-            report.comparisons = compare_runs(runs, options.baseline)
-        except ValueError as error:
-            raise VizError(str(error)) from None
-        report.notes[:0] = [c.describe() for c in report.comparisons]
+        report.comparisons, notes = _compare([run, *others], names, options)
+        report.notes[:0] = notes
     elif options.baseline is not None:
         raise VizError("--baseline needs --compare RUN [RUN ...]")
     sections.append(
@@ -207,9 +229,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path, options: ReportOption
             {
                 "run": c.run,
                 "baseline": c.baseline,
-                "target_val_loss": c.target,
+                "curve": c.curve.key,
+                "smoothed": c.curve.smoothed,
+                "target": c.target,
                 "steps": c.steps,
                 "baseline_steps": c.baseline_steps,
+                "spacing": c.spacing,
                 "step_ratio": c.step_ratio,
                 "description": c.describe(),
             }
@@ -236,6 +261,70 @@ def write_report(run_dir: str | Path, out_dir: str | Path, options: ReportOption
     html_path.write_text(page, encoding="utf-8")
     report.files.append(html_path)
     return report
+
+
+def _compare(
+    runs: Sequence[RunData], names: Sequence[str], options: ReportOptions
+) -> tuple[list[Comparison], list[str]]:
+    """Steps-to-reach comparisons (one run per setting) or mean and spread (several seeds).
+
+    Returns:
+        The comparisons of single runs (empty with seeds) and the lines for people,
+        warnings about unfair differences first.
+    """
+    groups: dict[str, list[int]] = {}
+    for k, item in enumerate(runs):
+        groups.setdefault(setting_key(item.config, names[k]), []).append(k)
+    setting_names = {key: _setting_name(names[ks[0]]) for key, ks in groups.items()}
+    notes = []
+    firsts = {setting_names[key]: runs[ks[0]].config for key, ks in groups.items()}
+    differences = differing_keys(firsts, options.compared_keys)
+    if differences:
+        notes.append(
+            "warning: the runs differ in more than the compared keys ("
+            + ", ".join(options.compared_keys) + "), so the comparison is not like for like: "
+            + "; ".join(differences)
+        )  # fmt: skip
+    counts = {setting_names[key]: len(ks) for key, ks in groups.items()}
+    if len(set(counts.values())) > 1:
+        notes.append(
+            "warning: the settings have different numbers of seeds: "
+            + ", ".join(f"{n}: {c}" for n, c in counts.items())
+        )
+    seeded = any(len({repr((runs[k].config or {}).get("run.seed")) for k in ks}) > 1
+                 for ks in groups.values())  # fmt: skip
+    try:
+        if seeded:
+            settings = {
+                setting_names[key]: [runs[k].records for k in ks] for key, ks in groups.items()
+            }
+            base = _baseline_setting(options.baseline, names, groups, setting_names)
+            return [], notes + compare_settings(settings, base)
+        records = [(names[k], item.records) for k, item in enumerate(runs)]
+        comparisons = compare_runs(records, options.baseline)
+    except ValueError as error:
+        raise VizError(str(error)) from None
+    return comparisons, [c.describe() for c in comparisons] + notes
+
+
+def _setting_name(run_name: str) -> str:
+    """A run's name without its seed suffix (``ancre-s2`` -> ``ancre``)."""
+    return re.sub(r"[-_.]?s(eed)?\d+$", "", run_name) or run_name
+
+
+def _baseline_setting(
+    baseline: str | None,
+    names: Sequence[str],
+    groups: dict[str, list[int]],
+    setting_names: dict[str, str],
+) -> str:
+    """The setting the baseline (a run or a setting name) belongs to; the first by default."""
+    for key, members in groups.items():
+        if baseline is None and 0 in members:
+            return setting_names[key]
+        if baseline in (setting_names[key], *[names[k] for k in members]):
+            return setting_names[key]
+    raise VizError(f"baseline {baseline!r} is not one of the runs or settings")
 
 
 def _val_notes(runs: Sequence[tuple[str, Sequence]]) -> list[str]:

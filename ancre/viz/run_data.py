@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from ancre.run_folder import RunFolder, read_metrics
 from ancre.snapshot import SnapshotError, TopologySnapshot, read_snapshot
 
@@ -28,12 +30,14 @@ class RunData:
         path: The run folder or snapshot file that was read.
         snapshots: Topology snapshots in step order (may be empty for compared runs).
         records: metrics.jsonl records in file order (empty when there is no file).
+        config: The run's config.yaml as dotted keys (None: no readable config).
     """
 
     name: str
     path: Path
     snapshots: list[TopologySnapshot] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
+    config: dict[str, object] | None = None
 
     @property
     def num_layers(self) -> int:
@@ -91,11 +95,58 @@ def load_run(path: str | Path, need_snapshots: bool = True) -> RunData:
         )  # fmt: skip
     records = metrics.records
     snapshots: list[TopologySnapshot] = []
-    if need_snapshots:
+    if need_snapshots or folder.snapshots():
         snapshots = read_snapshots(folder.topology_dir)
-    elif not records:
+    if not need_snapshots and not records:
         raise VizError(f"{folder.metrics_file}: no metrics to compare (missing or empty)")
-    return RunData(name=path.resolve().name, path=path, snapshots=snapshots, records=records)
+    return RunData(
+        name=path.resolve().name, path=path, snapshots=snapshots, records=records,
+        config=read_run_config(folder),
+    )  # fmt: skip
+
+
+def read_run_config(folder: RunFolder) -> dict[str, object] | None:
+    """A run's config.yaml as dotted keys (``{"train.steps": 200, ...}``), or None."""
+    try:
+        tree = yaml.safe_load(folder.config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(tree, dict):
+        return None
+    flat: dict[str, object] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(tree, "")
+    return flat
+
+
+def expand_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run folders from paths that are run folders or folders of runs (a sweep's).
+
+    Raises:
+        VizError: A path is neither (it names the path).
+    """
+    runs: list[Path] = []
+    for path in map(Path, paths):
+        folder = RunFolder(path)
+        if folder.metrics_file.is_file() or folder.config_file.is_file() or path.is_file():
+            runs.append(path)
+            continue
+        inner = (
+            sorted(p for p in path.iterdir() if RunFolder(p).metrics_file.is_file())
+            if path.is_dir()
+            else []
+        )
+        if not inner:
+            raise VizError(f"{path}: neither a run folder nor a folder of run folders")
+        runs.extend(inner)
+    return runs
 
 
 def select_snapshot(snapshots: Sequence[TopologySnapshot], step: int | None) -> TopologySnapshot:
@@ -135,6 +186,7 @@ __all__ = [
     "SnapshotError",
     "VizError",
     "evenly_spaced",
+    "expand_runs",
     "is_finite_number",
     "load_run",
     "read_snapshots",

@@ -29,7 +29,7 @@ def depth_figure(
     Returns:
         The figure, one panel per statistic.
     """
-    figure = new_figure(12.0, 3.8)
+    figure = new_figure(13.0, 4.2)
     axes = figure.subplots(1, len(PLOTTED))
     blocks = np.arange(snapshot.num_layers)
     shown = [(snapshot, "-", "C0")]
@@ -50,6 +50,7 @@ def depth_figure(
         if name == "entropy":
             ax.plot(blocks, np.log(blocks + 1.0), ":", color="C3", label="uniform row log(j+1)")
         ax.set_xlabel("block j")
+        ax.set_ylabel(LABELS[name])
         ax.set_title(LABELS[name], fontsize=10)
         ax.grid(alpha=0.3)
         if np.all(np.isnan(block_statistics(snapshot.matrix).get(name))):
@@ -60,9 +61,9 @@ def depth_figure(
                 transform=ax.transAxes,
                 ha="center",
                 va="center",
-                fontsize=8,
+                fontsize=9,
             )
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=9)
     prefix = f"{run_name}: " if run_name else ""
     figure.suptitle(
         f"{prefix}per-block statistics, {snapshot_title(snapshot.step, snapshot.tokens)}",
@@ -96,7 +97,7 @@ def training_figure(snapshots: Sequence[TopologySnapshot], run_name: str = "") -
     Returns:
         The figure, one panel per statistic with its colorbar.
     """
-    figure = new_figure(12.0, 4.2)
+    figure = new_figure(14.0, 4.6)
     axes = figure.subplots(1, len(PLOTTED))
     steps = [s.step for s in snapshots]
     num_layers = snapshots[0].num_layers
@@ -111,7 +112,7 @@ def training_figure(snapshots: Sequence[TopologySnapshot], run_name: str = "") -
         ax.set_xlabel("step")
         ax.set_ylabel("block j")
         ax.set_title(LABELS[name], fontsize=10)
-        figure.colorbar(mesh, ax=ax, shrink=0.85)
+        figure.colorbar(mesh, ax=ax, shrink=0.85, label=LABELS[name])
     if all(is_all_zero(s.matrix) for s in snapshots):
         axes[1].text(
             0.5,
@@ -120,7 +121,7 @@ def training_figure(snapshots: Sequence[TopologySnapshot], run_name: str = "") -
             transform=axes[1].transAxes,
             ha="center",
             va="center",
-            fontsize=8,
+            fontsize=9,
             bbox={"facecolor": "white", "edgecolor": "0.5"},
         )
     prefix = f"{run_name}: " if run_name else ""

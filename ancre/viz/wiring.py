@@ -1,9 +1,9 @@
 """The wiring diagram: blocks as nodes on a line, the strongest connections as arcs.
 
-Node 0 is the embeddings (h_0), node j+1 is block j (whose output is h_{j+1}). The
-weight P[j, i] that block j puts on h_i is an arc from node i (where h_i is made) to
-node j+1; its width and colour show the weight. The arc from node j to node j+1 is
-the block's plain residual, P[j, j].
+Node i is the state h_i, named as in the heatmaps: h_0 is the embeddings and h_i the
+input of block i (made by block i-1). Block j reads h_j and writes h_{j+1}; the weight
+P[j, i] it puts on h_i is an arc from node i to node j+1, its width and colour showing
+the weight. The arc from node j to node j+1 is the block's plain residual, P[j, j].
 """
 
 from __future__ import annotations
@@ -100,12 +100,12 @@ def wiring_figure(
         )
     ax.plot([0, num_layers], [0, 0], color="0.75", linewidth=1.0, zorder=1)
     ax.scatter(range(num_layers + 1), [0] * (num_layers + 1), s=30, color="0.2", zorder=3)
-    label_step = max(1, num_layers // 16)
+    label_step = max(1, num_layers // 12)
     for node in range(0, num_layers + 1, label_step):
-        name = "emb" if node == 0 else f"B{node - 1}"
-        ax.text(node, -0.06 * tallest - 0.1, name, ha="center", va="top", fontsize=7)
+        ax.text(node, -0.06 * tallest - 0.1, f"h{node}", ha="center", va="top", fontsize=9)
+    ax.text(0, -0.2 * tallest - 0.25, "h0 = embeddings", ha="left", va="top", fontsize=9)
     ax.set_xlim(-0.7, num_layers + 0.7)
-    ax.set_ylim(-0.2 * tallest - 0.3, 0.55 * tallest + 0.2)
+    ax.set_ylim(-0.3 * tallest - 0.4, 0.55 * tallest + 0.2)
     ax.set_axis_off()
     figure.colorbar(ScalarMappable(norm, cmap), ax=ax, label=COLORBAR_LABEL, shrink=0.8)
     rule = f"|P| >= {threshold:g}" if threshold is not None else f"top {top_k} per block"
@@ -113,8 +113,8 @@ def wiring_figure(
     ax.set_title(
         f"{prefix}wiring ({describe_snapshot(snapshot)}), {rule}, "
         f"{snapshot_title(snapshot.step, snapshot.tokens)}\n"
-        "arc from node i to block j: block j reads h_i with weight P[j, i]",
-        fontsize=9,
+        "an arc from h_i to h_(j+1): block j reads h_i with weight P[j, i]",
+        fontsize=10,
     )
     if is_all_zero(snapshot.matrix):
         note_all_zero(ax)

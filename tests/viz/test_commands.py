@@ -37,7 +37,8 @@ def test_compare_records_the_step_ratio(make_run, tmp_path, capsys):
     line = "ancre needs 50.0% fewer steps than cascaded"
     assert line in capsys.readouterr().out
     comparison = json.loads((out / "summary.json").read_text())["comparisons"][0]
-    assert comparison["step_ratio"] == 0.5 and comparison["steps"] == 50
+    assert comparison["step_ratio"] == pytest.approx(0.5)
+    assert comparison["steps"] == pytest.approx(50) and comparison["curve"] == "val_loss"
     assert line in (out / "report.html").read_text()
     # the baseline defaults to the first run given
     assert viz(base, "--out", tmp_path / "o2", "--compare", ancre_run) == 0
@@ -121,3 +122,33 @@ def test_report_opens_in_headless_chromium(make_run, tmp_path):
     run = make_run("r", [softmax_matrix(5, seed=k) for k in range(4)])
     assert viz(run, "--out", tmp_path / "out") == 0
     check_in_chromium(tmp_path / "out" / "report.html", tmp_path, len(FIGURES) + 1)
+
+
+def test_a_sweep_folder_of_seeds_is_compared_by_mean_and_spread(make_run, tmp_path, capsys):
+    steps = list(range(0, 101, 10))
+    for kind, rate in (("cascaded", 0.01), ("ancre", 0.02)):
+        for seed in range(3):
+            run = make_run(f"sweep/{kind}-s{seed}", [[[1.0, 0.0]]] * 2,
+                           records=metrics_lines(steps, rate=rate * (1 + 0.02 * seed)))  # fmt: skip
+            (run / "config.yaml").write_text(
+                f"run:\n  seed: {seed}\n  name: {kind}-s{seed}\ntopology:\n  kind: {kind}\n"
+                "train:\n  steps: 100\n"
+            )
+    first = tmp_path / "sweep" / "ancre-s0"
+    assert viz(first, "--out", tmp_path / "out", "--compare", tmp_path / "sweep",
+               "--baseline", "cascaded") == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "ancre: final val_loss" in printed and "(3 seeds)" in printed
+    assert "larger than the spread of the seeds" in printed
+
+
+def test_runs_with_different_schedules_are_flagged(make_run, tmp_path, capsys):
+    steps = list(range(0, 101, 10))
+    runs = []
+    for name, total in (("a", 100), ("b", 60)):
+        run = make_run(name, [[[1.0, 0.0]]] * 2, records=metrics_lines(steps[: total // 10 + 1]))
+        (run / "config.yaml").write_text(f"train:\n  steps: {total}\n")
+        runs.append(run)
+    assert viz(runs[0], "--out", tmp_path / "out", "--compare", runs[1]) == 0
+    assert "differ in more than the compared keys (topology.)" in capsys.readouterr().out
+    assert "train.steps: a=100, b=60" in (tmp_path / "out/summary.json").read_text()

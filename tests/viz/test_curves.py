@@ -1,6 +1,13 @@
 import pytest
 
-from ancre.viz.curves import compare_runs, final_value, series, steps_to_reach
+from ancre.viz.curves import (
+    final_value,
+    first_crossing,
+    median_spacing,
+    series,
+    smooth,
+    steps_to_reach,
+)
 
 
 def val(step, value):
@@ -18,11 +25,18 @@ RECORDS = [
 ]
 
 
-def test_steps_to_reach_first_step_at_or_below_target():
+def test_steps_to_reach_reads_the_crossing_off_the_curve():
     assert steps_to_reach(RECORDS, 3.0) == 20  # equal counts as reached
-    assert steps_to_reach(RECORDS, 3.1) == 20
-    assert steps_to_reach(RECORDS, 2.9) == 40
+    assert steps_to_reach(RECORDS, 3.5) == pytest.approx(15.0)  # halfway from 4.0 to 3.0
+    assert steps_to_reach(RECORDS, 2.9) == pytest.approx(30 + 10 * (3.2 - 2.9) / (3.2 - 2.5))
     assert steps_to_reach(RECORDS, 100.0) == 0
+
+
+def test_a_crossing_says_how_far_apart_its_points_are():
+    crossing = first_crossing([0, 50, 100], [7.0, 5.0, 3.0], 4.0)
+    assert (crossing.step, crossing.spacing) == (75.0, 50.0)
+    assert first_crossing([0, 50], [7.0, 5.0], 8.0).spacing == 0.0
+    assert first_crossing([0, 50], [7.0, 5.0], 1.0) is None
 
 
 def test_steps_to_reach_never():
@@ -38,39 +52,12 @@ def test_steps_to_reach_ignores_non_finite_and_order():
     assert steps_to_reach(RECORDS, 5.0, key="loss") == 10
 
 
-def test_series_and_final_value():
+def test_series_final_value_smoothing_and_spacing():
     assert series(RECORDS, "loss") == ([10], [5.0])
     assert final_value(RECORDS) == 2.5
     assert final_value([{"step": 1, "loss": 2.0}]) is None
-
-
-def test_compare_runs_step_ratio():
-    baseline = [val(0, 7.0), val(50, 4.0), val(100, 3.0)]
-    better = [val(0, 7.0), val(50, 3.5), val(70, 2.9), val(100, 2.5)]
-    worse = [val(0, 7.0), val(100, 3.5)]
-    (b, w) = compare_runs([("cascaded", baseline), ("ancre", better), ("slow", worse)])
-    assert (b.run, b.baseline, b.target, b.steps, b.baseline_steps) == (
-        "ancre",
-        "cascaded",
-        3.0,
-        70,
-        100,
-    )
-    assert b.step_ratio == pytest.approx(0.7)
-    assert "30.0% fewer steps than cascaded" in b.describe()
-    assert w.steps is None and w.step_ratio is None
-    assert "does not reach" in w.describe()
-
-
-def test_compare_runs_named_baseline_and_errors():
-    a = [val(0, 7.0), val(100, 2.0)]
-    b = [val(0, 7.0), val(50, 2.0), val(100, 1.5)]
-    (c,) = compare_runs([("a", a), ("b", b)], baseline="b")
-    assert (c.run, c.target, c.steps, c.baseline_steps) == ("a", 1.5, None, 100)
-    (c,) = compare_runs([("a", a), ("b", b)])
-    assert c.step_ratio == pytest.approx(0.5)
-    assert "50.0% fewer" in c.describe()
-    with pytest.raises(ValueError, match="baseline 'z'"):
-        compare_runs([("a", a), ("b", b)], baseline="z")
-    with pytest.raises(ValueError, match="no val_loss"):
-        compare_runs([("a", [{"step": 1, "loss": 1.0}]), ("b", b)])
+    line = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert smooth(line, window=3) == pytest.approx(line)  # a line is its own fit, ends too
+    noisy = [1.0, 3.0, 1.0, 3.0, 1.0, 3.0]
+    assert max(smooth(noisy)) - min(smooth(noisy)) < 1.0  # the zigzag is damped
+    assert median_spacing([0, 10, 20, 50]) == 10 and median_spacing([5]) == 0
