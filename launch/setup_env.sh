@@ -27,7 +27,12 @@ fi
 
 ancre_stamp="$VIRTUAL_ENV/.ancre-installed${ancre_extras:+-$ancre_extras}"
 ancre_want=$(sha256sum <"$ancre_repo/pyproject.toml" | cut -d' ' -f1)
-if [ "$(cat "$ancre_stamp" 2>/dev/null)" != "$ancre_want" ]; then
+ancre_have=$(cat "$ancre_stamp" 2>/dev/null || true)
+if [ -z "$ancre_extras" ] && [ "$ancre_have" != "$ancre_want" ]; then
+    # an install with extras (dev, gpu) holds the base install too
+    ancre_have=$(cat "$VIRTUAL_ENV"/.ancre-installed-* 2>/dev/null | grep -xF "$ancre_want" | head -n 1 || true)
+fi
+if [ "$ancre_have" != "$ancre_want" ]; then
     if ! python -c 'import torch' 2>/dev/null; then
         echo "[setup] installing torch==2.13.0"
         python -m pip install -q "torch==2.13.0" || return 1
