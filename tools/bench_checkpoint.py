@@ -31,6 +31,7 @@ from ancre.model import build_model
 from ancre.run_folder import RunFolder
 from ancre.train.engine import Engine, init_distributed
 from ancre.train.rng import rng_state
+from ancre.train.threads import apply_cpu_threads
 
 
 def size_mb(folder: Path) -> float:
@@ -48,6 +49,8 @@ def main() -> None:
     args = parser.parse_args()
 
     context = init_distributed()
+    if (threads := apply_cpu_threads(0, context.device)) is not None:
+        print(threads)
     overrides = [
         f"model.preset={args.preset}", f"train.zero_stage={args.zero_stage}",
         "train.precision=fp32", "train.micro_batch_size=1", "train.global_batch_size=1",

@@ -23,6 +23,7 @@ import torch
 from ancre.config import load_config
 from ancre.model import Transformer, build_model
 from ancre.train.flops import device_peak_flops, flops_per_token, mfu
+from ancre.train.threads import apply_cpu_threads
 
 TOPOLOGIES = ("cascaded", "ancre", "uniform")
 
@@ -56,12 +57,15 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile each block")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per topology")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per topology")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="torch CPU threads (0: the free cores, as training chooses them)",
+    )  # fmt: skip
     args = parser.parse_args()
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if (threads := apply_cpu_threads(args.threads, device)) is not None:
+        print(threads)
     models = {kind: build(kind, args, device) for kind in TOPOLOGIES}
     optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
     generator = torch.Generator().manual_seed(0)

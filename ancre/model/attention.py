@@ -33,8 +33,12 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     return out.transpose(1, 2)  # (B, H, T, K)
 
 
-def select_attention(setting: str) -> tuple[str, Attention]:
+def select_attention(setting: str, log: bool = True) -> tuple[str, Attention]:
     """The attention kernel for a ``model.attention`` setting; logged once per process.
+
+    Args:
+        setting: ``model.attention``.
+        log: Log the choice (the first time); off for a check before the run.
 
     Raises:
         ValueError: flash_attn was asked for where the package is missing or there is no
@@ -52,7 +56,7 @@ def select_attention(setting: str) -> tuple[str, Attention]:
         setting == "auto" and has_flash and torch.cuda.is_available()
     )
     name, attend = ("flash_attn", flash_attention) if use_flash else ("sdpa", sdpa_attention)
-    if not _logged:
+    if log and not _logged:
         logger.info("attention: %s (model.attention=%s)", name, setting)
         _logged = True
     return name, attend

@@ -152,5 +152,5 @@ def check_buildable(config: AncreConfig) -> None:
             edges that do not parse.
     """
     shape = resolve_shape(config.model, config.model.vocab_size or 2, config.data.seq_len)
-    select_attention(config.model.attention)
+    select_attention(config.model.attention, log=False)
     build_topology(config.topology, shape.num_layers)
