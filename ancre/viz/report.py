@@ -138,12 +138,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path, options: ReportOption
         SnapshotError: A snapshot file is malformed (names the file).
     """
     run = load_run(run_dir)
-    seen = {Path(run_dir).resolve()}
     others = []
-    for path in expand_runs(options.compare):  # a sweep folder may hold the shown run too
-        if path.resolve() not in seen:
-            seen.add(path.resolve())
-            others.append(load_run(path, need_snapshots=False))
+    for given in options.compare:
+        inner = expand_runs([given])
+        for path in inner:  # a sweep folder may hold the shown run: not twice
+            if inner == [Path(given)] or path.resolve() != Path(run_dir).resolve():
+                others.append(load_run(path, need_snapshots=False))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = Report()
