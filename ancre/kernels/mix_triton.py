@@ -41,10 +41,14 @@ import torch
 import triton
 import triton.language as tl
 
+from ancre.kernels.aot import KernelLaunch
+
 CPU_BLOCK = 1 << 15
 """Elements per program under the interpreter, whose cost is per program."""
 GPU_BLOCK = 2048
 """Elements per program on a GPU."""
+VECTOR_BYTES = 16
+"""Alignment of a state that the forward kernel may load with 16-byte vectors."""
 
 
 @triton.jit
@@ -59,12 +63,16 @@ def _rounded(acc, dtype: tl.constexpr):
 
 
 @triton.jit
-def _mix_forward_kernel(y_ptr, table_ptr, w_ptr, out_ptr, n, count, BLOCK: tl.constexpr):
+def _mix_forward_kernel(
+    y_ptr, table_ptr, w_ptr, out_ptr, n, count, BLOCK: tl.constexpr, ALIGNED: tl.constexpr
+):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < n
     acc = tl.load(y_ptr + offsets, mask=mask).to(tl.float32)
     for i in range(count):
         state = tl.load(table_ptr + i).to(tl.pointer_type(y_ptr.dtype.element_ty))
+        if ALIGNED:  # the host checked that every state is 16-byte aligned
+            state = tl.multiple_of(state, 16)  # so its loads can be 16-byte vectors
         acc += tl.load(w_ptr + i) * tl.load(state + offsets, mask=mask).to(tl.float32)
     tl.store(out_ptr + offsets, _rounded(acc, out_ptr.dtype.element_ty), mask=mask)
 
@@ -111,9 +119,61 @@ def mix_forward(
     table = torch.tensor([s.data_ptr() for s in states], dtype=torch.int64, device=y.device)
     block = _block(y.device)
     _mix_forward_kernel[(triton.cdiv(n, block),)](
-        y, table, weights.contiguous(), out, n, len(states), BLOCK=block
-    )
+        y, table, weights.contiguous(), out, n, len(states), BLOCK=block,
+        ALIGNED=states_aligned(states),
+    )  # fmt: skip
     return out
+
+
+def states_aligned(states: Sequence[torch.Tensor]) -> bool:
+    """Whether every state starts on a 16-byte boundary (its loads can be vectors).
+
+    A pointer the kernel reads from the table carries no alignment the compiler can
+    see, so the kernel is told: with ``ALIGNED`` it hints 16-byte alignment, which is
+    only correct when this holds. Tensors from torch's allocators are aligned; a view
+    into the middle of another tensor may not be, and then the unhinted kernel runs.
+    """
+    return all(s.data_ptr() % VECTOR_BYTES == 0 for s in states)
+
+
+def launches() -> list[KernelLaunch]:
+    """The specialisations the launchers of this module compile on a GPU.
+
+    For :mod:`ancre.kernels.aot`: per dtype, the forward with aligned states and the
+    column kernel with and without an incoming gradient. Pointers from torch's
+    allocators, the element count and the gradient buffer's row stride are 16-byte
+    aligned or divisible by 16 for the shapes of training (``D`` a multiple of 16);
+    the row count and P's stride are not.
+    """
+    specs = []
+    for dtype in ("bf16", "fp32"):
+        forward = {
+            "y_ptr": f"*{dtype}", "table_ptr": "*i64", "w_ptr": "*fp32", "out_ptr": f"*{dtype}",
+            "n": "i32", "count": "i32", "BLOCK": "constexpr", "ALIGNED": "constexpr",
+        }  # fmt: skip
+        specs.append(KernelLaunch(
+            _mix_forward_kernel, dtype, forward, {"BLOCK": GPU_BLOCK, "ALIGNED": True},
+            aligned=("y_ptr", "table_ptr", "w_ptr", "out_ptr", "n"),
+            streams={"y_ptr": "y", "*table_ptr": "states", "out_ptr": "out"},
+        ))  # fmt: skip
+        column = {
+            "h_ptr": f"*{dtype}", "incoming_ptr": f"*{dtype}", "g_ptr": f"*{dtype}",
+            "g_stride": "i32", "p_ptr": "*fp32", "p_stride": "i32", "out_ptr": f"*{dtype}",
+            "partial_ptr": "*fp32", "n": "i32", "rows": "i32",
+            "HAS_INCOMING": "constexpr", "BLOCK": "constexpr",
+        }  # fmt: skip
+        for incoming in (True, False):
+            streams = {"h_ptr": "h", "g_ptr": "gradient rows", "out_ptr": "out"}
+            if incoming:
+                streams["incoming_ptr"] = "incoming"
+            specs.append(KernelLaunch(
+                _mix_column_kernel, f"{dtype}{'' if incoming else ' no-incoming'}", column,
+                {"HAS_INCOMING": incoming, "BLOCK": GPU_BLOCK},
+                aligned=("h_ptr", "incoming_ptr", "g_ptr", "g_stride", "p_ptr", "out_ptr",
+                         "partial_ptr", "n"),
+                streams=streams,
+            ))  # fmt: skip
+    return specs
 
 
 def mix_column(

@@ -162,3 +162,18 @@ def test_deepspeed_training_with_the_fused_mix(
         for key in ("loss", "val_loss", "grad_norm"):
             if key in ref:
                 assert fused[key] == pytest.approx(ref[key], rel=1e-4), key
+
+
+def test_a_state_that_is_not_16_byte_aligned_takes_the_unhinted_kernel():
+    from ancre.kernels.mix_triton import mix_forward, states_aligned
+
+    n = 5 * 41 * 173
+    for dtype in (torch.float32, torch.bfloat16):
+        torch.manual_seed(3)
+        y = torch.randn(n, device=DEVICE).to(dtype)
+        aligned = torch.randn(n, device=DEVICE).to(dtype)
+        shifted = torch.randn(n + 1, device=DEVICE).to(dtype)[1:]  # 2 or 4 bytes off
+        assert states_aligned([aligned]) and not states_aligned([aligned, shifted])
+        weights = torch.tensor([0.25, 0.75], device=DEVICE)
+        expected = (y.float() + 0.25 * aligned.float() + 0.75 * shifted.float()).to(dtype)
+        torch.testing.assert_close(mix_forward(y, [aligned, shifted], weights), expected)
