@@ -12,9 +12,13 @@ run_dir=runs/quickstart
 cat <<EOF_NEXT
 
 [quickstart] done: the run folder is $run_dir. Next:
-  source ${VIRTUAL_ENV:-.venv}/bin/activate         # the environment ancre is installed in
-  ancre viz $run_dir --out viz/quickstart            # figures and viz/quickstart/report.html
+  source ${VIRTUAL_ENV:-.venv}/bin/activate
+      (the environment ancre is installed in)
+  ancre viz $run_dir --out viz/quickstart
+      (figures and viz/quickstart/report.html)
   ancre train configs/quickstart.yaml topology.kind=cascaded run.name=cascaded
   ancre viz $run_dir --out viz/compare --compare runs/cascaded --baseline cascaded
-  ./launch/quickstart.sh train.steps=400             # resumes this run up to step 400
+      (a plain Llama beside it, and how many steps each needs)
+  ./launch/quickstart.sh train.steps=400
+      (continues this run up to step 400)
 EOF_NEXT

@@ -1,4 +1,11 @@
-"""The topology mix alone: fused Triton kernels against the reference loop, in one run.
+"""The topology mix alone: its traffic model, then (on a GPU) the kernels against it.
+
+First the model, which needs no GPU (ancre/kernels/traffic.py): per preset, the bytes
+the fused forward and backward mix move for one micro-batch, the lower bound on their
+time at the HBM bandwidth of A100, H100 and H200, and that bound as a share of the
+training step at ``--mfu`` (FLOPs as in ancre/train/flops.py), with and without a
+whole-layer recompute that would run the forward mix twice (ancre's recompute keeps
+the states, so the mix runs once).
 
 For each preset, a stack of L mixes over a micro-batch of ``--tokens`` x hidden states
 (the blocks replaced by precomputed outputs, so only the mix is timed), forward and
@@ -7,6 +14,7 @@ must move (forward: y, h_0..h_j and h_{j+1} per block; the column backward about
 much again), the achieved bandwidth against a plain torch copy measured in the same
 run, and the fused/reference ratio; on CUDA also the peak memory.
 
+    python tools/bench_mix.py --model-only --seq-len 2048     # the model, any machine
     python tools/bench_mix.py                          # CUDA: reference and triton
     python tools/bench_mix.py --presets tiny --tokens 2048 --repeats 3   # CPU: reference
 
@@ -21,8 +29,11 @@ import time
 
 import torch
 
+from ancre.config import ModelConfig
 from ancre.kernels import select_mix, triton_unavailable
-from ancre.model import PRESETS, AncreTopology
+from ancre.kernels.traffic import HBM_BYTES_PER_S, mix_traffic
+from ancre.model import PRESETS, AncreTopology, resolve_shape
+from ancre.train.flops import PEAK_BF16_FLOPS, shape_flops_per_token
 
 
 def synchronize(device: torch.device) -> None:
@@ -44,13 +55,6 @@ def copy_bandwidth(device: torch.device, megabytes: int = 1024) -> float:
         synchronize(device)
         times.append(time.perf_counter() - started)
     return 2 * source.numel() * source.element_size() / min(times)
-
-
-def mix_bytes(num_layers: int, state_bytes: int) -> tuple[int, int]:
-    """Bytes the forward and the column backward must move at least."""
-    forward = sum((j + 1) + 2 for j in range(num_layers)) * state_bytes
-    backward = sum((num_layers - c) + 3 for c in range(num_layers + 1)) * state_bytes
-    return forward, backward
 
 
 def time_stack(backend, num_layers, tokens, hidden, device, dtype, repeats):
@@ -83,6 +87,35 @@ def time_stack(backend, num_layers, tokens, hidden, device, dtype, repeats):
     return statistics.median(fwd[1:]), statistics.median(both[1:]), peak
 
 
+def print_model(args: argparse.Namespace) -> None:
+    """The traffic model of every preset: bytes, bounds per GPU, share of a step."""
+    element = 2 if args.dtype == "bf16" else 4
+    print(f"traffic model: {args.tokens} tokens per micro-batch ({args.tokens // args.seq_len} "
+          f"x {args.seq_len}), {args.dtype} states, step at {args.mfu:.0%} MFU")  # fmt: skip
+    columns = " ".join(f"{d + ' us':>9} {d + ' %':>7}" for d in HBM_BYTES_PER_S)
+    print(f"{'preset':<6} {'L':>3} {'D':>5} {'fwd GB':>7} {'bwd GB':>7} {columns}"
+          "  (% with whole-layer recompute)")  # fmt: skip
+    for preset in args.presets:
+        hidden, _, _, layers = PRESETS[preset]
+        shape = resolve_shape(ModelConfig(preset=preset), args.vocab_size, args.seq_len)
+        step_flops = shape_flops_per_token(shape, args.seq_len) * args.tokens
+        cells, again = [], []
+        for device, bandwidth in HBM_BYTES_PER_S.items():
+            step = step_flops / (PEAK_BF16_FLOPS[device] * args.mfu)
+            for recompute, out in ((False, cells), (True, again)):
+                traffic = mix_traffic(layers, args.tokens, hidden, element, recompute)
+                bound = traffic.total / bandwidth
+                out.append(f"{bound * 1e6:9.0f} {bound / step:7.1%}")
+        base = mix_traffic(layers, args.tokens, hidden, element)
+        print(f"{preset:<6} {layers:>3} {hidden:>5} {base.forward / 1e9:7.2f} "
+              f"{base.backward / 1e9:7.2f} " + " ".join(cells) + "  (" + " ".join(
+                  c.split()[-1] for c in again) + ")")  # fmt: skip
+    print(
+        "us: lower bound of the mix (forward + backward) at the nominal HBM bandwidth; %: "
+        "that bound as a share of the step's time at the stated MFU"
+    )
+
+
 def main() -> None:
     """Parses the arguments, measures, prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -90,7 +123,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16384, help="tokens per micro-batch")
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--seq-len", type=int, default=2048, help="for the FLOPs of a step")
+    parser.add_argument("--mfu", type=float, default=0.45, help="MFU of the step in the model")
+    parser.add_argument("--vocab-size", type=int, default=32000)
+    parser.add_argument("--model-only", action="store_true", help="print the model, time nothing")
     args = parser.parse_args()
+    print_model(args)
+    if args.model_only:
+        return
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -105,7 +145,10 @@ def main() -> None:
     for preset in args.presets:
         hidden, _, _, num_layers = PRESETS[preset]
         state_bytes = args.tokens * hidden * torch.finfo(dtype).bits // 8
-        forward_bytes, backward_bytes = mix_bytes(num_layers, state_bytes)
+        traffic = mix_traffic(
+            num_layers, args.tokens, hidden, state_bytes // (args.tokens * hidden)
+        )
+        forward_bytes, backward_bytes = traffic.forward, traffic.backward
         bound = (forward_bytes + backward_bytes) / bandwidth
         reference_time = None
         for backend_name in backends:

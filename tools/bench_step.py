@@ -7,6 +7,12 @@ time, tokens/s, MFU (on GPUs with a known peak; see ancre/train/flops.py), peak
 memory, and the ratios to cascaded. No DeepSpeed: this measures the model.
 
     python tools/bench_step.py --preset tiny --seq-len 128 --micro-batch 8
+    python tools/bench_step.py --saved-bytes --preset 60m --seq-len 256 --micro-batch 2
+
+``--saved-bytes`` times nothing: it counts the bytes autograd keeps for the backward of
+one forward pass (ancre/model/memory.py; device-independent, so it runs on a CPU) for
+cascaded and Ancre, each backend, with and without block recompute, under bf16
+autocast, and the size of the fused backward's gradient buffer (L states).
     python tools/bench_step.py --preset 1b --seq-len 2048 --micro-batch 4 --precision bf16 \
         --backend triton --attention auto --checkpointing none --compile
 """
@@ -21,7 +27,9 @@ from contextlib import nullcontext
 import torch
 
 from ancre.config import load_config
+from ancre.kernels import triton_unavailable
 from ancre.model import Transformer, build_model
+from ancre.model.memory import saved_for_backward_bytes
 from ancre.train.flops import device_peak_flops, flops_per_token, mfu
 from ancre.train.threads import apply_cpu_threads
 
@@ -43,6 +51,32 @@ def build(kind: str, args: argparse.Namespace, device: torch.device) -> Transfor
     return build_model(load_config(None, overrides), args.vocab_size).to(device)
 
 
+def print_saved_bytes(args: argparse.Namespace, device: torch.device) -> None:
+    """Saved-for-backward bytes of Ancre against cascaded, per backend and recompute."""
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, args.vocab_size, (args.micro_batch, args.seq_len + 1),
+                          generator=generator).to(device)  # fmt: skip
+    backends = ["reference"] + ([] if triton_unavailable() else ["triton"])
+    print(f"saved for backward, preset {args.preset}, {args.micro_batch}x{args.seq_len} tokens, "
+          f"bf16 autocast, vocab {args.vocab_size}")  # fmt: skip
+    print(f"{'backend':<10} {'recompute':<10} {'cascaded MB':>12} {'ancre MB':>10} {'ratio':>7}")
+    for backend in backends:
+        for checkpointing in ("none", "blocks"):
+            saved = {}
+            for kind in ("cascaded", "ancre"):
+                one = argparse.Namespace(**{**vars(args), "backend": backend,
+                                            "checkpointing": checkpointing})  # fmt: skip
+                model = build(kind, one, device).train()
+                saved[kind] = saved_for_backward_bytes(model, batch[:, :-1], batch[:, 1:])
+            ratio = saved["ancre"] / saved["cascaded"]
+            print(f"{backend:<10} {checkpointing:<10} {saved['cascaded'] / 1e6:12.2f} "
+                  f"{saved['ancre'] / 1e6:10.2f} {ratio:6.3f}x")  # fmt: skip
+    shape = build("ancre", args, device).shape
+    buffer = shape.num_layers * args.micro_batch * args.seq_len * shape.hidden_size * 2
+    print(f"fused backward's gradient buffer (L = {shape.num_layers} bf16 states, held during "
+          f"the mix backward): {buffer / 1e6:.2f} MB")  # fmt: skip
+
+
 def main() -> None:
     """Parses the arguments, times the steps and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -61,11 +95,16 @@ def main() -> None:
         "--threads", type=int, default=0,
         help="torch CPU threads (0: the free cores, as training chooses them)",
     )  # fmt: skip
+    parser.add_argument("--saved-bytes", action="store_true",
+                        help="count the bytes saved for backward instead of timing")  # fmt: skip
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if (threads := apply_cpu_threads(args.threads, device)) is not None:
         print(threads)
+    if args.saved_bytes:
+        print_saved_bytes(args, device)
+        return
     models = {kind: build(kind, args, device) for kind in TOPOLOGIES}
     optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
     generator = torch.Generator().manual_seed(0)

@@ -34,7 +34,7 @@ def reference_backend(weights: torch.Tensor) -> Mixer:
     """The mixer of the plain-PyTorch reference for one forward pass."""
 
     def mixer(j: int, y: torch.Tensor, states: Sequence[torch.Tensor]) -> torch.Tensor:
-        return reference.mix(y, states, weights[j, : j + 1])
+        return reference.lean_mix(y, states, weights[j, : j + 1])
 
     return mixer
 

@@ -359,7 +359,10 @@ class Engine:
             The micro-batch's mean loss, detached.
         """
         self._engine.train()
-        loss = self._engine(inputs.to(self.context.device), targets.to(self.context.device))
+        device = self.context.device  # from pinned memory (the loader's workers): no host wait
+        loss = self._engine(
+            inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        )
         self._engine.backward(loss)
         return loss.detach()
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ancre.model import Transformer
+from ancre.model import ModelShape, Transformer
 
 PEAK_BF16_FLOPS = {
     "H200": 989e12,
@@ -39,6 +39,17 @@ def flops_per_token(model: Transformer, seq_len: int) -> float:
     matmul_params = model.num_parameters() - model.embed.weight.numel()
     shape = model.shape
     return 6.0 * matmul_params + 12.0 * shape.num_layers * shape.hidden_size * seq_len
+
+
+def shape_flops_per_token(shape: ModelShape, seq_len: int) -> float:
+    """:func:`flops_per_token` from a shape alone, without building the model.
+
+    Counts the blocks' matrices (4 D^2 attention, 3 D I SwiGLU), their norms, the final
+    norm and the head; the topology's few logits are left out.
+    """
+    d, inner, layers = shape.hidden_size, shape.intermediate_size, shape.num_layers
+    matmul_params = layers * (4 * d * d + 3 * d * inner + 2 * d) + d + shape.vocab_size * d
+    return 6.0 * matmul_params + 12.0 * layers * d * seq_len
 
 
 def device_peak_flops(configured: float = 0.0) -> float | None:

@@ -1,4 +1,11 @@
-"""The training loop: batch -> forward/backward -> step -> metrics -> eval/snapshot/checkpoint."""
+"""The training loop: batch -> forward/backward -> step -> metrics -> eval/snapshot/checkpoint.
+
+Host syncs per optimiser step (the GPU runs ahead of the host otherwise): the loss is
+summed on the device and read once per logged step. Two syncs remain, at the same
+point after the update: the non-finite check (DeepSpeed's overflow test under ZeRO,
+the gradient norm without it: the decision to skip a step is the host's), and the
+one-number all-reduce that lets every process agree on a stop signal.
+"""
 
 from __future__ import annotations
 
@@ -117,7 +124,8 @@ class Trainer:
         self.peak_flops = device_peak_flops(config.train.peak_flops)
         state = state or TrainerState(0, 0, engine.context.world_size)
         self.step = state.step
-        self.log_loss_sum = state.log_loss_sum
+        # summed on the device and read once per logged step: no host sync per step
+        self.log_loss_sum: float | torch.Tensor = state.log_loss_sum
         self.log_steps = state.log_steps
         self.bad_steps = state.bad_steps
         self.skipped_steps = state.skipped_steps
@@ -136,7 +144,7 @@ class Trainer:
             tokens=self.tokens,
             world_size=self.engine.context.world_size,
             schedule={"name": SCHEDULE, "step": self.step},
-            log_loss_sum=self.log_loss_sum,
+            log_loss_sum=float(self.log_loss_sum),
             log_steps=self.log_steps,
             bad_steps=self.bad_steps,
             skipped_steps=self.skipped_steps,
@@ -196,15 +204,15 @@ class Trainer:
         """One optimiser step over ``accumulation`` micro-batches."""
         train = self.config.train
         factor = warmup_cosine(self.step, train.steps, train.warmup_steps, train.min_lr_ratio)
-        total = torch.zeros(())
+        total = torch.zeros((), dtype=torch.float64, device=self.engine.context.device)
         applied = None
         for _ in range(self.accumulation):
             inputs, targets = next(self.batches)  # (B, T) each
-            total += self.engine.forward_backward(inputs, targets).float().cpu()
+            total += self.engine.forward_backward(inputs, targets).double()
             applied = self.engine.step(factor)
         if applied:
             self.bad_steps = 0
-            self.log_loss_sum += float(total) / self.accumulation
+            self.log_loss_sum = self.log_loss_sum + total / self.accumulation
             self.log_steps += 1
             return
         self.bad_steps += 1
@@ -229,7 +237,7 @@ class Trainer:
 
     def _log_train(self, timed_steps: int, elapsed: float) -> None:
         skipped_here = self.batches.skipped()
-        mean = self.log_loss_sum / self.log_steps if self.log_steps else math.nan
+        mean = float(self.log_loss_sum) / self.log_steps if self.log_steps else math.nan
         values = [mean] + [float(skipped_here[r]) for r in SKIP_REASONS]
         summed = self.engine.all_reduce_sum(values)
         tokens_per_s = timed_steps * self.tokens_per_step / elapsed

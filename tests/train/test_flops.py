@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from ancre.config import load_config
-from ancre.model import build_model
-from ancre.train.flops import device_peak_flops, flops_per_token, mfu
+from ancre.model import build_model, resolve_shape
+from ancre.train.flops import device_peak_flops, flops_per_token, mfu, shape_flops_per_token
 
 
 def test_flops_per_token_is_6n_plus_attention():
@@ -20,3 +20,10 @@ def test_mfu_needs_a_peak():
     assert device_peak_flops(123.0) == 123.0
     if not torch.cuda.is_available():
         assert device_peak_flops() is None
+
+
+def test_the_shape_alone_gives_the_models_flops_up_to_the_topology_logits():
+    config = load_config(None, ["topology.kind=cascaded", "data.seq_len=64"])
+    model = build_model(config, vocab_size=300)
+    shape = resolve_shape(config.model, 300, 64)
+    assert shape_flops_per_token(shape, 64) == flops_per_token(model, 64)
