@@ -55,7 +55,8 @@ def parity(num_layers: int, hidden: int, tokens: int, device: torch.device) -> s
         ys = [torch.randn(tokens, hidden, device=device) * 0.5 for _ in range(num_layers)]
         target = torch.randn(tokens, hidden, device=device)
         h0 = h0.to(dtype).requires_grad_(True)
-        blocks = [lambda h, y=y.to(dtype): y + 0.5 * h for y in ys]
+        outputs = [y.to(dtype) for y in ys]  # precomputed block outputs y_j
+        blocks = [lambda h, y=y: y + 0.5 * h for y in outputs]
         out = topology(blocks, h0)[-1]
         ((out.float() - target) ** 2).mean().backward()
         results[name] = tuple(t.detach().float() for t in (out, h0.grad, topology.logits.grad))
