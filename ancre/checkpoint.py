@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -44,16 +44,20 @@ class CheckpointError(RuntimeError):
     """A checkpoint is incomplete, altered, of another format, or cannot be resumed here."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class TrainerState:
-    """Where the trainer stood when the checkpoint was taken.
+    """Everything the training loop carries from step to step; saved in every checkpoint.
+
+    The trainer updates one instance in place. The learning-rate schedule is a pure
+    function of the step and the config (``ancre.train.schedule``), so it has no state
+    here. Checkpoints of earlier versions also hold a ``schedule`` entry, ignored.
 
     Attributes:
         step: Optimiser steps taken.
         tokens: Training tokens consumed over all processes.
         world_size: Number of processes that trained.
-        schedule: The learning-rate schedule and the step it is at.
-        log_loss_sum: Training losses summed since the last metrics line.
+        log_loss_sum: Training losses summed since the last metrics line (during training
+            possibly a 0-d device tensor, read once per metrics line; a float when saved).
         log_steps: Steps since the last metrics line.
         bad_steps: Steps skipped in a row for a non-finite loss, up to this step.
         skipped_steps: Steps skipped for a non-finite loss over the whole run.
@@ -62,11 +66,14 @@ class TrainerState:
     step: int
     tokens: int
     world_size: int
-    schedule: dict[str, Any] | None = None
-    log_loss_sum: float = 0.0
+    log_loss_sum: Any = 0.0
     log_steps: int = 0
     bad_steps: int = 0
     skipped_steps: int = 0
+
+    def saved(self) -> TrainerState:
+        """A copy to write into a checkpoint: every value a plain number."""
+        return replace(self, log_loss_sum=float(self.log_loss_sum))
 
 
 def code_version() -> str:
@@ -177,7 +184,7 @@ def complete_checkpoint(
     write_snapshot(snapshot, folder / "topology.json")
     save_config(config, folder / "config.yaml")
     shutil.copyfile(tokenizer, folder / "tokenizer.model")
-    write_json_atomic(folder / TRAINER_STATE, asdict(state))
+    write_json_atomic(folder / TRAINER_STATE, asdict(state.saved()))
     manifest = {
         "format": FORMAT,
         "version": VERSION,

@@ -59,10 +59,9 @@ def main() -> None:
     config = load_config(None, overrides)
     torch.manual_seed(0)
     model = build_model(config, args.vocab_size)
-    engine = Engine(model, config, context, accumulation_steps=1)
+    engine = Engine(model, config, context)
     tokens = torch.randint(0, args.vocab_size, (1, args.seq_len + 1))
-    engine.forward_backward(tokens[:, :-1], tokens[:, 1:])
-    engine.step(1.0)
+    engine.train_step(iter([(tokens[:, :-1], tokens[:, 1:])]), 1.0)
 
     with tempfile.TemporaryDirectory() as tmp:
         run = RunFolder(Path(tmp))

@@ -16,9 +16,7 @@ import io
 import logging
 import math
 import os
-import re
-import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -38,13 +36,33 @@ from deepspeed.utils import logger as deepspeed_logger  # noqa: E402
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint  # noqa: E402
 
 from ancre.checkpoint import CheckpointError  # noqa: E402
-from ancre.config import AncreConfig  # noqa: E402
+from ancre.config import AncreConfig, check_world_size  # noqa: E402
 from ancre.model import Transformer  # noqa: E402
 from ancre.snapshot import TopologySnapshot  # noqa: E402
+from ancre.train.launcher import launcher_variables  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+Batch = tuple[torch.Tensor, torch.Tensor]
+"""Token ids and next-token targets of one micro-batch, (B, T) each."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimiser step gives back.
+
+    Attributes:
+        loss: Mean loss over the step's micro-batches, a 0-d fp64 tensor on the device
+            (reading it waits for the device: read it once per metrics line).
+        applied: Whether the update was applied (False: skipped for a non-finite loss or
+            gradients, on every process).
+        grad_norm: Global gradient norm before clipping, a float or a device tensor, or
+            None where DeepSpeed does not report one.
+    """
+
+    loss: torch.Tensor
+    applied: bool
+    grad_norm: float | torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -69,73 +87,6 @@ class DistributedContext:
         return self.rank == 0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def first_host(nodelist: str) -> str:
-    """The first host name of a SLURM node list (``gpu[03-05,9],cpu1`` -> ``gpu03``).
-
-    Args:
-        nodelist: A node list as SLURM writes it, ranges in brackets.
-
-    Returns:
-        The first host it names.
-    """
-    head = re.match(r"([^,\[]*)(\[([^\]]*)\])?", nodelist.strip())
-    assert head is not None  # the pattern matches any string
-    prefix, ranges = head.group(1), head.group(3)
-    if not ranges:
-        return prefix
-    return prefix + ranges.split(",")[0].split("-")[0]
-
-
-def _slurm_variables(env: Mapping[str, str]) -> dict[str, str]:
-    """The launcher variables of a process that ``srun`` started directly (no torchrun).
-
-    Rank and world come from SLURM_PROCID, SLURM_LOCALID and SLURM_STEP_NUM_TASKS (or
-    SLURM_NTASKS); the rendezvous host is the step's first node (where rank 0 runs),
-    else SLURM_LAUNCH_NODE_IPADDR; the port is derived from SLURM_JOB_ID so every
-    process of a job picks the same one. MASTER_ADDR and MASTER_PORT win when set.
-    """
-    world = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS")
-    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
-    host = env.get("MASTER_ADDR") or (
-        first_host(nodelist) if nodelist else env.get("SLURM_LAUNCH_NODE_IPADDR")
-    )
-    job = env.get("SLURM_JOB_ID")
-    port = env.get("MASTER_PORT") or (str(15000 + int(job) % 20000) if job else None)
-    missing = [
-        name
-        for name, value in (
-            ("SLURM_NTASKS", world),
-            ("SLURM_JOB_NODELIST or SLURM_LAUNCH_NODE_IPADDR", host),
-            ("SLURM_JOB_ID or MASTER_PORT", port),
-        )
-        if not value
-    ]
-    if missing:
-        raise RuntimeError(
-            f"started by srun (SLURM_PROCID is set) but {', '.join(missing)} is not set; "
-            "set MASTER_ADDR and MASTER_PORT, or start through torchrun"
-        )
-    return {
-        "RANK": env["SLURM_PROCID"],
-        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
-        "WORLD_SIZE": str(world),
-        "MASTER_ADDR": str(host),
-        "MASTER_PORT": str(port),
-    }
-
-
-def launcher_rank() -> int:
-    """This process's global rank as the launcher set it (0 without a launcher)."""
-    value = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
-    return int(value) if value.isdigit() else 0
-
-
 def describe_device(context: DistributedContext) -> str:
     """A line for the log: the device, and on a CPU how to use a GPU instead."""
     if context.device.type == "cuda":
@@ -149,11 +100,9 @@ def describe_device(context: DistributedContext) -> str:
 def init_distributed(timeout_s: int = 300) -> DistributedContext:
     """Joins the process group that a launcher (DeepSpeed, torchrun, srun) describes.
 
-    A launcher's RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT come
-    first. A process that ``srun`` started directly (SLURM_PROCID set, no RANK) takes
-    them from SLURM's variables. A process started with no launcher is a world of
-    one: the variables DeepSpeed needs are set here (a free local port), instead of
-    DeepSpeed's MPI discovery.
+    The variables come from the launcher, from SLURM, or make a world of one
+    (:func:`ancre.train.launcher.launcher_variables`); they are set in os.environ,
+    where DeepSpeed reads them.
 
     Args:
         timeout_s: Seconds a collective waits for the other processes before it fails
@@ -162,19 +111,7 @@ def init_distributed(timeout_s: int = 300) -> DistributedContext:
     Returns:
         This process's place in the world.
     """
-    if "RANK" not in os.environ and "SLURM_PROCID" in os.environ:
-        os.environ.update(_slurm_variables(os.environ))
-    if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
-        os.environ.update(
-            RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(_free_port()),
-        )  # fmt: skip
-    missing = [name for name in LAUNCHER_VARIABLES if name not in os.environ]
-    if missing:
-        raise RuntimeError(
-            f"the launcher set only part of the process-group variables; missing: "
-            f"{', '.join(missing)}. Start with deepspeed, torchrun, srun, or no launcher at all"
-        )
+    os.environ.update(launcher_variables(os.environ))
     deepspeed_logger.setLevel(logging.WARNING)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "gloo" and not _shm_op_is_built():
@@ -199,35 +136,6 @@ def _shm_op_is_built() -> bool:
     """Whether DeepSpeed's CPU shared-memory op is in the torch extensions cache."""
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
     return any(root.glob("*/deepspeed_shm_comm/*.so")) or any(root.glob("deepspeed_shm_comm/*.so"))
-
-
-# "Connection closed by peer [10.0.0.7]:41234", "Read error [10.0.0.7]:41234: ..."
-_PEER_ADDRESS = re.compile(r"(?:peer|error|from) \[?([\w.:-]+?)\]?:(\d+)")
-
-
-def lost_peer(error: BaseException) -> str | None:
-    """Says which peer a collective lost, when ``error`` is such a failure.
-
-    Gloo raises a plain RuntimeError naming the peer's address when its connection
-    closes (the process died) and a timeout error when it stops answering; torch's
-    own process-group failures are ``torch.distributed.DistError`` subclasses.
-
-    Args:
-        error: An exception raised while training.
-
-    Returns:
-        A description of the lost peer (its address when the error gives it), or None
-        when ``error`` is not a process-group failure.
-    """
-    text = str(error)
-    if not isinstance(error, dist.DistError) and not (
-        isinstance(error, RuntimeError) and ("/gloo/" in text or "NCCL" in text)
-    ):
-        return None
-    first_line = re.sub(r"^\[[^\]]*\]\s*", "", text.strip().splitlines()[0] if text else "")
-    match = _PEER_ADDRESS.search(first_line)
-    where = f"the process at {match.group(1)}:{match.group(2)}" if match else "a peer process"
-    return f"{where} stopped answering ({first_line[:200]})"
 
 
 def barrier() -> None:
@@ -318,6 +226,7 @@ class Engine:
     Attributes:
         context: This process's place in the world.
         model: The single-device model the engine wraps.
+        accumulation: Micro-batches per optimiser step on each process.
     """
 
     def __init__(
@@ -325,10 +234,10 @@ class Engine:
         model: Transformer,
         config: AncreConfig,
         context: DistributedContext,
-        accumulation_steps: int,
     ) -> None:
         self.context = context
         self.model = model
+        self.accumulation = check_world_size(config, context.world_size)
         self._zero_stage = config.train.zero_stage
         self._grad_norm: float | None = None
         groups = parameter_groups(model, config)
@@ -345,60 +254,62 @@ class Engine:
             eps=config.train.eps,
         )
         self._engine, self._optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=deepspeed_config(config, accumulation_steps)
+            model=model, optimizer=optimizer, config=deepspeed_config(config, self.accumulation)
         )
 
-    def forward_backward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """One micro-batch: forward, loss, backward (gradients accumulate).
+    def train_step(self, micro_batches: Iterator[Batch], lr_factor: float) -> StepResult:
+        """One optimiser step: forward and backward over the step's micro-batches, one update.
+
+        Draws exactly :attr:`accumulation` micro-batches from ``micro_batches``.
 
         Args:
-            inputs: Token ids (B, T).
-            targets: Next-token ids (B, T).
-
-        Returns:
-            The micro-batch's mean loss, detached.
-        """
-        self._engine.train()
-        device = self.context.device  # from pinned memory (the loader's workers): no host wait
-        loss = self._engine(
-            inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        )
-        self._engine.backward(loss)
-        return loss.detach()
-
-    def step(self, lr_factor: float) -> bool | None:
-        """Ends a micro-batch; on the last one of a step, updates the weights.
-
-        Args:
+            micro_batches: Inputs and next-token targets, (B, T) each, per micro-batch.
             lr_factor: Multiplier of every group's peak learning rate for this step.
 
         Returns:
-            None before the last micro-batch of a step; then whether the update was
-            applied (False: skipped for non-finite gradients, on every process).
+            The step's mean loss (on the device), whether the update was applied (False:
+            skipped for non-finite gradients, on every process) and the gradient norm.
         """
-        boundary = self._engine.is_gradient_accumulation_boundary()
         for group in self._optimizer.param_groups:
             group["lr"] = group["peak_lr"] * lr_factor
-        if self._zero_stage == 0 and boundary:
-            # ZeRO optimisers record the norm and skip non-finite steps themselves;
-            # without ZeRO the gradients are whole here, and one norm serves both.
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            self._grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
-            self._client_optimizer.overflow = not math.isfinite(self._grad_norm)
-        self._engine.step()
-        return self._engine.was_step_applied() if boundary else None
+        self._engine.train()
+        device = self.context.device
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for _ in range(self.accumulation):
+            inputs, targets = next(micro_batches)  # (B, T) each
+            # from pinned memory (the loader's workers): no host wait
+            loss = self._engine(
+                inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            )
+            self._engine.backward(loss)
+            total += loss.detach().double()
+            if self._engine.is_gradient_accumulation_boundary():
+                self._before_update()
+            self._engine.step()
+        return StepResult(total / self.accumulation, self._engine.was_step_applied(), self._norm())
+
+    def _before_update(self) -> None:
+        """Without ZeRO, measures the gradient norm that also decides a skip.
+
+        ZeRO optimisers record the norm and skip non-finite steps themselves; without
+        ZeRO the gradients are whole here, and one norm serves both.
+        """
+        if self._zero_stage:
+            return
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        self._grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+        self._client_optimizer.overflow = not math.isfinite(self._grad_norm)
+
+    def _norm(self) -> float | torch.Tensor | None:
+        """Global gradient norm of the last update, before clipping, if known."""
+        if self._zero_stage == 0:
+            return self._grad_norm
+        return self._engine.get_global_grad_norm()
 
     @property
     def lr(self) -> float:
         """Learning rate of the weight matrices."""
         return float(self._optimizer.param_groups[0]["lr"])
-
-    def grad_norm(self) -> float | None:
-        """Global gradient norm of the last optimiser step, before clipping, if known."""
-        if self._zero_stage == 0:
-            return self._grad_norm
-        norm = self._engine.get_global_grad_norm()
-        return None if norm is None else float(norm)
 
     @torch.no_grad()
     def loss_sum(self, inputs: torch.Tensor, targets: torch.Tensor) -> float:

@@ -32,9 +32,9 @@ from ancre.train.engine import (
     any_process,
     describe_device,
     init_distributed,
-    launcher_rank,
 )
 from ancre.train.flops import flops_per_token
+from ancre.train.launcher import launcher_rank
 from ancre.train.metrics import JsonlSink, MetricsLogger, MetricsSink, WandbSink
 from ancre.train.preemption import StopRequested, StopSignals, release_stop_signals, stop_signals
 from ancre.train.prepare import (
@@ -174,7 +174,7 @@ def _run(
             config.topology.kind, flops_per_token(model, config.data.seq_len), tokens_per_step,
             config.train.global_batch_size, config.data.seq_len, context.world_size, folder.root,
         )  # fmt: skip
-    engine = Engine(model, config, context, check_world_size(config, context.world_size))
+    engine = Engine(model, config, context)
     batches = TrainLoader(
         config.data, tokenizer, config.train.micro_batch_size, context.rank, context.world_size,
         config.run.seed,
@@ -189,11 +189,11 @@ def _run(
     metrics = MetricsLogger(_metric_sinks(config, folder) if context.is_main else [])
     trainer = Trainer(config, folder, engine, batches, validation, tokenizer, metrics, state, stop)
     try:
-        if trainer.step >= config.train.steps:
-            logger.info("%s is complete (step %d); nothing to do", folder.root, trainer.step)
+        if trainer.state.step >= config.train.steps:
+            logger.info("%s is complete (step %d); nothing to do", folder.root, trainer.state.step)
         else:
             trainer.fit()
-        snapshot = engine.topology_snapshot(trainer.step, trainer.tokens)
+        snapshot = engine.topology_snapshot(trainer.state.step, trainer.state.tokens)
         if context.is_main and config.topology.kind != "cascaded":
             logger.info(
                 "learned connection matrix (row j: the weights block j puts on h_0 = the "
@@ -253,7 +253,7 @@ def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float] 
     tokenizer = Tokenizer(folder / "tokenizer.model")
     torch.manual_seed(config.run.seed)
     model = build_model(config, tokenizer.vocab_size)
-    engine = Engine(model, config, context, check_world_size(config, context.world_size))
+    engine = Engine(model, config, context)
     try:
         engine.load(folder / "engine", weights_only=True)
         val = validation_set(config.data, tokenizer, config.eval.tokens)

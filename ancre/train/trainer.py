@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ancre.checkpoint import TrainerState, complete_checkpoint, write_rank_state
-from ancre.config import AncreConfig, check_world_size
+from ancre.config import AncreConfig
 from ancre.data.loader import TrainLoader
 from ancre.data.sources import SKIP_REASONS
 from ancre.data.tokenizer import Tokenizer
@@ -37,7 +37,6 @@ from ancre.train.schedule import warmup_cosine
 
 logger = logging.getLogger("ancre")
 
-SCHEDULE = "warmup_cosine"
 NEARLY_FULL_BYTES = 64 << 20
 """Free space under which a failed checkpoint write is put down to a full disk."""
 WRITER_FAILURES = ("PytorchStreamWriter", "write failed", "inline_container")
@@ -118,37 +117,17 @@ class Trainer:
         self.validation = validation
         self.tokenizer = tokenizer
         self.metrics = metrics
-        self.accumulation = check_world_size(config, engine.context.world_size)
+        self.state = state or TrainerState(0, 0, engine.context.world_size)
         self.tokens_per_step = config.train.global_batch_size * config.data.seq_len
         self.flops_per_token = flops_per_token(engine.model, config.data.seq_len)
         self.peak_flops = device_peak_flops(config.train.peak_flops)
-        state = state or TrainerState(0, 0, engine.context.world_size)
-        self.step = state.step
-        # summed on the device and read once per logged step: no host sync per step
-        self.log_loss_sum: float | torch.Tensor = state.log_loss_sum
-        self.log_steps = state.log_steps
-        self.bad_steps = state.bad_steps
-        self.skipped_steps = state.skipped_steps
-        self._checkpointed_step = state.step if state.step else -1
-        self._began = (time.perf_counter(), self.step)  # (time, step) training began here
+        self._checkpointed_step = self.state.step if self.state.step else -1
+        self._grad_norm: float | torch.Tensor | None = None
+        self._began = (time.perf_counter(), self.state.step)  # (time, step) training began here
 
-    @property
-    def tokens(self) -> int:
-        """Training tokens consumed so far over all processes."""
-        return self.step * self.tokens_per_step
-
-    def state(self) -> TrainerState:
-        """What a checkpoint must hold to continue this loop exactly."""
-        return TrainerState(
-            step=self.step,
-            tokens=self.tokens,
-            world_size=self.engine.context.world_size,
-            schedule={"name": SCHEDULE, "step": self.step},
-            log_loss_sum=float(self.log_loss_sum),
-            log_steps=self.log_steps,
-            bad_steps=self.bad_steps,
-            skipped_steps=self.skipped_steps,
-        )
+    def _due(self, every: int) -> bool:
+        """Whether something done every ``every`` steps (0: never) falls on this step."""
+        return every > 0 and self.state.step % every == 0
 
     def fit(self) -> None:
         """Trains from the current step up to ``train.steps``.
@@ -158,33 +137,33 @@ class Trainer:
             StopRequested: A stop signal came; the run stopped at a step boundary after
                 writing a checkpoint.
         """
-        train, every = self.config.train, self.config.checkpoint.every
-        topology_every = self.config.checkpoint.topology_every
-        self._began = (time.perf_counter(), self.step)
-        if self.step == 0:
+        steps, checkpoint = self.config.train.steps, self.config.checkpoint
+        state = self.state
+        self._began = (time.perf_counter(), state.step)
+        if state.step == 0:
             self._log(self.evaluate())
             self.snapshot()
         timed_steps, since = 0, time.perf_counter()
-        while self.step < train.steps:
+        while state.step < steps:
             self._train_step()
-            self.step += 1
             timed_steps += 1
-            if self.step % train.log_every == 0 or self.step == train.steps:
+            if self._due(self.config.train.log_every) or state.step == steps:
                 self._log_train(timed_steps, time.perf_counter() - since)
                 timed_steps, since = 0, time.perf_counter()
-            if self.config.eval.every and self.step % self.config.eval.every == 0:
+            if self._due(self.config.eval.every):
                 self._log(self.evaluate())
-            if topology_every and self.step % topology_every == 0:
+            if self._due(checkpoint.topology_every):
                 self.snapshot()
-            if every and self.step % every == 0:
+            if self._due(checkpoint.every):
                 self.save_checkpoint()
-            if self.step < train.steps and self._stop_agreed():
+            if state.step < steps and self._stop_agreed():
                 self._stop_here()  # (after the last step the run just finishes)
-        if not (self.config.eval.every and self.step % self.config.eval.every == 0):
+        # the end of the run has its evaluation, snapshot and checkpoint, once
+        if not self._due(self.config.eval.every):
             self._log(self.evaluate())
-        if not (topology_every and self.step % topology_every == 0):
+        if not self._due(checkpoint.topology_every):
             self.snapshot()
-        if not (every and self.step % every == 0):
+        if not self._due(checkpoint.every):
             self.save_checkpoint()
 
     def _stop_agreed(self) -> bool:
@@ -193,35 +172,33 @@ class Trainer:
 
     def _stop_here(self) -> None:
         """Writes a checkpoint at this step (unless one exists) and stops the run."""
-        if self._checkpointed_step != self.step:
+        if self._checkpointed_step != self.state.step:
             self.save_checkpoint()
         latest = self.folder.latest_or_none() if self.engine.context.is_main else None
         complete = broadcast_from_main(latest)  # the main process publishes checkpoints
         assert self.stop is not None
-        raise StopRequested(self.stop.signal_name, self.step, complete, self.stop.received_at)
+        raise StopRequested(self.stop.signal_name, self.state.step, complete, self.stop.received_at)
 
     def _train_step(self) -> None:
-        """One optimiser step over ``accumulation`` micro-batches."""
-        train = self.config.train
-        factor = warmup_cosine(self.step, train.steps, train.warmup_steps, train.min_lr_ratio)
-        total = torch.zeros((), dtype=torch.float64, device=self.engine.context.device)
-        applied = None
-        for _ in range(self.accumulation):
-            inputs, targets = next(self.batches)  # (B, T) each
-            total += self.engine.forward_backward(inputs, targets).double()
-            applied = self.engine.step(factor)
-        if applied:
-            self.bad_steps = 0
-            self.log_loss_sum = self.log_loss_sum + total / self.accumulation
-            self.log_steps += 1
+        """Next micro-batches -> one optimiser step -> bookkeeping."""
+        train, state = self.config.train, self.state
+        factor = warmup_cosine(state.step, train.steps, train.warmup_steps, train.min_lr_ratio)
+        result = self.engine.train_step(self.batches, factor)
+        state.step += 1
+        state.tokens += self.tokens_per_step
+        self._grad_norm = result.grad_norm
+        if result.applied:
+            state.bad_steps = 0
+            state.log_loss_sum = state.log_loss_sum + result.loss  # on the device: no sync
+            state.log_steps += 1
             return
-        self.bad_steps += 1
-        self.skipped_steps += 1
+        state.bad_steps += 1
+        state.skipped_steps += 1
         logger.warning(
             "step %d skipped: non-finite loss or gradients (%d in a row, train.max_bad_steps=%d)",
-            self.step + 1, self.bad_steps, train.max_bad_steps,
+            state.step, state.bad_steps, train.max_bad_steps,
         )  # fmt: skip
-        if self.bad_steps >= train.max_bad_steps:
+        if state.bad_steps >= train.max_bad_steps:
             complete = self.folder.latest_or_none()
             where = (
                 f"the last complete checkpoint, {complete}, is intact. Resume from it with a "
@@ -231,20 +208,21 @@ class Trainer:
                 "train.grad_clip (run.overwrite=true), or look for corrupt data"
             )
             raise NonFiniteLossError(
-                f"{self.bad_steps} steps in a row (up to step {self.step + 1}) had a non-finite "
+                f"{state.bad_steps} steps in a row (up to step {state.step}) had a non-finite "
                 f"loss or gradients, so the run stopped; {where}"
             )
 
     def _log_train(self, timed_steps: int, elapsed: float) -> None:
         skipped_here = self.batches.skipped()
-        mean = float(self.log_loss_sum) / self.log_steps if self.log_steps else math.nan
+        state = self.state
+        mean = float(state.log_loss_sum) / state.log_steps if state.log_steps else math.nan
         values = [mean] + [float(skipped_here[r]) for r in SKIP_REASONS]
         summed = self.engine.all_reduce_sum(values)
         tokens_per_s = timed_steps * self.tokens_per_step / elapsed
         record: dict[str, Any] = {
             "loss": summed[0] / self.engine.context.world_size,
             "lr": self.engine.lr,
-            "grad_norm": self.engine.grad_norm(),
+            "grad_norm": None if self._grad_norm is None else float(self._grad_norm),
             "tokens_per_s": tokens_per_s,
         }
         utilisation = mfu(
@@ -255,13 +233,13 @@ class Trainer:
         skipped = {r: int(n) for r, n in zip(SKIP_REASONS, summed[1:], strict=True) if n}
         if skipped:
             record["data_skipped"] = skipped
-        if self.skipped_steps:
-            record["skipped_steps"] = self.skipped_steps
-        self.log_loss_sum, self.log_steps = 0.0, 0
+        if state.skipped_steps:
+            record["skipped_steps"] = state.skipped_steps
+        state.log_loss_sum, state.log_steps = 0.0, 0
         self._log(record)
 
     def _log(self, record: dict[str, Any]) -> None:
-        record = {"step": self.step, "tokens": self.tokens, **record}
+        record = {"step": self.state.step, "tokens": self.state.tokens, **record}
         if not self.engine.context.is_main:
             return
         self.metrics.log(record)
@@ -284,8 +262,8 @@ class Trainer:
         The ETA is what the steps left take at the pace so far.
         """
         elapsed = time.perf_counter() - self._began[0]
-        done = self.step - self._began[1]
-        left = self.config.train.steps - self.step
+        done = self.state.step - self._began[1]
+        left = self.config.train.steps - self.state.step
         eta = elapsed / done * left if done > 0 else math.nan
         return f"elapsed {_clock(elapsed)}, ETA {_clock(eta)}"
 
@@ -295,9 +273,10 @@ class Trainer:
 
     def snapshot(self) -> None:
         """Writes topology/step_XXXXXXXX.json (collective under ZeRO-3)."""
-        snapshot = self.engine.topology_snapshot(self.step, self.tokens)
+        step = self.state.step
+        snapshot = self.engine.topology_snapshot(step, self.state.tokens)
         if self.engine.context.is_main:
-            write_snapshot(snapshot, self.folder.snapshot_path(self.step))
+            write_snapshot(snapshot, self.folder.snapshot_path(step))
 
     def save_checkpoint(self) -> Path | None:
         """Writes a complete checkpoint, points ``latest`` at it and prunes (collective).
@@ -311,12 +290,13 @@ class Trainer:
             OSError: A process could not write its part (the first error is raised on
                 that process; the others raise one that names it).
         """
-        if self.bad_steps:
-            logger.warning("no checkpoint at step %d: its last step was skipped", self.step)
+        step = self.state.step
+        if self.state.bad_steps:
+            logger.warning("no checkpoint at step %d: its last step was skipped", step)
             return None
-        folder = self.folder.checkpoint_folder(self.step)
+        folder = self.folder.checkpoint_folder(step)
         started = time.perf_counter()
-        snapshot = self.engine.topology_snapshot(self.step, self.tokens)
+        snapshot = self.engine.topology_snapshot(step, self.state.tokens)
         error: OSError | None = None
         try:
             self.engine.save(folder / "engine")
@@ -331,9 +311,7 @@ class Trainer:
         self._raise_if_any_failed(error, folder)
         if self.engine.context.is_main:
             try:
-                complete_checkpoint(
-                    folder, self.state(), self.config, snapshot, self.tokenizer.path
-                )
+                complete_checkpoint(folder, self.state, self.config, snapshot, self.tokenizer.path)
             except OSError as caught:
                 error = caught
         self._raise_if_any_failed(error, folder)
@@ -342,7 +320,7 @@ class Trainer:
             for old in prune(self.folder, self.config.checkpoint.keep_last):
                 logger.info("deleted %s (checkpoint.keep_last)", old)
             logger.info("checkpoint %s (%.1f s)", folder, time.perf_counter() - started)
-        self._checkpointed_step = self.step
+        self._checkpointed_step = step
         barrier()
         return folder
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ancre.train.engine import _slurm_variables, first_host
+from ancre.train.launcher import first_host, slurm_variables
 from tests.conftest import REPO
 
 LAUNCH = REPO / "launch"
@@ -114,21 +114,21 @@ def test_slurm_variables_give_rank_world_and_rendezvous():
         "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NTASKS": "8",
         "SLURM_STEP_NUM_TASKS": "6", "SLURM_JOB_NODELIST": "n[2-5]", "SLURM_JOB_ID": "123456",
     }  # fmt: skip
-    assert _slurm_variables(env) == {
+    assert slurm_variables(env) == {
         "RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "6", "MASTER_ADDR": "n2",
         "MASTER_PORT": str(15000 + 123456 % 20000),
     }  # fmt: skip
     chosen = {**env, "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29400"}
-    assert _slurm_variables(chosen)["MASTER_ADDR"] == "10.0.0.1"
-    assert _slurm_variables(chosen)["MASTER_PORT"] == "29400"
+    assert slurm_variables(chosen)["MASTER_ADDR"] == "10.0.0.1"
+    assert slurm_variables(chosen)["MASTER_PORT"] == "29400"
     launch_ip = {k: v for k, v in env.items() if k != "SLURM_JOB_NODELIST"}
     launch_ip["SLURM_LAUNCH_NODE_IPADDR"] = "10.1.1.1"
-    assert _slurm_variables(launch_ip)["MASTER_ADDR"] == "10.1.1.1"
+    assert slurm_variables(launch_ip)["MASTER_ADDR"] == "10.1.1.1"
 
 
 def test_slurm_variables_name_what_is_missing():
     with pytest.raises(RuntimeError, match="SLURM_JOB_ID or MASTER_PORT is not set"):
-        _slurm_variables({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "a"})
+        slurm_variables({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "a"})
 
 
 def test_slurm_time_limit_warning_checkpoints_and_requeues(tmp_path, subprocess_env):
