@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -26,12 +27,19 @@ MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
 TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform", "fixed")
 MIX_BACKENDS = ("auto", "reference", "triton")
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash_attn")
-ACTIVATION_CHECKPOINTING = ("none", "blocks", "every_k")
+RECOMPUTE_MODES = ("none", "blocks", "every_k")
 DATA_SOURCES = ("local", "hub")
 PACKING_MODES = ("docs", "none")
 TOKENIZER_MODELS = ("unigram", "bpe")
 PRECISIONS = ("fp32", "bf16")
 WANDB_MODES = ("disabled", "offline", "online")
+
+
+RENAMED_KEYS = {
+    "train.activation_checkpointing": "train.recompute",
+    "train.checkpoint_every_k": "train.recompute_every_k",
+}
+"""Old key -> new key. Old names are read (with a FutureWarning) for one more release."""
 
 
 class ConfigError(ValueError):
@@ -179,12 +187,13 @@ class TrainConfig:
     """DeepSpeed ZeRO stage, 0 to 3."""
     log_every: int = 10
     """Write a metrics line every this many steps."""
-    activation_checkpointing: str = "none"
-    """Recompute block internals in the backward pass: none, blocks (every block) or
-    every_k (every train.checkpoint_every_k-th block). The hidden states the topology
-    mixes are always kept."""
-    checkpoint_every_k: int = 2
-    """With activation_checkpointing every_k: recompute blocks 0, k, 2k, ..."""
+    recompute: str = "none"
+    """Recompute block internals in the backward pass (activation checkpointing): none,
+    blocks (every block) or every_k (every train.recompute_every_k-th block). The hidden
+    states the topology mixes are always kept. Formerly train.activation_checkpointing."""
+    recompute_every_k: int = 2
+    """With recompute every_k: recompute blocks 0, k, 2k, ... Formerly
+    train.checkpoint_every_k."""
     compile: bool = False
     """Compile each block with torch.compile (the topology mix stays eager)."""
     peak_flops: float = 0.0
@@ -280,6 +289,8 @@ def load_config(
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(item, "an override must be key=value, e.g. train.steps=100")
+            key, _, value = item.partition("=")
+            item = f"{_current_name(key.strip(), 'the command line')}={value}"
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
@@ -346,11 +357,7 @@ def validate(config: AncreConfig) -> None:
     _choice("data.packing", config.data.packing, PACKING_MODES)
     _choice("data.tokenizer_model", config.data.tokenizer_model, TOKENIZER_MODELS)
     _choice("train.precision", config.train.precision, PRECISIONS)
-    _choice(
-        "train.activation_checkpointing",
-        config.train.activation_checkpointing,
-        ACTIVATION_CHECKPOINTING,
-    )
+    _choice("train.recompute", config.train.recompute, RECOMPUTE_MODES)
     _choice("logging.wandb", config.logging.wandb, WANDB_MODES)
 
     if config.model.preset is None:
@@ -398,7 +405,7 @@ def validate(config: AncreConfig) -> None:
             raise ConfigError(f"train.{key}", f"is {getattr(train, key)}; allowed: [0, 1)")
     _positive("train.eps", train.eps)
     _non_negative("train.grad_clip", train.grad_clip)
-    _positive("train.checkpoint_every_k", train.checkpoint_every_k)
+    _positive("train.recompute_every_k", train.recompute_every_k)
     _non_negative("train.peak_flops", train.peak_flops)
     _non_negative("train.cpu_threads", train.cpu_threads)
     if train.zero_stage not in (0, 1, 2, 3):
@@ -474,7 +481,24 @@ def _read_yaml(path: Path) -> Any:
             raise ConfigError(
                 str(section), f"in {path} must be a mapping of keys ({allowed}), not {values!r}"
             )
+        for key in list(values or {}):
+            new_section, _, new_key = _current_name(f"{section}.{key}", str(path)).partition(".")
+            if (new_section, new_key) != (section, key):
+                values[new_key] = values.pop(key)
     return OmegaConf.create(content)
+
+
+def _current_name(key: str, where: str) -> str:
+    """The key under its current name; an old name is accepted with a FutureWarning."""
+    if (new := RENAMED_KEYS.get(key)) is None:
+        return key
+    warnings.warn(
+        f"{key} (in {where}) is deprecated and will stop working in the next release; "
+        f"it is read as {new}: rename it",
+        FutureWarning,
+        stacklevel=4,
+    )
+    return new
 
 
 def _named(error: OmegaConfBaseException) -> ConfigError:

@@ -202,3 +202,14 @@ def test_a_yaml_error_names_the_file(tmp_path):
 def test_a_run_name_must_be_one_plain_folder_name(name):
     with pytest.raises(ConfigError, match="run.name: .* it must be one plain folder name"):
         load_config(None, [f"run.name={name}"])
+
+
+def test_old_recompute_names_still_work_with_a_warning(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("train:\n  activation_checkpointing: every_k\n")
+    with pytest.warns(FutureWarning, match=r"train.activation_checkpointing \(in .*old.yaml\)"):
+        config = load_config(path, [])
+    assert config.train.recompute == "every_k"
+    with pytest.warns(FutureWarning, match="train.checkpoint_every_k.*train.recompute_every_k"):
+        config = load_config(None, ["train.checkpoint_every_k=3"])
+    assert config.train.recompute_every_k == 3

@@ -31,6 +31,7 @@ from ancre.kernels import triton_unavailable
 from ancre.model import Transformer, build_model
 from ancre.model.memory import saved_for_backward_bytes
 from ancre.train.flops import device_peak_flops, flops_per_token, mfu
+from ancre.train.speedups import apply_speedups
 from ancre.train.threads import apply_cpu_threads
 
 TOPOLOGIES = ("cascaded", "ancre", "uniform")
@@ -45,10 +46,11 @@ def build(kind: str, args: argparse.Namespace, device: torch.device) -> Transfor
         f"data.seq_len={args.seq_len}",
         f"topology.backend={args.backend}",
         f"model.attention={args.attention}",
-        f"train.activation_checkpointing={args.checkpointing}",
+        f"train.recompute={args.checkpointing}",
         f"train.compile={str(args.compile).lower()}",
     ]
-    return build_model(load_config(None, overrides), args.vocab_size).to(device)
+    config = load_config(None, overrides)
+    return apply_speedups(build_model(config, args.vocab_size), config.train).to(device)
 
 
 def print_saved_bytes(args: argparse.Namespace, device: torch.device) -> None:
@@ -87,7 +89,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--backend", default="auto", help="topology.backend")
     parser.add_argument("--attention", default="auto", help="model.attention")
-    parser.add_argument("--checkpointing", default="none", help="train.activation_checkpointing")
+    parser.add_argument("--checkpointing", default="none", help="train.recompute")
     parser.add_argument("--compile", action="store_true", help="torch.compile each block")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per topology")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per topology")

@@ -11,7 +11,7 @@ hidden x element size), the fused kernels of ``ancre.kernels.mix_triton`` move:
   for the embeddings; over the columns about as much as the forward, plus L + 2 passes.
 
 A lower bound on time is bytes / HBM bandwidth. ancre recomputes block internals
-(``train.activation_checkpointing``) but keeps the states the mix reads, so the mix
+(``train.recompute``) but keeps the states the mix reads, so the mix
 runs once per step; a design that recomputed whole layers would run the forward mix
 twice (``recompute_mix``), which the model can show too.
 """

@@ -5,14 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ancre.model.layers import CausalSelfAttention, RMSNorm, SwiGLU, sdpa_attention
+from ancre.kernels.attention import Attention, sdpa_attention
+from ancre.model.layers import CausalSelfAttention, RMSNorm, SwiGLU
 from ancre.model.presets import ModelShape
 
 
 class DecoderBlock(nn.Module):
     """``x + Attn(norm x)``, then ``+ MLP(norm .)``: y_j = Block_j(h_j) in docs/method.md."""
 
-    def __init__(self, shape: ModelShape, attend=sdpa_attention) -> None:
+    def __init__(self, shape: ModelShape, attend: Attention = sdpa_attention) -> None:
         super().__init__()
         self.attn_norm = RMSNorm(shape.hidden_size, shape.norm_eps)
         self.attn = CausalSelfAttention(shape.hidden_size, shape.num_heads, attend)

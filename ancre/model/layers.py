@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ancre.kernels.attention import Attention, sdpa_attention
 from ancre.kernels.reference import accumulation_dtype
 
 
@@ -54,28 +55,16 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return rotated.to(x.dtype)
 
 
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Causal attention with torch's SDPA (flash or cuDNN kernels on recent GPUs).
-
-    Args:
-        q: Queries (B, H, T, K).
-        k: Keys (B, H, T, K).
-        v: Values (B, H, T, K).
-
-    Returns:
-        (B, H, T, K).
-    """
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with rotary embeddings.
 
-    ``attend`` is the attention kernel chosen at build (``ancre.model.attention``):
+    ``attend`` is the attention kernel chosen at build (``ancre.kernels.attention``):
     it maps (B, H, T, K) queries, keys and values to (B, H, T, K).
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, attend=sdpa_attention) -> None:
+    def __init__(
+        self, hidden_size: int, num_heads: int, attend: Attention = sdpa_attention
+    ) -> None:
         super().__init__()
         self.attend = attend
         self.num_heads = num_heads

@@ -50,6 +50,8 @@ class Topology(nn.Module):
 
     parameterisation = "cascaded"
     temperature: float | None = None
+    mix_backend = "reference"
+    """Name of the mix implementation (``ancre.kernels``), set when built from a config."""
 
     def __init__(self, num_layers: int, mix: MixBackend) -> None:
         super().__init__()
@@ -244,6 +246,5 @@ def build_topology(config: TopologyConfig, num_layers: int) -> Topology:
         topology = FixedTopology(num_layers, mix, parse_edges(config.edges, num_layers))
     else:
         topology = Topology(num_layers, mix)
-    if config.kind != "cascaded":
-        logger.info("topology %s over %d blocks, mix backend %s", config.kind, num_layers, backend)
+    topology.mix_backend = backend
     return topology

@@ -6,6 +6,7 @@ Shapes: B batch, T sequence, D hidden size, V vocabulary.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 
 import torch
@@ -14,12 +15,14 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ancre.config import AncreConfig
+from ancre.kernels.attention import Attention, sdpa_attention, select_attention
 from ancre.kernels.reference import accumulation_dtype
-from ancre.model.attention import Attention, select_attention
 from ancre.model.block import DecoderBlock
-from ancre.model.layers import RMSNorm, RotaryEmbedding, sdpa_attention
+from ancre.model.layers import RMSNorm, RotaryEmbedding
 from ancre.model.presets import ModelShape, resolve_shape
 from ancre.model.topology import Topology, build_topology
+
+logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 """Target value of positions that do not count in the loss."""
@@ -115,6 +118,10 @@ class Transformer(nn.Module):
 def build_model(config: AncreConfig, vocab_size: int) -> Transformer:
     """Builds the decoder and its topology from a config.
 
+    Reads ``model``, ``topology`` and ``data.seq_len`` only; how training executes
+    the blocks (recompute, compile) is applied afterwards by ``ancre.train``. Logs the
+    attention and mix implementations chosen.
+
     Args:
         config: A validated config.
         vocab_size: The tokenizer's vocabulary size.
@@ -127,16 +134,15 @@ def build_model(config: AncreConfig, vocab_size: int) -> Transformer:
         ValueError: An attention or mix backend was asked for where it cannot run.
     """
     shape = resolve_shape(config.model, vocab_size, config.data.seq_len)
-    _, attend = select_attention(config.model.attention)
-    train = config.train
-    every = {"none": 0, "blocks": 1, "every_k": train.checkpoint_every_k}
-    step = every[train.activation_checkpointing]
-    recompute = frozenset(range(0, shape.num_layers, step)) if step else frozenset()
-    model = Transformer(shape, build_topology(config.topology, shape.num_layers), attend, recompute)
-    if train.compile:
-        for block in model.blocks:
-            block.compile()  # in place: parameter names, and so checkpoints, are unchanged
-    return model
+    attention, attend = select_attention(config.model.attention)
+    topology = build_topology(config.topology, shape.num_layers)
+    logger.info(
+        "attention: %s (model.attention=%s); topology %s over %d blocks, mix: %s "
+        "(topology.backend=%s)",
+        attention, config.model.attention, config.topology.kind, shape.num_layers,
+        topology.mix_backend, config.topology.backend,
+    )  # fmt: skip
+    return Transformer(shape, topology, attend)
 
 
 def check_buildable(config: AncreConfig) -> None:
@@ -152,5 +158,5 @@ def check_buildable(config: AncreConfig) -> None:
             edges that do not parse.
     """
     shape = resolve_shape(config.model, config.model.vocab_size or 2, config.data.seq_len)
-    select_attention(config.model.attention, log=False)
+    select_attention(config.model.attention)
     build_topology(config.topology, shape.num_layers)

@@ -47,6 +47,7 @@ from ancre.train.prepare import (
     run_tokenizer,
 )
 from ancre.train.rng import set_rng_state
+from ancre.train.speedups import apply_speedups
 from ancre.train.threads import apply_cpu_threads
 from ancre.train.trainer import Trainer, evaluate
 
@@ -162,7 +163,7 @@ def _run(
     if validation is None:
         validation = _validation(config, tokenizer)
     torch.manual_seed(config.run.seed)
-    model = build_model(config, tokenizer.vocab_size)
+    model = apply_speedups(build_model(config, tokenizer.vocab_size), config.train)
     if config.model.init_from is not None and plan.resume_from is None:
         _init_weights(model, config.model.init_from)
     if context.is_main:

@@ -38,7 +38,7 @@ NEUTRAL_KEYS = (
     "run.name", "run.out_dir", "run.overwrite", "checkpoint.", "logging.", "eval.every",
     "train.log_every", "train.dist_timeout_s", "train.cpu_threads", "train.max_bad_steps",
     "data.num_workers", "topology.backend", "model.attention", "train.compile",
-    "train.activation_checkpointing", "train.checkpoint_every_k", "train.peak_flops",
+    "train.recompute", "train.recompute_every_k", "train.peak_flops",
 )  # fmt: skip
 """Keys (or prefixes) that do not change what a run computes: never a reason to warn."""
 

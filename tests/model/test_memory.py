@@ -9,6 +9,7 @@ from ancre.config import load_config
 from ancre.kernels import reference, triton_unavailable
 from ancre.model import build_model
 from ancre.model.memory import saved_for_backward_bytes
+from ancre.train.speedups import apply_speedups
 
 VOCAB = 4096
 
@@ -20,9 +21,9 @@ def ratio(backend: str, checkpointing: str) -> float:
     for kind in ("cascaded", "ancre"):
         config = load_config(None, [
             "model.preset=tiny", f"topology.kind={kind}", f"topology.backend={backend}",
-            "data.seq_len=128", f"train.activation_checkpointing={checkpointing}",
+            "data.seq_len=128", f"train.recompute={checkpointing}",
         ])  # fmt: skip
-        model = build_model(config, VOCAB).train()
+        model = apply_speedups(build_model(config, VOCAB), config.train).train()
         saved[kind] = saved_for_backward_bytes(model, tokens[:, :-1], tokens[:, 1:])
     return saved["ancre"] / saved["cascaded"]
 

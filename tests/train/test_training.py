@@ -204,7 +204,7 @@ def test_activation_checkpointing_under_zero3_changes_no_metric(
             f"data.tokenizer={sample_tokenizer.path}", "data.seq_len=64", "train.steps=6",
             "train.warmup_steps=2", "train.micro_batch_size=4", "train.global_batch_size=8",
             "train.precision=fp32", "train.zero_stage=3", "train.log_every=1",
-            "eval.tokens=1024", f"train.activation_checkpointing={mode}",
+            "eval.tokens=1024", f"train.recompute={mode}",
         ]  # fmt: skip
         train_quickstart(overrides, subprocess_env)
         logged[mode] = [

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from ancre.model.attention import select_attention
-from ancre.model.layers import sdpa_attention
+from ancre.kernels.attention import sdpa_attention, select_attention
 
 
 def test_auto_falls_back_to_sdpa_without_a_gpu():
@@ -33,7 +32,7 @@ def test_sdpa_is_causal_attention():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_flash_attn_and_sdpa_agree_in_bf16():
     pytest.importorskip("flash_attn")
-    from ancre.model.attention import flash_attention
+    from ancre.kernels.attention import flash_attention
 
     q, k, v = (torch.randn(2, 8, 256, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     torch.testing.assert_close(

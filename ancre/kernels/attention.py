@@ -10,19 +10,27 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 from collections.abc import Callable
 
 import torch
-
-from ancre.model.layers import sdpa_attention
-
-logger = logging.getLogger(__name__)
+import torch.nn.functional as F
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """(q, k, v), each (B, H, T, K) -> (B, H, T, K), causal."""
 
-_logged = False
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention with torch's SDPA (flash or cuDNN kernels on recent GPUs).
+
+    Args:
+        q: Queries (B, H, T, K).
+        k: Keys (B, H, T, K).
+        v: Values (B, H, T, K).
+
+    Returns:
+        (B, H, T, K).
+    """
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -33,18 +41,19 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     return out.transpose(1, 2)  # (B, H, T, K)
 
 
-def select_attention(setting: str, log: bool = True) -> tuple[str, Attention]:
-    """The attention kernel for a ``model.attention`` setting; logged once per process.
+def select_attention(setting: str) -> tuple[str, Attention]:
+    """The attention kernel for a ``model.attention`` setting.
 
     Args:
-        setting: ``model.attention``.
-        log: Log the choice (the first time); off for a check before the run.
+        setting: ``model.attention``: auto, sdpa or flash_attn.
+
+    Returns:
+        The name of the chosen kernel and the kernel.
 
     Raises:
         ValueError: flash_attn was asked for where the package is missing or there is no
             GPU; the message says how to install it.
     """
-    global _logged
     has_flash = importlib.util.find_spec("flash_attn") is not None
     if setting == "flash_attn" and not (has_flash and torch.cuda.is_available()):
         why = "the flash-attn package is not installed" if not has_flash else "there is no GPU"
@@ -55,8 +64,4 @@ def select_attention(setting: str, log: bool = True) -> tuple[str, Attention]:
     use_flash = setting == "flash_attn" or (
         setting == "auto" and has_flash and torch.cuda.is_available()
     )
-    name, attend = ("flash_attn", flash_attention) if use_flash else ("sdpa", sdpa_attention)
-    if log and not _logged:
-        logger.info("attention: %s (model.attention=%s)", name, setting)
-        _logged = True
-    return name, attend
+    return ("flash_attn", flash_attention) if use_flash else ("sdpa", sdpa_attention)
