@@ -25,10 +25,10 @@ from ancre.checkpoint import (
     write_rank_state,
 )
 from ancre.config import load_config
-from ancre.convert import convert_checkpoint
 from ancre.data.tokenizer import train_tokenizer
 from ancre.model import build_model
 from ancre.run_folder import RunFolder
+from ancre.train.convert import convert_checkpoint
 from ancre.train.engine import Engine, init_distributed
 from ancre.train.rng import rng_state
 from ancre.train.threads import apply_cpu_threads

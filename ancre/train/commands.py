@@ -9,9 +9,9 @@ from pathlib import Path
 
 from ancre.checkpoint import CheckpointError
 from ancre.config import ConfigError, load_config
-from ancre.convert import convert_checkpoint
 from ancre.data.sources import DataError
 from ancre.run_folder import RunFolderError, RunLockedError
+from ancre.train.convert import convert_checkpoint
 from ancre.train.launcher import lost_peer
 from ancre.train.preemption import EXIT_STOPPED, StopRequested
 from ancre.train.run import DISK_FULL, DiskFullError, evaluate_checkpoint, train

@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 from ancre.atomic import write_bytes_atomic
-from ancre.sweep import Sweep, SweepError, is_finished, load_sweep, slurm_array_script
-from ancre.sweep import write_summary as write_summary_files
+from ancre.sweep.expand import Sweep, SweepError, load_sweep
+from ancre.sweep.slurm import slurm_array_script
+from ancre.sweep.summary import is_finished
+from ancre.sweep.summary import write_summary as write_summary_files
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1

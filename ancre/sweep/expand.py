@@ -28,28 +28,22 @@ lengths or two runs with one name raise :class:`SweepError` naming the key.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
-import math
 import re
-import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ancre.checkpoint import CheckpointError, read_trainer_state
 from ancre.config import AncreConfig, ConfigError, flat_config, load_config
-from ancre.run_folder import RunFolder, read_metrics
+from ancre.run_folder import RunFolder
 
 SWEEP_KEYS = ("name", "out_dir", "base", "overrides", "grid", "zip", "run_name")
 CONFIG_AXIS = "config"
 # set by the sweep for every run, so they cannot be swept or overridden
 RESERVED = ("run.name", "run.out_dir", "run.overwrite", "checkpoint.resume")
-SUMMARY_COLUMNS = ("run", "status", "step", "tokens", "val_loss", "val_ppl", "wall_s")
 
 
 class SweepError(ValueError):
@@ -260,119 +254,3 @@ def _run_name(template: str | None, config: AncreConfig, values: Mapping[str, An
 
     name = re.sub(r"\{([^{}:]+)(?::([^{}]*))?\}", fill, template)
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", name).strip("_") or "run"
-
-
-def is_finished(run: SweepRun) -> bool:
-    """True when the run folder holds a complete checkpoint at the run's last step."""
-    try:
-        latest = RunFolder(run.folder).latest()
-        return latest is not None and read_trainer_state(latest).step >= run.config.train.steps
-    except CheckpointError:
-        return False  # a resume says what is wrong
-
-
-def summary_rows(sweep: Sweep, wall_times: Mapping[str, float]) -> list[dict[str, Any]]:
-    """One row per run: its status, last step and tokens, final validation loss and time.
-
-    Args:
-        sweep: The sweep.
-        wall_times: Seconds spent running each run, by name (summed over restarts).
-
-    Returns:
-        Rows keyed by :data:`SUMMARY_COLUMNS`; missing values are None.
-    """
-    rows = []
-    for run in sweep.runs:
-        records = read_metrics(RunFolder(run.folder).metrics_file).records
-        evaluations = [r for r in records if "val_loss" in r]
-        last = records[-1] if records else {}
-        final = evaluations[-1] if evaluations else {}
-        status = "done" if is_finished(run) else "partial" if records else "not run"
-        rows.append({
-            "run": run.name, "status": status, "step": last.get("step"),
-            "tokens": last.get("tokens"), "val_loss": final.get("val_loss"),
-            "val_ppl": final.get("val_ppl"), "wall_s": wall_times.get(run.name),
-        })  # fmt: skip
-    return rows
-
-
-def write_summary(sweep: Sweep, wall_times: Mapping[str, float]) -> tuple[Path, Path]:
-    """Writes ``summary.csv`` and ``summary.md`` into the sweep's folder.
-
-    Args:
-        sweep: The sweep.
-        wall_times: Seconds spent running each run, by name.
-
-    Returns:
-        The paths of the CSV and the Markdown files.
-    """
-    rows = summary_rows(sweep, wall_times)
-    sweep.folder.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    csv_path, md_path = sweep.folder / "summary.csv", sweep.folder / "summary.md"
-    csv_path.write_text(buffer.getvalue())
-    lines = [
-        f"# Sweep {sweep.name}",
-        "",
-        "| " + " | ".join(SUMMARY_COLUMNS) + " |",
-        "|" + "|".join("---" if c in ("run", "status") else "---:" for c in SUMMARY_COLUMNS) + "|",
-    ]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in SUMMARY_COLUMNS) + " |" for row in rows]
-    md_path.write_text("\n".join(lines) + "\n")
-    return csv_path, md_path
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}" if math.isfinite(value) and abs(value) < 1e4 else f"{value:.4g}"
-    return str(value)
-
-
-def slurm_array_script(
-    sweep: Sweep, sweep_file: str, nodes: int = 1, gpus_per_node: int = 8
-) -> str:
-    """An sbatch script with one array task per run, each started by launch/slurm.sbatch.
-
-    Args:
-        sweep: The sweep.
-        sweep_file: The sweep file (named in the script's comments).
-        nodes: Nodes per run.
-        gpus_per_node: GPUs (processes) per node.
-
-    Returns:
-        The script's text.
-    """
-    cases = "\n".join(
-        f"    {i}) args=({_quoted(run.train_args())}) ;;  # {run.name}"
-        for i, run in enumerate(sweep.runs)
-    )
-    logs = sweep.folder / "logs"
-    return f"""#!/usr/bin/env bash
-# Sweep {sweep.name} ({sweep_file}): {len(sweep.runs)} run(s), one SLURM array task each.
-# Submit from the repository root:   sbatch {sweep.folder / "sweep.sbatch"}
-# Unfinished runs resume from their last checkpoint when resubmitted (finished ones stop
-# at once). When every task is done:   ancre sweep {sweep_file} --summary
-#SBATCH --job-name=ancre-{sweep.name}
-#SBATCH --array=0-{len(sweep.runs) - 1}
-#SBATCH --nodes={nodes}
-#SBATCH --ntasks-per-node=1
-#SBATCH --gpus-per-node={gpus_per_node}
-#SBATCH --output={logs}/%x-%A_%a.out
-set -euo pipefail
-cd "${{SLURM_SUBMIT_DIR:?submit with sbatch}}"
-case ${{SLURM_ARRAY_TASK_ID:?not an array task}} in
-{cases}
-    *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;
-esac
-export GPUS_PER_NODE=${{GPUS_PER_NODE:-{gpus_per_node}}}
-exec bash launch/slurm.sbatch "${{args[@]}}"
-"""
-
-
-def _quoted(words: Iterable[str]) -> str:
-    return " ".join(shlex.quote(word) for word in words)
