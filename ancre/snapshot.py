@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -126,3 +127,40 @@ def read_snapshot(path: str | Path) -> TopologySnapshot:
         raise SnapshotError(f"{path}: fields do not match version {VERSION} ({error})") from None
     snapshot.check(str(path))
     return snapshot
+
+
+def matrix_table(matrix: Sequence[Sequence[float]], markdown: bool = False, digits: int = 3) -> str:
+    """A connection matrix as a table: row j is block j, column i the state h_i it reads.
+
+    h_0 is the embeddings and h_i the input of block i. The last column of the
+    L x (L+1) matrix, h_L, is read by no block and left out; cells above the diagonal
+    are blank.
+
+    Args:
+        matrix: The L x (L+1) matrix P (or any L x >= L matrix of the same layout).
+        markdown: A Markdown table instead of aligned plain text.
+        digits: Decimals of each weight.
+
+    Returns:
+        The table's lines joined by newlines.
+    """
+    num_layers = len(matrix)
+    width = digits + 3
+
+    def cell(j: int, i: int) -> str:
+        return f"{matrix[j][i]:.{digits}f}" if i <= j else ""
+
+    if markdown:
+        lines = ["| block | " + " | ".join(f"h{i}" for i in range(num_layers)) + " |"]
+        lines.append("|---" * (num_layers + 1) + "|")
+        lines += [
+            f"| {j} | " + " | ".join(cell(j, i) for i in range(num_layers)) + " |"
+            for j in range(num_layers)
+        ]
+        return "\n".join(lines)
+    header = "      " + " ".join(f"{'h' + str(i):>{width}}" for i in range(num_layers))
+    rows = [
+        f"blk{j:<3}" + " ".join(f"{cell(j, i):>{width}}" for i in range(num_layers))
+        for j in range(num_layers)
+    ]
+    return "\n".join(line.rstrip() for line in [header, *rows])

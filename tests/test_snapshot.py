@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from ancre.snapshot import SnapshotError, TopologySnapshot, read_snapshot, write_snapshot
+from ancre.snapshot import (
+    SnapshotError,
+    TopologySnapshot,
+    matrix_table,
+    read_snapshot,
+    write_snapshot,
+)
 
 
 def uniform(num_layers: int = 3) -> TopologySnapshot:
@@ -111,3 +117,15 @@ def test_imports_nothing_heavy() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_matrix_table_leaves_out_h_L_and_the_upper_triangle():
+    matrix = [[1.0, 0.0, 0.0], [0.25, 0.75, 0.0]]
+    text = matrix_table(matrix).splitlines()
+    assert text[0].split() == ["h0", "h1"]  # no h2: no block reads it
+    assert text[1].split() == ["blk0", "1.000"]
+    assert text[2].split() == ["blk1", "0.250", "0.750"]
+    markdown = matrix_table(matrix, markdown=True, digits=2).splitlines()
+    assert markdown[0] == "| block | h0 | h1 |"
+    assert markdown[2] == "| 0 | 1.00 |  |"
+    assert markdown[3] == "| 1 | 0.25 | 0.75 |"

@@ -96,7 +96,7 @@ def print_model(args: argparse.Namespace) -> None:
     print(f"{'preset':<6} {'L':>3} {'D':>5} {'fwd GB':>7} {'bwd GB':>7} {columns}"
           "  (% with whole-layer recompute)")  # fmt: skip
     for preset in args.presets:
-        hidden, _, _, layers = PRESETS[preset]
+        hidden, layers = PRESETS[preset].hidden_size, PRESETS[preset].num_layers
         shape = resolve_shape(ModelConfig(preset=preset), args.vocab_size, args.seq_len)
         step_flops = shape_flops_per_token(shape, args.seq_len) * args.tokens
         cells, again = [], []
@@ -143,7 +143,7 @@ def main() -> None:
     print(f"{'preset':<6} {'L':>3} {'D':>5} {'backend':<9} {'fwd ms':>8} {'fwd+bwd ms':>10} "
           f"{'GB/s':>6} {'x bound':>8} {'peak GB':>8} {'vs ref':>7}")  # fmt: skip
     for preset in args.presets:
-        hidden, _, _, num_layers = PRESETS[preset]
+        hidden, num_layers = PRESETS[preset].hidden_size, PRESETS[preset].num_layers
         state_bytes = args.tokens * hidden * torch.finfo(dtype).bits // 8
         traffic = mix_traffic(
             num_layers, args.tokens, hidden, state_bytes // (args.tokens * hidden)

@@ -54,6 +54,7 @@ from ancre.model import (
     UniformTopology,
     parse_edges,
 )
+from ancre.snapshot import matrix_table
 
 DTYPE = torch.float64
 
@@ -344,17 +345,6 @@ def plot_depth(runs: dict[str, list[Run]], num_layers: int, settings: Settings, 
     figure.savefig(path, dpi=120)
 
 
-def format_matrix(matrix: np.ndarray) -> list[str]:
-    """A connection matrix as markdown table lines (rows = blocks, columns = h_0..h_K)."""
-    size = matrix.shape[1]
-    lines = ["| row | " + " | ".join(f"h{i}" for i in range(size)) + " |"]
-    lines.append("|---" * (size + 1) + "|")
-    for j, row in enumerate(matrix):
-        cells = " | ".join(f"{v:.2f}" if i <= j else "" for i, v in enumerate(row))
-        lines.append(f"| h{j + 1} | {cells} |")
-    return lines
-
-
 def depth_report(
     runs: dict[str, list[Run]], num_layers: int, settings: Settings, threshold: float
 ) -> list[str]:
@@ -382,9 +372,10 @@ def depth_report(
         if layout_runs[0].layout.kind != "ancre":
             continue
         lines += ["", f"Learned connection matrix, {name}, seed {layout_runs[0].seed}:", ""]
-        lines += format_matrix(layout_runs[0].matrix)
+        lines += matrix_table(layout_runs[0].matrix, markdown=True, digits=2).splitlines()
         lines += ["", f"Mean over {len(layout_runs)} seeds:", ""]
-        lines += format_matrix(np.mean([r.matrix for r in layout_runs], axis=0))
+        mean = np.mean([r.matrix for r in layout_runs], axis=0)
+        lines += matrix_table(mean, markdown=True, digits=2).splitlines()
     return lines + [""]
 
 

@@ -104,8 +104,11 @@ def main() -> int:
         failed.append("pytest -m gpu")
     write()
 
-    # (num_layers, hidden) of the presets: PRESETS holds (hidden, inter, heads, layers)
-    shapes = [(2, 16)] if args.small else [(PRESETS[p][3], PRESETS[p][0]) for p in ("60m", "1b")]
+    shapes = (
+        [(2, 16)]
+        if args.small
+        else [(PRESETS[p].num_layers, PRESETS[p].hidden_size) for p in ("60m", "1b")]
+    )
     tokens = 64 if args.small else args.tokens
     report += ["## Fused mix against the reference (bf16; max |error| against fp32)", "",
                "| shape | backend | output | dh0 | dP |", "|---|---|---|---|---|"]  # fmt: skip

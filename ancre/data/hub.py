@@ -111,9 +111,9 @@ class StreamingDocuments:
         while True:
             self._dataset.set_epoch(epoch)
             for example in self._dataset:
-                text, why = document_text(example, self.text_field)
-                if text is None:
-                    skipped[why.partition(":")[0]] += 1
+                text, skip = document_text(example, self.text_field)
+                if skip is not None:
+                    skipped[skip.reason] += 1
                 else:
                     yield text, {"epoch": epoch, "dataset": self._dataset.state_dict()}
             epoch += 1

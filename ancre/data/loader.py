@@ -49,7 +49,8 @@ from ancre.stop_signals import ignore_stop_signals
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-"""Target id of positions left out of the loss (padding); matches the model's."""
+"""Target id of positions left out of the loss (padding): PyTorch's default ignore_index,
+which the model's cross-entropy leaves out."""
 STATE_FORMAT = "ancre-data"
 STATE_VERSION = 2
 """Version 2 names shards by key and size (version 1 by index; still read)."""

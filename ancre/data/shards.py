@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -170,34 +170,50 @@ def _open(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
-def parse_line(raw: bytes, text_field: str) -> tuple[str | None, str]:
-    """The document text of one raw line, or None and ``reason: detail`` of its skip.
+class Skip(NamedTuple):
+    """Why one input line or example was skipped.
+
+    Attributes:
+        reason: One of SKIP_REASONS (the key it is counted under).
+        detail: What was wrong, for the warning.
+    """
+
+    reason: str
+    detail: str
+
+
+Parsed = tuple[str, None] | tuple[None, Skip]
+"""The document text and no skip, or no text and why it was skipped."""
+
+
+def parse_line(raw: bytes, text_field: str) -> Parsed:
+    """The document text of one raw line, or None and why it was skipped.
 
     No line, however malformed, raises.
     """
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        return None, f"invalid_utf8: {error}"
+        return None, Skip("invalid_utf8", str(error))
     try:
         record = json.loads(line)
     except (ValueError, RecursionError) as error:  # bad JSON, a 5,000-digit number
-        return None, f"malformed_json: {type(error).__name__}: {str(error)[:120]}"
+        return None, Skip("malformed_json", f"{type(error).__name__}: {str(error)[:120]}")
     return document_text(record, text_field)
 
 
-def document_text(record: Any, text_field: str) -> tuple[str | None, str]:
-    """The text of one parsed record, or None and ``reason: detail`` of its skip."""
+def document_text(record: Any, text_field: str) -> Parsed:
+    """The text of one parsed record, or None and why it was skipped."""
     text = record.get(text_field) if isinstance(record, dict) else None
     if not isinstance(text, str):
-        return None, f"missing_field: no string field {text_field!r}"
+        return None, Skip("missing_field", f"no string field {text_field!r}")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:  # a lone surrogate escape such as "\ud800"
-        return None, f"invalid_text: {error.reason} at character {error.start}"
+        return None, Skip("invalid_text", f"{error.reason} at character {error.start}")
     if not text.strip():
-        return None, "empty: empty document"
-    return text, ""
+        return None, Skip("empty", "empty document")
+    return text, None
 
 
 def read_lines(shard: Path, start: int, report: SkipReport) -> Iterator[tuple[int, bytes]]:
@@ -238,10 +254,9 @@ def iter_documents(shards: Sequence[Path], text_field: str, skipped: Counter[str
     for shard in shards:
         report = SkipReport(shard, skipped)
         for line_no, raw in read_lines(shard, 0, report):
-            text, why = parse_line(raw, text_field)
-            if text is None:
-                reason, _, detail = why.partition(": ")
-                report(reason, line_no, detail)
+            text, skip = parse_line(raw, text_field)
+            if skip is not None:
+                report(skip.reason, line_no, skip.detail)
             else:
                 yield text
         report.close()
@@ -347,10 +362,9 @@ class LocalShards:
                 seen += 1
                 if (seen - 1) % self.num_readers != self.reader:
                     continue
-                text, why = parse_line(raw, self.text_field)
-                if text is None:
-                    reason, _, detail = why.partition(": ")
-                    report(reason, line_no, detail)
+                text, skip = parse_line(raw, self.text_field)
+                if skip is not None:
+                    report(skip.reason, line_no, skip.detail)
                     continue
                 found = True
                 position = {

@@ -118,9 +118,9 @@ def split_texts(config: DataConfig, split: str, skipped: Counter[str]) -> Iterat
         yield from iter_documents(find_shards(config.path, split), config.text_field, skipped)
         return
     for example in open_hub(config.hub_name, config.hub_subset, split):
-        text, why = document_text(example, config.text_field)
-        if text is None:
-            skipped[why.partition(":")[0]] += 1
+        text, skip = document_text(example, config.text_field)
+        if skip is not None:
+            skipped[skip.reason] += 1
         else:
             yield text
 

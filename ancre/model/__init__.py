@@ -9,10 +9,9 @@ from ancre.model.topology import (
     build_topology,
     parse_edges,
 )
-from ancre.model.transformer import IGNORE_INDEX, Transformer, build_model, check_buildable
+from ancre.model.transformer import Transformer, build_model, check_buildable
 
 __all__ = [
-    "IGNORE_INDEX",
     "PRESETS",
     "AncreTopology",
     "FixedTopology",

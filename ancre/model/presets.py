@@ -43,14 +43,23 @@ class ModelShape:
         return self.hidden_size // self.num_heads
 
 
-# name -> (hidden_size, intermediate_size, num_heads, num_layers)
-PRESETS: dict[str, tuple[int, int, int, int]] = {
-    "tiny": (128, 352, 4, 6),
-    "60m": (512, 1376, 8, 8),
-    "130m": (768, 2048, 12, 12),
-    "350m": (1024, 2736, 16, 24),
-    "1b": (2048, 5461, 32, 24),
-    "7b": (4096, 11008, 32, 32),
+@dataclass(frozen=True)
+class Preset:
+    """The numbers a named size fixes (the rest come from the config and the tokenizer)."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(hidden_size=128, intermediate_size=352, num_layers=6, num_heads=4),
+    "60m": Preset(hidden_size=512, intermediate_size=1376, num_layers=8, num_heads=8),
+    "130m": Preset(hidden_size=768, intermediate_size=2048, num_layers=12, num_heads=12),
+    "350m": Preset(hidden_size=1024, intermediate_size=2736, num_layers=24, num_heads=16),
+    "1b": Preset(hidden_size=2048, intermediate_size=5461, num_layers=24, num_heads=32),
+    "7b": Preset(hidden_size=4096, intermediate_size=11008, num_layers=32, num_heads=32),
 }
 
 
@@ -69,15 +78,13 @@ def resolve_shape(model: ModelConfig, vocab_size: int, seq_len: int) -> ModelSha
         ConfigError: The vocabulary differs from the tokenizer's, or the heads do not
             divide the hidden size into even head sizes.
     """
-    if model.preset is not None:
-        hidden, inter, heads, layers = PRESETS[model.preset]
-    else:
-        hidden = inter = heads = layers = 0  # validate() guarantees every field is set
+    # validate() guarantees every shape field is set when there is no preset
+    preset = PRESETS[model.preset] if model.preset is not None else Preset(0, 0, 0, 0)
     shape = ModelShape(
-        hidden_size=model.hidden_size or hidden,
-        intermediate_size=model.intermediate_size or inter,
-        num_layers=model.num_layers or layers,
-        num_heads=model.num_heads or heads,
+        hidden_size=model.hidden_size or preset.hidden_size,
+        intermediate_size=model.intermediate_size or preset.intermediate_size,
+        num_layers=model.num_layers or preset.num_layers,
+        num_heads=model.num_heads or preset.num_heads,
         vocab_size=model.vocab_size or vocab_size,
         max_seq_len=model.max_seq_len or seq_len,
         rope_theta=model.rope_theta,

@@ -24,9 +24,6 @@ from ancre.model.topology import Topology, build_topology
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
-"""Target value of positions that do not count in the loss."""
-
 
 class Transformer(nn.Module):
     """A Llama-style decoder whose residual wiring between blocks is a topology.
@@ -93,7 +90,8 @@ class Transformer(nn.Module):
 
         Args:
             tokens: Input token ids (B, T).
-            targets: Next-token ids (B, T); IGNORE_INDEX marks positions left out.
+            targets: Next-token ids (B, T); -100 (PyTorch's default ignore_index, which
+                ``ancre.data.loader.IGNORE_INDEX`` names) marks positions left out.
             reduction: ``mean`` over counted positions, or ``sum``.
 
         Returns:
@@ -106,7 +104,6 @@ class Transformer(nn.Module):
         return F.cross_entropy(
             logits.to(accumulation_dtype(logits.dtype)).flatten(0, 1),  # (B*T, V)
             targets.flatten(),  # (B*T,)
-            ignore_index=IGNORE_INDEX,
             reduction=reduction,
         )
 

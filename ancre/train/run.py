@@ -26,6 +26,7 @@ from ancre.data.loader import TrainLoader, validation_set
 from ancre.data.tokenizer import Tokenizer
 from ancre.model import Transformer, build_model, resolve_shape
 from ancre.run_folder import RunFolder, RunLock, RunPlan
+from ancre.snapshot import matrix_table
 from ancre.train.engine import (
     DistributedContext,
     Engine,
@@ -80,21 +81,6 @@ def _metric_sinks(config: AncreConfig, folder: RunFolder) -> list[MetricsSink]:
             )  # fmt: skip
         )
     return sinks
-
-
-def _format_matrix(matrix: list[list[float]]) -> str:
-    """P as a table: rows are blocks j, columns the states h_0 .. h_{L-1} they read.
-
-    (The last column of the L x (L+1) matrix, h_L, is read by no block and left out.)
-    """
-    num_layers = len(matrix)
-    header = "      " + " ".join(f"{'h' + str(i):>6}" for i in range(num_layers))
-    rows = [
-        f"blk{j:<3}"
-        + " ".join(f"{row[i]:6.3f}" if i <= j else f"{'':6}" for i in range(num_layers))
-        for j, row in enumerate(matrix)
-    ]
-    return "\n".join([header, *rows]).rstrip()
 
 
 def train(config: AncreConfig) -> Path:
@@ -200,7 +186,7 @@ def _run(
                 "learned connection matrix (row j: the weights block j puts on h_0 = the "
                 "embeddings .. h_j = its own input):"
             )
-            logger.info("\n%s", _format_matrix(snapshot.matrix))
+            logger.info("\n%s", matrix_table(snapshot.matrix))
         if context.is_main:
             logger.info("run folder: %s", folder.root)
     finally:

@@ -22,10 +22,9 @@ import torch
 
 from ancre.checkpoint import TrainerState, complete_checkpoint, write_rank_state
 from ancre.config import AncreConfig
-from ancre.data.loader import TrainLoader
+from ancre.data.loader import IGNORE_INDEX, TrainLoader
 from ancre.data.sources import SKIP_REASONS
 from ancre.data.tokenizer import Tokenizer
-from ancre.model import IGNORE_INDEX
 from ancre.run_folder import RunFolder, prune
 from ancre.snapshot import write_snapshot
 from ancre.train.engine import Engine, barrier, broadcast_from_main

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ancre.data.shards import MissingDataError, find_shards, iter_documents
+from ancre.data.shards import MissingDataError, find_shards, iter_documents, parse_line
+from ancre.data.sources import SKIP_REASONS
 
 TRAIN = ["c4-train.00000-of-00002.json.gz", "c4-train.00001-of-00002.json.gz"]
 VALID = "c4-validation.00000-of-00001.json.gz"
@@ -126,3 +127,23 @@ def test_iter_documents_truncated_gzip(tmp_path, write_shard, documents, caplog)
     assert 0 < len(read) - 1 < 150 and read[:-1] == documents[: len(read) - 1]
     assert skipped == Counter({"truncated_file": 1})
     assert str(cut) in caplog.text and "truncated_file" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe", "invalid_utf8"),
+        (b"{not json", "malformed_json"),
+        (b'{"body": "x"}', "missing_field"),
+        (b'{"text": "\\ud800"}', "invalid_text"),
+        (b'{"text": "  "}', "empty"),
+    ],
+)
+def test_parse_line_names_the_reason_of_a_skip(raw, reason):
+    text, skip = parse_line(raw, "text")
+    assert text is None and skip is not None
+    assert skip.reason == reason and skip.reason in SKIP_REASONS and skip.detail
+
+
+def test_parse_line_gives_the_text_of_a_good_line():
+    assert parse_line(b'{"text": "a document"}', "text") == ("a document", None)
