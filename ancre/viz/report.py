@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ancre.snapshot import TopologySnapshot
 from ancre.viz.animation import write_animation
 from ancre.viz.canvas import save_figure
 from ancre.viz.compare import (
@@ -122,6 +123,22 @@ def _evolution_snapshots(run: RunData, steps: Sequence[int] | None) -> list:
     return [select_snapshot(run.snapshots, step) for step in steps]
 
 
+class _Figures:
+    """Saves figures into the output folder in every asked format, recording the files."""
+
+    def __init__(self, out: Path, options: ReportOptions, report: Report) -> None:
+        self.out, self.options, self.report = out, options, report
+        self.formats = list(dict.fromkeys([*options.formats, *(["svg"] if options.svg else [])]))
+
+    def save(self, figure, stem: str) -> Path:
+        """Writes ``figure`` as ``stem.<format>``; returns the file the page shows."""
+        paths = save_figure(
+            figure, self.out, stem, self.formats, self.options.dpi, self.options.titles
+        )
+        self.report.files.extend(paths)
+        return next((p for p in paths if p.suffix == ".png"), paths[0])
+
+
 def write_report(run_dir: str | Path, out_dir: str | Path, options: ReportOptions) -> Report:
     """Draws every figure of a run and writes them with report.html into ``out_dir``.
 
@@ -138,75 +155,17 @@ def write_report(run_dir: str | Path, out_dir: str | Path, options: ReportOption
         SnapshotError: A snapshot file is malformed (names the file).
     """
     run = load_run(run_dir)
-    others = []
-    for given in options.compare:
-        inner = expand_runs([given])
-        for path in inner:  # a sweep folder may hold the shown run: not twice
-            if inner == [Path(given)] or path.resolve() != Path(run_dir).resolve():
-                others.append(load_run(path, need_snapshots=False))
+    others = _compared_runs(run_dir, options.compare)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = Report()
+    figures = _Figures(out, options, report)
     names = unique_names([run, *others])
-    name = names[0]
     shown = select_snapshot(run.snapshots, options.step)
-
-    formats = list(dict.fromkeys([*options.formats, *(["svg"] if options.svg else [])]))
-
-    def save(figure, stem: str) -> Path:
-        paths = save_figure(figure, out, stem, formats, options.dpi, options.titles)
-        report.files.extend(paths)
-        return next((p for p in paths if p.suffix == ".png"), paths[0])
-
-    sections = [
-        Section(
-            "Connection matrix",
-            save(matrix_figure(shown, name), "matrix"),
-            "Row j: the weights block j puts on the states h_0 (embeddings) .. h_j.",
-        ),
-        Section(
-            "Connection matrix over training",
-            save(
-                evolution_figure(_evolution_snapshots(run, options.evolution_steps), name),
-                "evolution",
-            ),
-            "Small multiples on one colour scale.",
-        ),
-    ]
-    animation = write_animation(run.snapshots, out, name, mp4=options.mp4)
-    report.files.append(animation)
-    if options.mp4 and animation.suffix != ".mp4":
-        report.notes.append("ffmpeg is not on PATH: the animation was written as a GIF.")
-    embed = animation.suffix == ".gif" and animation.stat().st_size <= GIF_EMBED_LIMIT
-    sections.append(
-        Section(
-            f"Animation over all {len(run.snapshots)} snapshots",
-            animation if embed else None,
-            link=None if embed else animation,
-        )
-    )
-    sections.append(
-        Section(
-            "Wiring diagram",
-            save(wiring_figure(shown, name, options.top_k, options.threshold), "wiring"),
-            "Arc width and colour show P[j, i].",
-        )
-    )
-    reference = run.snapshots[0] if len(run.snapshots) > 1 else None
-    sections.append(
-        Section(
-            "Per-block statistics against depth",
-            save(depth_figure(shown, reference, name), "block_stats_depth"),
-        )
-    )
-    sections.append(
-        Section(
-            "Per-block statistics over training",
-            save(training_figure(run.snapshots, name), "block_stats_training"),
-        )
-    )
+    sections = _topology_sections(run, shown, names[0], figures)
+    sections.append(_animation_section(run, names[0], figures))
+    sections += _statistics_sections(run, shown, names[0], figures)
     report.files.append(write_statistics_csv(run.snapshots, out / "block_statistics.csv"))
-
     runs = list(zip(names, [run.records] + [o.records for o in others], strict=True))
     if others:
         report.comparisons, notes = _compare([run, *others], names, options)
@@ -216,15 +175,104 @@ def write_report(run_dir: str | Path, out_dir: str | Path, options: ReportOption
     sections.append(
         Section(
             "Loss curves",
-            save(loss_figure(runs, report.comparisons), "losses"),
+            figures.save(loss_figure(runs, report.comparisons), "losses"),
             "Thin lines: training loss; markers: val_loss.",
         )
     )
-
     summary = [run_summary(r, n) for r, n in zip([run, *others], names, strict=True)]
+    report.files.append(_write_summary_json(out, summary, shown.step, report))
+    final_stats = [
+        {"block": row["block"], **{k: row[k] for k in STATISTICS}}
+        for row in statistics_rows([shown])
+    ]
+    page = render_page(
+        f"ancre viz: {names[0]} (step {shown.step})",
+        summary,
+        sections,
+        final_stats,
+        report.notes + _val_notes(runs),
+    )
+    html_path = out / "report.html"
+    html_path.write_text(page, encoding="utf-8")
+    report.files.append(html_path)
+    return report
+
+
+def _compared_runs(run_dir: str | Path, compare: Sequence[Path]) -> list[RunData]:
+    """The runs given with --compare (run or sweep folders), without the shown run twice."""
+    others = []
+    for given in compare:
+        inner = expand_runs([given])
+        for path in inner:  # a sweep folder may hold the shown run: not twice
+            if inner == [Path(given)] or path.resolve() != Path(run_dir).resolve():
+                others.append(load_run(path, need_snapshots=False))
+    return others
+
+
+def _topology_sections(
+    run: RunData, shown: TopologySnapshot, name: str, figures: _Figures
+) -> list[Section]:
+    """The connection matrix at the shown step, its evolution and the wiring diagram."""
+    options = figures.options
+    evolution = _evolution_snapshots(run, options.evolution_steps)
+    return [
+        Section(
+            "Connection matrix",
+            figures.save(matrix_figure(shown, name), "matrix"),
+            "Row j: the weights block j puts on the states h_0 (embeddings) .. h_j.",
+        ),
+        Section(
+            "Connection matrix over training",
+            figures.save(evolution_figure(evolution, name), "evolution"),
+            "Small multiples on one colour scale.",
+        ),
+        Section(
+            "Wiring diagram",
+            figures.save(wiring_figure(shown, name, options.top_k, options.threshold), "wiring"),
+            "Arc width and colour show P[j, i].",
+        ),
+    ]
+
+
+def _animation_section(run: RunData, name: str, figures: _Figures) -> Section:
+    """The animation over every snapshot: embedded when small enough, else linked."""
+    mp4, report = figures.options.mp4, figures.report
+    animation = write_animation(run.snapshots, figures.out, name, mp4=mp4)
+    report.files.append(animation)
+    if mp4 and animation.suffix != ".mp4":
+        report.notes.append("ffmpeg is not on PATH: the animation was written as a GIF.")
+    embed = animation.suffix == ".gif" and animation.stat().st_size <= GIF_EMBED_LIMIT
+    return Section(
+        f"Animation over all {len(run.snapshots)} snapshots",
+        animation if embed else None,
+        link=None if embed else animation,
+    )
+
+
+def _statistics_sections(
+    run: RunData, shown: TopologySnapshot, name: str, figures: _Figures
+) -> list[Section]:
+    """Per-block statistics against depth (at the shown step) and over training."""
+    reference = run.snapshots[0] if len(run.snapshots) > 1 else None
+    return [
+        Section(
+            "Per-block statistics against depth",
+            figures.save(depth_figure(shown, reference, name), "block_stats_depth"),
+        ),
+        Section(
+            "Per-block statistics over training",
+            figures.save(training_figure(run.snapshots, name), "block_stats_training"),
+        ),
+    ]
+
+
+def _write_summary_json(
+    out: Path, summary: list[dict[str, object]], shown_step: int, report: Report
+) -> Path:
+    """summary.json: the run table, the shown step, the comparisons and the notes."""
     record = {
         "runs": summary,
-        "shown_step": shown.step,
+        "shown_step": shown_step,
         "comparisons": [
             {
                 "run": c.run,
@@ -242,25 +290,9 @@ def write_report(run_dir: str | Path, out_dir: str | Path, options: ReportOption
         ],
         "notes": report.notes,
     }
-    summary_path = out / "summary.json"
-    summary_path.write_text(json.dumps(record, indent=1, default=str) + "\n")
-    report.files.append(summary_path)
-
-    final_stats = [
-        {"block": row["block"], **{k: row[k] for k in STATISTICS}}
-        for row in statistics_rows([shown])
-    ]
-    page = render_page(
-        f"ancre viz: {name} (step {shown.step})",
-        summary,
-        sections,
-        final_stats,
-        report.notes + _val_notes(runs),
-    )
-    html_path = out / "report.html"
-    html_path.write_text(page, encoding="utf-8")
-    report.files.append(html_path)
-    return report
+    path = out / "summary.json"
+    path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    return path
 
 
 def _compare(
