@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ancre.train.preemption import stop_signals
+from ancre.train.preemption import release_stop_signals, stop_signals
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -60,11 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args[0]
     if command == "train":
         stop_signals()  # from now on a stop signal is a request, not a traceback
-    module_name, summary = COMMANDS[command]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"ancre {command}", description=summary)
-    module.add_arguments(command, parser)
-    return module.run(command, parser.parse_args(args[1:]))
+    try:
+        module_name, summary = COMMANDS[command]
+        module = importlib.import_module(module_name)
+        parser = argparse.ArgumentParser(prog=f"ancre {command}", description=summary)
+        module.add_arguments(command, parser)
+        return module.run(command, parser.parse_args(args[1:]))
+    finally:
+        release_stop_signals()  # the handlers that were there before, for a caller in-process
 
 
 if __name__ == "__main__":

@@ -1,15 +1,14 @@
-"""The `ancre` command on bad input: a clear message naming the key, and exit code 2."""
+"""The `ancre` command on bad input: a clear message naming the key, and exit code 2.
 
-import subprocess
-import sys
+These run the command in this process (nothing is started before the input is refused).
+"""
+
+import signal
 
 import pytest
 
-
-def ancre(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ancre.cli", *args], capture_output=True, text=True, env=env
-    )
+from ancre.cli import main
+from tests.training import QUICKSTART, cli_error
 
 
 @pytest.mark.parametrize(
@@ -21,24 +20,35 @@ def ancre(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
         ("model.num_heads=5", "model.num_heads"),
     ],
 )
-def test_config_errors_name_the_key(override, key, subprocess_env, tmp_path):
+def test_config_errors_name_the_key(override, key, tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text(f"run:\n  out_dir: {tmp_path}\ntrain:\n  micro_batch_size: 8\n")
-    result = ancre("train", str(config), override, env=subprocess_env)
-    assert result.returncode == 2, result.stderr
-    assert f"ancre train: error: {key}" in result.stderr
+    assert cli_error(capsys, "train", str(config), override).startswith(
+        f"ancre train: error: {key}"
+    )
+    assert list(tmp_path.iterdir()) == [config]  # nothing written
 
 
-def test_missing_config_file_is_named(subprocess_env, tmp_path):
-    result = ancre("train", str(tmp_path / "nope.yaml"), env=subprocess_env)
-    assert result.returncode == 2
-    assert "nope.yaml: no such config file" in result.stderr
+def test_missing_config_file_is_named(tmp_path, capsys):
+    assert "nope.yaml: no such config file" in cli_error(
+        capsys, "train", str(tmp_path / "nope.yaml")
+    )
 
 
-def test_missing_data_path_says_what_to_do(subprocess_env, tmp_path):
-    result = ancre(
-        "train", "configs/quickstart.yaml", f"run.out_dir={tmp_path}",
-        f"data.path={tmp_path}/missing", env=subprocess_env,
+def test_missing_data_path_says_what_to_do(tmp_path, capsys):
+    message = cli_error(
+        capsys, "train", str(QUICKSTART), f"run.out_dir={tmp_path}",
+        f"data.path={tmp_path}/missing",
     )  # fmt: skip
-    assert result.returncode == 2
-    assert "data.path=" in result.stderr and "does not exist" in result.stderr
+    assert "data.path=" in message and "does not exist" in message
+
+
+def test_a_refused_train_command_gives_back_the_signal_handlers(tmp_path, capsys):
+    before = signal.getsignal(signal.SIGTERM)
+    cli_error(capsys, "train", str(tmp_path / "nope.yaml"))
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_unknown_command_prints_the_usage(capsys):
+    assert main(["nope"]) == 2
+    assert "usage: ancre COMMAND" in capsys.readouterr().err

@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,46 +18,12 @@ from ancre.checkpoint import verify_checkpoint
 from ancre.config import load_config
 from ancre.data.loader import validation_set
 from ancre.data.tokenizer import Tokenizer
-from ancre.run_folder import RunFolder
-from tests.conftest import REPO, SAMPLE
+from tests.training import latest_checkpoint, launcher, records, run_ancre, train_args
 
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    return RunFolder(run_dir).latest()
+# latest_checkpoint, records, train_args
 
 
 pytestmark = pytest.mark.slow
-
-CONFIG = str(REPO / "configs/quickstart.yaml")
-
-
-def settings(out: Path, name: str, tokenizer: Path, *extra: str) -> list[str]:
-    return [
-        CONFIG, f"run.out_dir={out}", f"run.name={name}", "run.overwrite=false",
-        "checkpoint.resume=auto", f"data.path={SAMPLE}", f"data.tokenizer={tokenizer}",
-        "data.seq_len=64", "train.steps=8", "train.warmup_steps=2", "train.log_every=1",
-        "train.micro_batch_size=4", "train.global_batch_size=8", "train.precision=fp32",
-        "eval.every=4", "eval.tokens=1024", "checkpoint.every=4", "checkpoint.topology_every=2",
-        *extra,
-    ]  # fmt: skip
-
-
-def command(processes: int, args: list[str]) -> list[str]:
-    launcher = [sys.executable, "-m", "ancre.cli"]
-    if processes > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc_per_node={processes}", "-m", "ancre.cli"]  # fmt: skip
-    return [*launcher, "train", *args]
-
-
-def ancre_train(processes: int, args: list[str], env) -> subprocess.CompletedProcess:
-    return subprocess.run(command(processes, args), env=env, capture_output=True, text=True)
-
-
-def records(run_dir: Path) -> list[dict]:
-    """metrics.jsonl without the wall-clock field."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"} for line in lines]
 
 
 @pytest.fixture(
@@ -70,8 +35,8 @@ def reference(request, tmp_path_factory, subprocess_env, sample_tokenizer):
     """An uninterrupted 8-step run with checkpoints at steps 4 and 8."""
     zero, processes = request.param
     out = tmp_path_factory.mktemp("reference")
-    args = settings(out, "ref", sample_tokenizer.path, f"train.zero_stage={zero}")
-    result = ancre_train(processes, args, subprocess_env)
+    args = train_args(out, "ref", sample_tokenizer.path, f"train.zero_stage={zero}")
+    result = run_ancre("train", *args, env=subprocess_env, processes=processes)
     assert result.returncode == 0, result.stderr[-4000:]
     return zero, processes, out / "ref", args
 
@@ -80,7 +45,7 @@ def test_resumed_run_equals_the_uninterrupted_one(reference, subprocess_env, tmp
     zero, processes, run_dir, args = reference
     middle = run_dir / "checkpoints" / "step_00000004"
     resumed = [*args, f"run.out_dir={tmp_path}", f"checkpoint.resume={middle}"]
-    result = ancre_train(processes, resumed, subprocess_env)
+    result = run_ancre("train", *resumed, env=subprocess_env, processes=processes)
     assert result.returncode == 0, result.stderr[-4000:]
     expected = [r for r in records(run_dir) if r["step"] > 4]
     assert records(tmp_path / "ref") == expected  # losses, grad norms, lr, val loss: equal
@@ -91,9 +56,10 @@ def test_another_world_size_is_refused_with_what_to_run(reference, subprocess_en
     zero, processes, run_dir, args = reference
     other = 1 if processes == 2 else 2
     middle = run_dir / "checkpoints" / "step_00000004"
-    result = ancre_train(
-        other, [*args, f"run.out_dir={tmp_path}", f"checkpoint.resume={middle}"], subprocess_env
-    )
+    result = ancre(
+        "train", *args, f"run.out_dir={tmp_path}", f"checkpoint.resume={middle}",
+        env=subprocess_env, processes=other,
+    )  # fmt: skip
     assert result.returncode != 0
     message = f"was written by {processes} process(es) and this run has {other}"
     assert message in result.stderr and "ancre convert" in result.stderr
@@ -104,7 +70,7 @@ def test_converted_weights_give_the_training_model(reference, tmp_path, subproce
     folder = latest_checkpoint(run_dir)
     for dtype in ("fp32", "bf16"):
         out = tmp_path / dtype
-        convert = [sys.executable, "-m", "ancre.cli", "convert", str(folder), str(out)]
+        convert = [*launcher(1), "convert", str(folder), str(out)]
         result = subprocess.run(
             [*convert, f"--dtype={dtype}"], env=subprocess_env, capture_output=True, text=True
         )
@@ -165,26 +131,26 @@ def checkpoint_being_written(run_dir: Path, after_step: int) -> Path | None:
 def kill_settings(tmp_path_factory, sample_tokenizer, subprocess_env):
     """Settings of a 12-step run (checkpoint every 2, keep 2) and its uninterrupted metrics."""
     out = tmp_path_factory.mktemp("kill")
-    args = settings(
+    args = train_args(
         out, "ref", sample_tokenizer.path, "train.steps=12", "checkpoint.every=2",
         "checkpoint.keep_last=2", "train.zero_stage=2", "data.num_workers=1",
     )  # fmt: skip
-    result = ancre_train(1, args, subprocess_env)
+    result = run_ancre("train", *args, env=subprocess_env)
     assert result.returncode == 0, result.stderr[-4000:]
     return args, records(out / "ref")
 
 
 def start(args: list[str], env) -> subprocess.Popen:
     return subprocess.Popen(
-        command(1, args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        [*launcher(1), "train", *args], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
 
 
 def finish_and_compare(args, expected, run_dir: Path, env) -> None:
     complete = latest_checkpoint(run_dir)
     written = run_dir.is_dir() and any(p.name != "run.lock" for p in run_dir.iterdir())
-    result = ancre_train(1, args, env)
+    result = run_ancre("train", *args, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     if complete is None and written:
         assert "from scratch" in result.stderr
@@ -240,8 +206,8 @@ def signal_when(popen: subprocess.Popen, condition, sig: int, timeout: float = 1
 
 def start_piped(args: list[str], env) -> subprocess.Popen:
     return subprocess.Popen(
-        command(1, args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        [*launcher(1), "train", *args], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
 
 
@@ -286,22 +252,22 @@ def test_finished_run_is_left_alone_and_never_refuses_to_overwrite(
 ):
     args, expected = kill_settings
     args = [*args, f"run.out_dir={tmp_path}"]
-    assert ancre_train(1, args, subprocess_env).returncode == 0
-    again = ancre_train(1, args, subprocess_env)
+    assert run_ancre("train", *args, env=subprocess_env).returncode == 0
+    again = run_ancre("train", *args, env=subprocess_env)
     assert again.returncode == 0 and "nothing to do" in again.stderr
     assert records(tmp_path / "ref") == expected
-    never = ancre_train(1, [*args, "checkpoint.resume=never"], subprocess_env)
+    never = run_ancre("train", *args, "checkpoint.resume=never", env=subprocess_env)
     assert never.returncode == 2 and "run.overwrite=true" in never.stderr
 
 
 def test_non_finite_steps_are_skipped_then_the_run_stops(
     tmp_path, subprocess_env, sample_tokenizer
 ):
-    args = settings(tmp_path, "nan", sample_tokenizer.path, "train.steps=4")
-    assert ancre_train(1, args, subprocess_env).returncode == 0
+    args = train_args(tmp_path, "nan", sample_tokenizer.path, "train.steps=4")
+    assert run_ancre("train", *args, env=subprocess_env).returncode == 0
     # an absurd learning rate makes every weight explode after one step: losses turn NaN
     blowup = [*args, "train.steps=30", "train.lr=1e30", "train.max_bad_steps=3"]
-    result = ancre_train(1, blowup, subprocess_env)
+    result = run_ancre("train", *blowup, env=subprocess_env)
     assert result.returncode == 3
     assert "3 steps in a row (up to step 8)" in result.stderr
     assert "last complete checkpoint" in result.stderr

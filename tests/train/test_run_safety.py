@@ -1,8 +1,9 @@
 """Bad situations a user meets, end to end through `ancre train`: a message, nothing lost.
 
-Each test starts the real command and checks the exit code, that the message names the
-key, file or owner and what to do, and that nothing on disk changed that the user did
-not ask to change (the whole tree is hashed before and after).
+Each test runs the real command (in this process when it refuses the input before it
+starts anything, else in a subprocess) and checks the exit code, that the message names
+the key, file or owner and what to do, and that nothing on disk changed that the user
+did not ask to change (the whole tree is hashed before and after).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from ancre.run_folder import RunFolder
 from ancre.train.trainer import perplexity
 from tests.conftest import REPO, SAMPLE
+from tests.training import cli_error, run_ancre, train_args
 
 CONFIG = str(REPO / "configs/quickstart.yaml")
 
@@ -34,20 +36,16 @@ def tree(path: Path) -> dict[str, str]:
 
 
 def ancre(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ancre.cli", *args], capture_output=True, text=True, env=env,
-        timeout=timeout,
-    )  # fmt: skip
+    return run_ancre(*args, env=env, timeout=timeout)
 
 
 def settings(out: Path, tokenizer: Path | str, *extra: str) -> list[str]:
-    return [
-        CONFIG, f"run.out_dir={out}", "run.name=run", f"data.path={SAMPLE}",
-        f"data.tokenizer={tokenizer}", "data.seq_len=64", "train.steps=4",
-        "train.warmup_steps=1", "train.log_every=1", "train.micro_batch_size=4",
-        "train.global_batch_size=4", "train.precision=fp32", "eval.tokens=512",
-        "checkpoint.every=2", "checkpoint.topology_every=2", *extra,
-    ]  # fmt: skip
+    """The tests' tiny run, shortened to 4 steps with checkpoints at 2 and 4."""
+    return train_args(
+        out, "run", tokenizer, "train.steps=4", "train.warmup_steps=1",
+        "train.global_batch_size=4", "eval.every=50", "eval.tokens=512", "checkpoint.every=2",
+        *extra,
+    )  # fmt: skip
 
 
 def copy_of_sample(tmp_path: Path, pattern: str = "c4-*.json.gz") -> Path:
@@ -85,29 +83,27 @@ def out_dir(tmp_path: Path) -> Path:
     [("..", "is a reference to a folder"), ("''", "is empty")],  # the others: test_config
 )  # fmt: skip
 def test_a_run_name_that_is_not_one_folder_name_deletes_nothing(
-    out_dir, tmp_path, subprocess_env, name, problem
+    out_dir, tmp_path, capsys, name, problem
 ):
     before = tree(tmp_path)
     config = tmp_path / "named.yaml"
     config.write_text(f"run:\n  name: {name}\n  overwrite: true\n")
-    result = ancre(
-        "train", CONFIG, str(config), f"run.out_dir={out_dir}", "model.num_heads=7",
-        env=subprocess_env,
-    )  # fmt: skip
-    assert f"run.name: {name.strip(chr(39))!r} {problem}" in one_line_error(result)
+    message = cli_error(
+        capsys, "train", CONFIG, str(config), f"run.out_dir={out_dir}", "model.num_heads=7"
+    )
+    assert f"run.name: {name.strip(chr(39))!r} {problem}" in message
     assert tree(tmp_path) == {**before, "named.yaml": tree(tmp_path)["named.yaml"]}
 
 
 def test_a_bad_model_shape_is_reported_before_the_folder_is_touched(
-    out_dir, tmp_path, subprocess_env, sample_tokenizer
+    out_dir, tmp_path, capsys, sample_tokenizer
 ):
     before = tree(tmp_path)
-    result = ancre(
-        "train", *settings(out_dir, sample_tokenizer.path, "run.name=other-run",
-                           "run.overwrite=true", "model.num_heads=7"),
-        env=subprocess_env,
+    message = cli_error(
+        capsys, "train", *settings(out_dir, sample_tokenizer.path, "run.name=other-run",
+                                   "run.overwrite=true", "model.num_heads=7"),
     )  # fmt: skip
-    assert "model.num_heads: 7 heads do not divide model.hidden_size=128" in one_line_error(result)
+    assert "model.num_heads: 7 heads do not divide model.hidden_size=128" in message
     assert tree(tmp_path) == before
 
 
@@ -137,14 +133,14 @@ def test_a_folder_that_is_not_an_ancre_run_is_never_written_into(
     ],
 )
 def test_bad_data_settings_are_one_line_errors_naming_the_key(
-    tmp_path, subprocess_env, sample_tokenizer, override, expected
+    tmp_path, capsys, sample_tokenizer, override, expected
 ):
     junk = tmp_path / "junk.model"
     junk.write_text("not a model")
     override = override.format(junk=junk, missing=tmp_path / "missing")
-    result = ancre("train", *settings(tmp_path / "runs", sample_tokenizer.path, override),
-                   env=subprocess_env)  # fmt: skip
-    assert expected in one_line_error(result)
+    message = cli_error(capsys, "train", *settings(tmp_path / "runs", sample_tokenizer.path,
+                                                   override))  # fmt: skip
+    assert expected in message
     assert not (tmp_path / "runs").exists()
 
 
