@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,9 @@ if not torch.cuda.is_available():
     # any kernel is defined: the CPU tests check them against the reference this way.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from ancre.data.sources import find_shards, iter_documents
-from ancre.data.tokenizer import Tokenizer, train_tokenizer
+from ancre.data.tokenizer import Tokenizer
 from ancre.train.threads import affinity_cores
+from tests.training import REPO, SAMPLE, sample_tokenizer_at  # noqa: F401 (REPO, SAMPLE: shared)
 
 # The rule of ancre/train/threads.py for the suite: the cores shared among the pytest
 # workers, so parallel workers (and the training processes they start) never
@@ -26,16 +25,11 @@ WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = str(max(1, affinity_cores() // WORKERS))
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or THREADS))
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "data" / "sample"
-
 
 @pytest.fixture(scope="session")
 def sample_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
     """A 512-piece unigram tokenizer trained on the bundled sample corpus."""
-    path = tmp_path_factory.mktemp("tokenizer") / "sample.model"
-    documents = iter_documents(find_shards(str(SAMPLE), "train"), "text", Counter())
-    return train_tokenizer(documents, path, vocab_size=512)
+    return sample_tokenizer_at(tmp_path_factory.mktemp("tokenizer") / "sample.model")
 
 
 @pytest.fixture(scope="session")

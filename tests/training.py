@@ -9,14 +9,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from ancre.cli import main
+from ancre.data.sources import find_shards, iter_documents
+from ancre.data.tokenizer import Tokenizer, train_tokenizer
 from ancre.run_folder import RunFolder
-from tests.conftest import REPO, SAMPLE
 
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 TINY_RUN = REPO / "tests" / "assets" / "tiny_run.yaml"
+
+
+def sample_tokenizer_at(path: Path) -> Tokenizer:
+    """The tests' tokenizer: 512 unigram pieces of the sample corpus (one thread, so the
+    same model on every machine)."""
+    documents = iter_documents(find_shards(str(SAMPLE), "train"), "text", Counter())
+    return train_tokenizer(documents, path, vocab_size=512)
 
 
 def train_args(out: Path, name: str, tokenizer: Path | str, *extra: str) -> list[str]:
@@ -52,7 +63,7 @@ def run_ancre(
     )  # fmt: skip
 
 
-def trained(*args: str, env: dict[str, str], processes: int = 1) -> subprocess.CompletedProcess:
+def train_run(*args: str, env: dict[str, str], processes: int = 1) -> subprocess.CompletedProcess:
     """``ancre train ARGS``, asserting that it succeeded (the log tail when not)."""
     result = run_ancre("train", *args, env=env, processes=processes)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

@@ -6,10 +6,6 @@ sets TRITON_INTERPRET=1), with sizes that are not multiples of the kernel's bloc
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch import nn
@@ -18,7 +14,7 @@ from ancre.config import load_config
 from ancre.kernels import reference_backend, select_mix, triton_unavailable
 from ancre.model import build_model
 from ancre.model.topology import AncreTopology
-from tests.conftest import REPO, SAMPLE
+from tests.training import records, train_args, train_run
 
 pytestmark = pytest.mark.skipif(triton_unavailable() is not None, reason=str(triton_unavailable()))
 
@@ -143,21 +139,14 @@ def test_deepspeed_training_with_the_fused_mix(
 ):
     finals = {}
     for backend in ("reference", "triton"):
-        overrides = [
-            f"run.out_dir={tmp_path}", f"run.name={backend}", f"data.path={SAMPLE}",
-            f"data.tokenizer={sample_tokenizer.path}", "data.seq_len=64", "train.steps=6",
-            "train.warmup_steps=2", "train.micro_batch_size=4", "train.global_batch_size=4",
-            "train.precision=fp32", f"train.zero_stage={zero_stage}", "eval.tokens=1024",
-            "train.log_every=1", f"topology.backend={backend}",
-        ]  # fmt: skip
-        result = subprocess.run(
-            [sys.executable, "-m", "ancre.cli", "train", str(REPO / "configs/quickstart.yaml"),
-             *overrides], env=subprocess_env, capture_output=True, text=True,
+        args = train_args(
+            tmp_path, backend, sample_tokenizer.path, "train.steps=6",
+            "train.global_batch_size=4", f"train.zero_stage={zero_stage}", "eval.every=0",
+            "checkpoint.every=0", "checkpoint.topology_every=20", f"topology.backend={backend}",
         )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert f"mix backend {backend}" in result.stderr
-        lines = (tmp_path / backend / "metrics.jsonl").read_text().splitlines()
-        finals[backend] = [json.loads(line) for line in lines]
+        result = train_run(*args, env=subprocess_env)
+        assert f"mix: {backend} (topology.backend={backend})" in result.stderr
+        finals[backend] = records(tmp_path / backend)
     for ref, fused in zip(finals["reference"], finals["triton"], strict=True):
         for key in ("loss", "val_loss", "grad_norm"):
             if key in ref:

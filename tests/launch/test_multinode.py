@@ -9,7 +9,6 @@ relaunching both must resume and end with the uninterrupted run's metrics.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -19,13 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ancre.run_folder import RunFolder
-from tests.conftest import REPO, SAMPLE
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    return RunFolder(run_dir).latest()
-
+from tests.conftest import REPO
+from tests.training import latest_checkpoint, records, train_args
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +28,7 @@ CONFIG = str(REPO / "configs/quickstart.yaml")
 
 
 def settings(out: Path, tokenizer: Path) -> list[str]:
-    return [
-        CONFIG, f"run.out_dir={out}", "run.name=run", "run.overwrite=false",
-        "checkpoint.resume=auto", f"data.path={SAMPLE}", f"data.tokenizer={tokenizer}",
-        "data.seq_len=64", "train.steps=8", "train.warmup_steps=2", "train.log_every=1",
-        "train.micro_batch_size=4", "train.global_batch_size=8", "train.precision=fp32",
-        "eval.every=4", "eval.tokens=1024", "checkpoint.every=2", "checkpoint.topology_every=2",
-        "train.dist_timeout_s=60",
-    ]  # fmt: skip
+    return train_args(out, "run", tokenizer, "checkpoint.every=2", "train.dist_timeout_s=60")
 
 
 def free_port(low: int = 0, high: int = 0) -> int:
@@ -53,12 +40,6 @@ def free_port(low: int = 0, high: int = 0) -> int:
                 continue
             return sock.getsockname()[1]
     raise RuntimeError("no free port")
-
-
-def records(run_dir: Path) -> list[dict]:
-    """metrics.jsonl without the wall-clock field."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"} for line in lines]
 
 
 def logged_lines(run_dir: Path) -> int:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,15 +15,10 @@ from ancre.config import load_config
 from ancre.data.loader import validation_set
 from ancre.data.tokenizer import Tokenizer
 from ancre.model import build_model
-from ancre.run_folder import RunFolder
 from ancre.snapshot import read_snapshot
 from ancre.train.engine import consolidated_weights
-from tests.conftest import REPO, SAMPLE
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    return RunFolder(run_dir).latest()
-
+from tests.conftest import SAMPLE
+from tests.training import latest_checkpoint, records, run_ancre, train_args, train_run
 
 pytestmark = pytest.mark.slow
 
@@ -52,51 +45,24 @@ RUNS = [
 ]
 
 
-def launcher(processes: int) -> list[str]:
-    if processes == 1:
-        return [sys.executable, "-m", "ancre.cli"]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={processes}", "-m", "ancre.cli"]  # fmt: skip
-
-
 @pytest.fixture(scope="module", params=RUNS, ids=lambda run: run.name)
 def trained(request, tmp_path_factory, subprocess_env, sample_tokenizer) -> tuple[Run, Path]:
     run: Run = request.param
     out = tmp_path_factory.mktemp("runs")
     tokenizer = "null" if run.own_tokenizer else str(sample_tokenizer.path)
-    overrides = [
-        f"run.out_dir={out}", f"run.name={run.name}", f"data.path={SAMPLE}",
-        f"data.tokenizer={tokenizer}", "data.tokenizer_vocab_size=512", "data.seq_len=64",
-        f"train.steps={STEPS}", "train.micro_batch_size=4", "train.global_batch_size=8",
+    args = train_args(
+        out, run.name, tokenizer, "data.tokenizer_vocab_size=512", f"train.steps={STEPS}",
         "train.lr=3e-3", "train.warmup_steps=5", f"train.precision={run.precision}",
-        f"train.zero_stage={run.zero_stage}", "train.log_every=10",
-        "eval.every=25", "eval.tokens=4096", "checkpoint.topology_every=10",
-    ]  # fmt: skip
-    command = launcher(run.processes) + ["train", str(REPO / "configs/quickstart.yaml"), *overrides]
-    result = subprocess.run(
-        command, env=subprocess_env, capture_output=True, text=True, timeout=600, cwd=out
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return run, out / run.name
-
-
-def train_quickstart(overrides: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    """One process training configs/quickstart.yaml with overrides; asserts it succeeded."""
-    result = subprocess.run(
-        launcher(1) + ["train", str(REPO / "configs/quickstart.yaml"), *overrides],
-        env=env, capture_output=True, text=True, timeout=300,
+        f"train.zero_stage={run.zero_stage}", "train.log_every=10", "eval.every=25",
+        "eval.tokens=4096", "checkpoint.every=0", "checkpoint.topology_every=10",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_run(*args, env=subprocess_env, processes=run.processes)
+    return run, out / run.name
 
 
 def test_validation_loss_falls_and_metrics_are_written(trained):
     run, run_dir = trained
-    logged = records(run_dir)
+    logged = records(run_dir, timed=True)
     train_steps = [r["step"] for r in logged if "loss" in r]
     evals = [r for r in logged if "val_loss" in r]
     assert train_steps == [10, 20, 30, 40, 50]
@@ -144,9 +110,7 @@ def test_checkpoint_loads_back_into_an_identical_model(trained):
 
 
 def evaluate_with(processes: int, folder: Path, env: dict[str, str]) -> dict:
-    result = subprocess.run(
-        launcher(processes) + ["eval", str(folder)], env=env, capture_output=True, text=True
-    )
+    result = run_ancre("eval", str(folder), env=env, processes=processes)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -177,14 +141,12 @@ def test_bad_input_is_skipped_counted_and_reported(
     (corpus / "c4-train.00000-bad.jsonl").write_bytes(raw)
     truncated = gzip.compress(((good + "\n") * 400).encode())
     (corpus / "c4-train.00000-cut.json.gz").write_bytes(truncated[: len(truncated) // 2])
-    overrides = [
-        f"run.out_dir={tmp_path}", "run.name=bad", f"data.path={corpus}", "data.shuffle=false",
-        f"data.tokenizer={sample_tokenizer.path}", "data.seq_len=64", "data.num_workers=1",
-        "train.steps=6", "train.warmup_steps=2", "train.micro_batch_size=4",
-        "train.global_batch_size=4",
-        "train.log_every=3", "eval.tokens=1024", "checkpoint.topology_every=0",
-    ]  # fmt: skip
-    result = train_quickstart(overrides, subprocess_env)
+    args = train_args(
+        tmp_path, "bad", sample_tokenizer.path, f"data.path={corpus}", "data.shuffle=false",
+        "data.num_workers=1", "train.steps=6", "train.global_batch_size=4", "train.log_every=3",
+        "eval.every=0", "checkpoint.every=0", "checkpoint.topology_every=0",
+    )  # fmt: skip
+    result = train_run(*args, env=subprocess_env)
     skipped = [r for r in records(tmp_path / "bad") if "loss" in r][-1]["data_skipped"]
     assert skipped == {
         "malformed_json": 1, "missing_field": 1, "empty": 1, "invalid_utf8": 1,
@@ -194,20 +156,16 @@ def test_bad_input_is_skipped_counted_and_reported(
     assert "c4-train.00000-cut.json.gz" in result.stderr
 
 
-def test_activation_checkpointing_under_zero3_changes_no_metric(
+def test_recompute_under_zero3_changes_no_metric(
     tmp_path, subprocess_env, sample_tokenizer
 ) -> None:
     logged = {}
     for mode in ("none", "blocks"):
-        overrides = [
-            f"run.out_dir={tmp_path}", f"run.name={mode}", f"data.path={SAMPLE}",
-            f"data.tokenizer={sample_tokenizer.path}", "data.seq_len=64", "train.steps=6",
-            "train.warmup_steps=2", "train.micro_batch_size=4", "train.global_batch_size=8",
-            "train.precision=fp32", "train.zero_stage=3", "train.log_every=1",
-            "eval.tokens=1024", f"train.recompute={mode}",
-        ]  # fmt: skip
-        train_quickstart(overrides, subprocess_env)
-        logged[mode] = [
-            {k: v for k, v in r.items() if k != "tokens_per_s"} for r in records(tmp_path / mode)
-        ]
+        args = train_args(
+            tmp_path, mode, sample_tokenizer.path, "train.steps=6", "train.zero_stage=3",
+            f"train.recompute={mode}", "eval.every=0", "checkpoint.every=0",
+            "checkpoint.topology_every=20",
+        )  # fmt: skip
+        train_run(*args, env=subprocess_env)
+        logged[mode] = records(tmp_path / mode)
     assert logged["blocks"] == logged["none"]

@@ -8,21 +8,19 @@ from pathlib import Path
 import pytest
 from report_checks import check_report
 
+from tests.training import train_args, train_run
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, subprocess_env) -> Path:
+def trained_run(tmp_path_factory, subprocess_env, sample_tokenizer) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    command = [
-        sys.executable, "-m", "ancre.cli", "train", "configs/quickstart.yaml",
-        f"run.out_dir={out}", "run.name=r", "train.steps=30", "train.warmup_steps=3",
-        "checkpoint.topology_every=10", "eval.every=10", "eval.tokens=2048",
-    ]  # fmt: skip
-    result = subprocess.run(
-        command, cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    args = train_args(
+        out, "r", sample_tokenizer.path, "train.steps=30", "train.warmup_steps=3",
+        "checkpoint.topology_every=10", "eval.every=10", "eval.tokens=2048", "checkpoint.every=0",
+    )  # fmt: skip
+    train_run(*args, env=subprocess_env)
     return out / "r"
 
 
