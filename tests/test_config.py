@@ -1,4 +1,4 @@
-"""Tests for ancre/config.py: defaults, merge order, round trip and every rejection."""
+"""Tests for ancre/config/: defaults, merge order, round trip and every rejection."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ DISTRIBUTED = ("deepspeed", "torch.distributed")
 # module (or package) -> the ancre modules it may import
 ALLOWED = {
     "ancre.atomic": set(),
-    "ancre.config": set(),
+    "ancre.config": {"ancre.config"},
     "ancre.stop_signals": set(),
     "ancre.kernels": {"ancre.kernels"},
     "ancre.snapshot": {"ancre.atomic"},

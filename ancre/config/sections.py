@@ -1,0 +1,339 @@
+"""The sections of the run configuration: typed fields, each documented, each checked.
+
+Every section is a frozen dataclass whose ``check()`` tests its own fields and raises
+:class:`ConfigError` naming the key; :class:`AncreConfig` checks every section and the
+rules that span two of them. A check never changes a value.
+
+This module imports nothing else from ``ancre``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ancre.config.checks import ConfigError, choice, folder_name, non_negative, positive
+
+MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
+TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform", "fixed")
+MIX_BACKENDS = ("auto", "reference", "triton")
+ATTENTION_BACKENDS = ("auto", "sdpa", "flash_attn")
+RECOMPUTE_MODES = ("none", "blocks", "every_k")
+DATA_SOURCES = ("local", "hub")
+PACKING_MODES = ("docs", "none")
+TOKENIZER_MODELS = ("unigram", "bpe")
+PRECISIONS = ("fp32", "bf16")
+WANDB_MODES = ("disabled", "offline", "online")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where a run lives and how it is seeded."""
+
+    name: str = "run"
+    """Name of the run; its folder is ``<out_dir>/<name>``. One plain folder name: not
+    empty, not ``.`` or ``..``, no path separator."""
+    out_dir: str = "runs"
+    """Parent folder of run folders."""
+    seed: int = 0
+    """Seed of the model initialisation and of every random stream of the run."""
+    overwrite: bool = False
+    """Start over in a run folder that already holds a run, deleting what that run wrote
+    (only in a folder that is recognisably an ancre run folder). Off, starting the same
+    command again resumes."""
+
+    def check(self) -> None:
+        """Raises ConfigError naming the first field of this section that is not allowed."""
+        folder_name("run.name", self.name)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of the Llama decoder: a named preset, with any field set here winning."""
+
+    preset: str | None = "tiny"
+    """Named size (tiny, 60m, 130m, 350m, 1b, 7b), or null to give every shape field."""
+    hidden_size: int | None = None
+    """Width of the residual stream; overrides the preset."""
+    intermediate_size: int | None = None
+    """Width of the SwiGLU hidden layer; overrides the preset."""
+    num_layers: int | None = None
+    """Number of decoder blocks L; overrides the preset."""
+    num_heads: int | None = None
+    """Number of attention heads; must divide hidden_size."""
+    vocab_size: int | None = None
+    """Vocabulary size; null takes the tokenizer's. When set it must equal the tokenizer's."""
+    max_seq_len: int | None = None
+    """Longest sequence the rotary tables cover; null takes data.seq_len."""
+    rope_theta: float = 10000.0
+    """Base of the rotary embedding frequencies."""
+    norm_eps: float = 1e-6
+    """Epsilon of RMSNorm."""
+    init_std: float = 0.02
+    """Standard deviation of the normal initialisation of every weight matrix."""
+    attention: str = "auto"
+    """Attention implementation: sdpa (torch's scaled_dot_product_attention, causal),
+    flash_attn (the flash-attn package; CUDA, bf16) or auto (flash_attn on CUDA when it
+    imports, else sdpa)."""
+    init_from: str | None = None
+    """Folder written by ``ancre convert``: start from its weights (a new run, fresh
+    optimiser and data position) instead of the random initialisation."""
+
+    def check(self) -> None:
+        """Raises ConfigError naming the first field of this section that is not allowed."""
+        choice("model.preset", self.preset, MODEL_PRESETS, optional=True)
+        choice("model.attention", self.attention, ATTENTION_BACKENDS)
+        shape_keys = ("hidden_size", "intermediate_size", "num_layers", "num_heads")
+        if self.preset is None:
+            for key in shape_keys:
+                if getattr(self, key) is None:
+                    raise ConfigError(f"model.{key}", "must be set when model.preset is null")
+        for key in (*shape_keys, "vocab_size", "max_seq_len"):
+            positive(f"model.{key}", getattr(self, key), optional=True)
+        for key in ("rope_theta", "norm_eps", "init_std"):
+            positive(f"model.{key}", getattr(self, key))
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    """The residual wiring: the L x (L+1) connection matrix."""
+
+    kind: str = "ancre"
+    """cascaded (plain Llama), ancre (learned softmax rows), uniform (frozen 1/(j+1)) or
+    fixed (the frozen edges of topology.edges)."""
+    edges: str = ""
+    """For kind fixed: comma-separated edges i:j (or i:j@weight, default weight 1), each
+    adding the output of layer i (0 = the input) to the output of layer j, e.g. "0:2,2:3"."""
+    temperature: float = 1e-2
+    """Softmax temperature tau of the ancre rows: P[j] = softmax(theta_j / tau)."""
+    lr_multiplier: float = 1.0
+    """Learning rate of the topology logits as a multiple of train.lr."""
+    backend: str = "auto"
+    """Implementation of the weighted sum: reference (plain PyTorch), triton (fused
+    kernels; CUDA) or auto (triton on CUDA when it imports, else reference)."""
+
+    def check(self) -> None:
+        """Raises ConfigError naming the first field of this section that is not allowed."""
+        choice("topology.kind", self.kind, TOPOLOGY_KINDS)
+        choice("topology.backend", self.backend, MIX_BACKENDS)
+        positive("topology.temperature", self.temperature)
+        if self.kind == "fixed" and not self.edges.strip():
+            raise ConfigError("topology.edges", 'kind fixed needs edges, e.g. "0:2,2:3"')
+        non_negative("topology.lr_multiplier", self.lr_multiplier)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where documents come from and how they become token sequences."""
+
+    source: str = "local"
+    """local: C4-format JSON-lines shards (.json.gz or .jsonl) under data.path; hub: stream
+    data.hub_name from the Hugging Face hub."""
+    path: str = "data/sample"
+    """Folder holding the shards, or a glob matching them (data.source: local)."""
+    hub_name: str = "allenai/c4"
+    """Dataset streamed when data.source is hub."""
+    hub_subset: str = "en"
+    """Configuration of the hub dataset."""
+    text_field: str = "text"
+    """Key of each JSON line (or hub example) that holds the document text."""
+    tokenizer: str | None = None
+    """Path to a sentencepiece .model file; null trains one on the training shards."""
+    tokenizer_vocab_size: int = 4096
+    """Vocabulary size of a tokenizer trained by the run (data.tokenizer: null)."""
+    tokenizer_model: str = "unigram"
+    """Algorithm of a tokenizer trained by the run: unigram or bpe."""
+    seq_len: int = 256
+    """Tokens per training sequence (the model sees seq_len inputs and seq_len targets)."""
+    packing: str = "docs"
+    """docs: documents joined with EOS and cut into windows with no padding; none: one
+    window per document, truncated or padded, padding masked out of the loss."""
+    num_workers: int = 0
+    """DataLoader worker processes per rank that read and tokenize; 0 reads in the trainer."""
+    shuffle: bool = True
+    """Read the training shards in a seeded random order, new each epoch."""
+
+    def check(self) -> None:
+        """Raises ConfigError naming the first field of this section that is not allowed."""
+        choice("data.source", self.source, DATA_SOURCES)
+        choice("data.packing", self.packing, PACKING_MODES)
+        choice("data.tokenizer_model", self.tokenizer_model, TOKENIZER_MODELS)
+        positive("data.tokenizer_vocab_size", self.tokenizer_vocab_size)
+        positive("data.seq_len", self.seq_len)
+        non_negative("data.num_workers", self.num_workers)
+        if not self.text_field:
+            raise ConfigError("data.text_field", "must name the JSON key that holds the text")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: batch sizes, AdamW, the learning-rate schedule, precision and ZeRO."""
+
+    steps: int = 1000
+    """Number of optimiser steps."""
+    micro_batch_size: int = 8
+    """Sequences per process per forward pass."""
+    global_batch_size: int = 8
+    """Sequences per optimiser step over all processes (micro x accumulation x world)."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate of the cosine decay as a fraction of lr."""
+    warmup_steps: int = 100
+    """Steps of linear warmup from 0 to lr."""
+    weight_decay: float = 0.0
+    """AdamW weight decay of the weight matrices (never of norms or topology logits)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.999
+    """AdamW beta2."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    precision: str = "bf16"
+    """fp32, or bf16: fp32 weights (the master copy) with bf16 compute under autocast."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage, 0 to 3."""
+    log_every: int = 10
+    """Write a metrics line every this many steps."""
+    recompute: str = "none"
+    """Recompute block internals in the backward pass (activation checkpointing): none,
+    blocks (every block) or every_k (every train.recompute_every_k-th block). The hidden
+    states the topology mixes are always kept. Formerly train.activation_checkpointing."""
+    recompute_every_k: int = 2
+    """With recompute every_k: recompute blocks 0, k, 2k, ... Formerly
+    train.checkpoint_every_k."""
+    compile: bool = False
+    """Compile each block with torch.compile (the topology mix stays eager)."""
+    peak_flops: float = 0.0
+    """Peak dense bf16 FLOP/s of one device for the MFU metric; 0 looks the device up
+    (known GPUs), and no MFU is reported where it is unknown."""
+    max_bad_steps: int = 5
+    """Stop after this many optimiser steps in a row skipped for a non-finite loss or
+    gradient (the last complete checkpoint stays intact)."""
+    cpu_threads: int = 0
+    """Intra-op threads of each process on a CPU; 0 chooses them from the free cores
+    (ancre/train/threads.py). OMP_NUM_THREADS, when set, wins."""
+    dist_timeout_s: int = 300
+    """Seconds a collective (all-reduce, barrier) waits for the other processes before
+    failing, so a dead or unreachable peer stops the run instead of hanging it."""
+
+    def check(self) -> None:
+        """Raises ConfigError naming the first field of this section that is not allowed."""
+        choice("train.precision", self.precision, PRECISIONS)
+        choice("train.recompute", self.recompute, RECOMPUTE_MODES)
+        for key in (
+            "steps", "micro_batch_size", "global_batch_size", "log_every", "max_bad_steps",
+            "dist_timeout_s", "lr", "eps", "recompute_every_k",
+        ):  # fmt: skip
+            positive(f"train.{key}", getattr(self, key))
+        for key in ("warmup_steps", "weight_decay", "grad_clip", "peak_flops", "cpu_threads"):
+            non_negative(f"train.{key}", getattr(self, key))
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError("train.min_lr_ratio", f"is {self.min_lr_ratio}; allowed: 0 to 1")
+        if self.warmup_steps > self.steps:
+            raise ConfigError(
+                "train.warmup_steps", f"is {self.warmup_steps}, more than train.steps={self.steps}"
+            )
+        for key in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"train.{key}", f"is {getattr(self, key)}; allowed: [0, 1)")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError("train.zero_stage", f"is {self.zero_stage}; allowed: 0, 1, 2, 3")
+        if self.global_batch_size % self.micro_batch_size:
+            raise ConfigError(
+                "train.global_batch_size",
+                f"is {self.global_batch_size}, not a multiple of "
+                f"train.micro_batch_size={self.micro_batch_size}",
+            )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Validation on a fixed set of held-out tokens."""
+
+    every: int = 0
+    """Evaluate every this many steps; 0 evaluates at the start and at the end only."""
+    tokens: int = 10_000_000
+    """Validation target tokens (rounded up to whole sequences); the same tokens whatever
+    the number of processes."""
+    micro_batch_size: int = 8
+    """Sequences per process per evaluation forward pass."""
+
+    def check(self) -> None:
+        """Raises ConfigError naming the first field of this section that is not allowed."""
+        non_negative("eval.every", self.every)
+        positive("eval.tokens", self.tokens)
+        positive("eval.micro_batch_size", self.micro_batch_size)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """When the run folder receives checkpoints and topology snapshots."""
+
+    every: int = 0
+    """Save a checkpoint every this many steps; 0 saves at the end only."""
+    topology_every: int = 50
+    """Write a topology snapshot under topology/ every this many steps; 0 never."""
+    keep_last: int = 0
+    """Keep only the newest this many complete checkpoints; 0 keeps all."""
+    resume: str = "auto"
+    """auto: continue from the run folder's newest complete checkpoint (or start when it
+    has none); never: start fresh (a non-empty run folder needs run.overwrite=true); or
+    the path of a checkpoint folder to continue from."""
+
+    def check(self) -> None:
+        """Raises ConfigError naming the first field of this section that is not allowed."""
+        for key in ("every", "topology_every", "keep_last"):
+            non_negative(f"checkpoint.{key}", getattr(self, key))
+        if not self.resume:
+            raise ConfigError("checkpoint.resume", "allowed: auto, never, or a checkpoint folder")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Where metrics go besides metrics.jsonl."""
+
+    wandb: str = "disabled"
+    """Weights & Biases: disabled, offline (files in the run folder) or online."""
+    wandb_project: str = "ancre"
+    """Weights & Biases project name."""
+
+    def check(self) -> None:
+        """Raises ConfigError naming the first field of this section that is not allowed."""
+        choice("logging.wandb", self.wandb, WANDB_MODES)
+
+
+@dataclass(frozen=True)
+class AncreConfig:
+    """Everything a run needs; the sections mirror the YAML files."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def check(self) -> None:
+        """Checks every section, then the rules that span two sections.
+
+        Raises:
+            ConfigError: The first value that is not allowed, with its key.
+        """
+        for section in (
+            self.run, self.model, self.topology, self.data, self.train, self.eval,
+            self.checkpoint, self.logging,
+        ):  # fmt: skip
+            section.check()
+        max_seq_len, seq_len = self.model.max_seq_len, self.data.seq_len
+        if max_seq_len is not None and max_seq_len < seq_len:
+            raise ConfigError(
+                "model.max_seq_len", f"is {max_seq_len}, shorter than data.seq_len={seq_len}"
+            )
+        if self.checkpoint.resume not in ("auto", "never") and self.run.overwrite:
+            raise ConfigError(
+                "run.overwrite", "cannot be true while resuming from checkpoint.resume=PATH"
+            )
