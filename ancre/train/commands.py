@@ -11,6 +11,7 @@ from ancre.checkpoint import CheckpointError
 from ancre.config import ConfigError, load_config
 from ancre.convert import convert_checkpoint
 from ancre.data.sources import DataError
+from ancre.export.hf import export_hf
 from ancre.run_folder import RunFolderError, RunLockedError
 from ancre.train.engine import lost_peer
 from ancre.train.preemption import EXIT_STOPPED, StopRequested
@@ -43,6 +44,13 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("checkpoint", type=Path, help="a checkpoint folder")
         parser.add_argument("out_dir", type=Path, help="folder to write")
         parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+        parser.add_argument(
+            "--format",
+            choices=("ancre", "hf"),
+            default="ancre",
+            help="ancre: model.safetensors for ancre.load_pretrained; hf: a folder that "
+            "transformers loads (docs/export.md)",
+        )
 
 
 def run(command: str, args: argparse.Namespace) -> int:
@@ -59,6 +67,8 @@ def run(command: str, args: argparse.Namespace) -> int:
             files = [item for item in args.settings if "=" not in item]
             overrides = [item for item in args.settings if "=" in item]
             train(load_config(files, overrides))
+        elif command == "convert" and args.format == "hf":
+            print(export_hf(args.checkpoint, args.out_dir, args.dtype))
         elif command == "convert":
             print(convert_checkpoint(args.checkpoint, args.out_dir, args.dtype))
         elif (result := evaluate_checkpoint(args.checkpoint, args.overrides)) is not None:

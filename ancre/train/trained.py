@@ -36,7 +36,8 @@ class TrainedModel:
     Attributes:
         model: The model, in fp32 and eval mode.
         tokenizer: Its sentencepiece tokenizer.
-        config: The run's resolved config.
+        config: The run's resolved config (the model is built from it
+            :func:`for_inference`).
         folder: The checkpoint or conversion folder it was read from.
         step: The training step of the weights (None when a conversion does not say).
         tokens: Training tokens seen (None for a conversion).
@@ -98,8 +99,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
             f"{folder}: neither a training checkpoint ({MANIFEST}) nor a folder written by "
             f"ancre convert ({WEIGHTS}); give <run>/checkpoints/step_XXXXXXXX or a conversion"
         )
-    config = for_inference(load_config(folder / CONFIG))
-    model = build_model(config, vocab_size=weights["embed.weight"].shape[0])
+    config = load_config(folder / CONFIG)
+    model = build_model(for_inference(config), vocab_size=weights["embed.weight"].shape[0])
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
     model = model.to(device).eval()
     return TrainedModel(
