@@ -14,7 +14,7 @@ import torch
 from ancre.checkpoint import CheckpointError
 from ancre.config import ConfigError
 from ancre.data.tokenizer import Tokenizer
-from ancre.generate.decode import generate_tokens
+from ancre.generate.decode import completion_text, generate_tokens
 from ancre.generate.sampler import Sampling
 from ancre.train.trained import load_trained
 
@@ -55,17 +55,6 @@ def encode_prompt(tokenizer: Tokenizer, text: str) -> list[int]:
     return tokenizer.encode_one(text) or [tokenizer.eos_id]
 
 
-def completion(tokenizer: Tokenizer, prompt: Sequence[int], new: Sequence[int]) -> str:
-    """The text the new tokens add to the prompt's.
-
-    Decoded together with the prompt: a piece's leading space survives only inside a
-    sequence (sentencepiece drops it at the start of a text).
-    """
-    before = tokenizer.decode(prompt)
-    after = tokenizer.decode([*prompt, *new])
-    return after[len(before) :] if after.startswith(before) else tokenizer.decode(new)
-
-
 class Stream:
     """Writes the text of one sequence's new tokens as they come."""
 
@@ -77,7 +66,7 @@ class Stream:
 
     def __call__(self, new: Sequence[Sequence[int]]) -> None:
         """Prints what was decoded since the last call (an unfinished character waits)."""
-        text = completion(self.tokenizer, self.prompt, new[0])
+        text = completion_text(self.tokenizer, self.prompt, new[0])
         if text.endswith(REPLACEMENT) or not text.startswith(self.shown):
             return
         self.out.write(text[len(self.shown) :])
@@ -114,10 +103,10 @@ def run(command: str, args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     elapsed = time.perf_counter() - started
     if stream is not None:
-        sys.stdout.write(completion(tokenizer, prompts[0], new[0])[len(stream.shown) :] + "\n")
+        sys.stdout.write(completion_text(tokenizer, prompts[0], new[0])[len(stream.shown) :] + "\n")
     else:
         for number, (text, tokens) in enumerate(zip(texts, new, strict=True), start=1):
-            added = completion(tokenizer, prompts[number - 1], tokens)
+            added = completion_text(tokenizer, prompts[number - 1], tokens)
             sys.stdout.write(f"--- prompt {number}\n{text}{added}\n")
     count = sum(len(tokens) for tokens in new)
     print(

@@ -11,12 +11,25 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ancre.data.tokenizer import Tokenizer
 from ancre.generate.cache import KVCache
 from ancre.generate.sampler import Sampling, next_tokens
 from ancre.model import Transformer
 
-OnTokens = Callable[[list[list[int]]], None]
-"""Called after every step with each sequence's new tokens so far."""
+OnTokens = Callable[[list[list[int]]], "Sequence[bool] | None"]
+"""Called after every step with each sequence's new tokens so far; may return, for each
+sequence, whether it is finished (a stop string appeared)."""
+
+
+def completion_text(tokenizer: Tokenizer, prompt: Sequence[int], new: Sequence[int]) -> str:
+    """The text the new tokens add to the prompt's.
+
+    Decoded together with the prompt: a piece's leading space survives only inside a
+    sequence (sentencepiece drops it at the start of a text).
+    """
+    before = tokenizer.decode(prompt)
+    after = tokenizer.decode([*prompt, *new])
+    return after[len(before) :] if after.startswith(before) else tokenizer.decode(new)
 
 
 def left_padded(
@@ -60,7 +73,8 @@ def generate_tokens(
         generator: The random source of sampling.
         use_cache: Keep keys and values (one new position per step) instead of running
             the whole sequences at every step.
-        on_tokens: Called after each step with the new tokens so far of every sequence.
+        on_tokens: Called after each step with the new tokens so far of every sequence;
+            the sequences it returns True for stop.
 
     Returns:
         The new tokens of each prompt.
@@ -88,8 +102,8 @@ def generate_tokens(
                 new[row].append(token)
         if eos_id is not None:
             done |= chosen == eos_id
-        if on_tokens is not None:
-            on_tokens(new)
+        if on_tokens is not None and (finished := on_tokens(new)) is not None:
+            done |= torch.tensor(list(finished), dtype=torch.bool, device=device)
         if bool(done.all()):
             break
         step_tokens = chosen[:, None]  # (B, 1)

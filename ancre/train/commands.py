@@ -13,6 +13,8 @@ from ancre.convert import convert_checkpoint
 from ancre.data.sources import DataError
 from ancre.export.hf import export_hf
 from ancre.run_folder import RunFolderError, RunLockedError
+from ancre.tasks import TaskError
+from ancre.tasks.evaluate import evaluate_tasks
 from ancre.train.engine import lost_peer
 from ancre.train.preemption import EXIT_STOPPED, StopRequested
 from ancre.train.run import DISK_FULL, DiskFullError, evaluate_checkpoint, train
@@ -24,7 +26,7 @@ EXIT_LOST_PEER = 4
 EXIT_DISK_FULL = 6
 BAD_INPUT = (
     ConfigError, CheckpointError, DataError, RunFolderError, RunLockedError, FileNotFoundError,
-    FileExistsError,
+    FileExistsError, TaskError,
 )  # fmt: skip
 
 
@@ -40,6 +42,14 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
     elif command == "eval":
         parser.add_argument("checkpoint", type=Path, help="a checkpoint folder")
         parser.add_argument("overrides", nargs="*", help="key=value overrides of its config")
+        parser.add_argument(
+            "--tasks",
+            help="downstream tasks of lm-evaluation-harness instead of the validation loss "
+            "(hellaswag,arc_easy,...); also reads an ancre convert folder",
+        )
+        parser.add_argument("--tasks-path", type=Path, help="a folder of task YAML files")
+        parser.add_argument("--limit", type=int, help="at most this many documents per task")
+        parser.add_argument("--batch-size", type=int, default=8, help="requests per forward")
     else:
         parser.add_argument("checkpoint", type=Path, help="a checkpoint folder")
         parser.add_argument("out_dir", type=Path, help="folder to write")
@@ -71,6 +81,11 @@ def run(command: str, args: argparse.Namespace) -> int:
             print(export_hf(args.checkpoint, args.out_dir, args.dtype))
         elif command == "convert":
             print(convert_checkpoint(args.checkpoint, args.out_dir, args.dtype))
+        elif args.tasks is not None:
+            _no_overrides(args.overrides)
+            print(json.dumps(evaluate_tasks(
+                args.checkpoint, args.tasks, args.tasks_path, args.limit, args.batch_size
+            )))  # fmt: skip
         elif (result := evaluate_checkpoint(args.checkpoint, args.overrides)) is not None:
             print(json.dumps(result))
     except StopRequested as stop:
@@ -100,3 +115,12 @@ def run(command: str, args: argparse.Namespace) -> int:
         )
         return EXIT_LOST_PEER
     return 0
+
+
+def _no_overrides(overrides: list[str]) -> None:
+    """Task evaluation reads the model as trained: config overrides do not apply."""
+    if overrides:
+        raise TaskError(
+            f"--tasks takes no config overrides (got {' '.join(overrides)}); they apply to the "
+            "validation loss only"
+        )
