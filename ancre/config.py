@@ -211,7 +211,20 @@ class EvalConfig:
     """Validation target tokens (rounded up to whole sequences); the same tokens whatever
     the number of processes."""
     micro_batch_size: int = 8
-    """Sequences per process per evaluation forward pass."""
+    """Sequences per process per evaluation forward pass (also the requests per forward
+    pass of eval.tasks)."""
+    tasks: str | None = None
+    """Downstream tasks of lm-evaluation-harness run during training, comma-separated
+    (e.g. "hellaswag,arc_easy"), on the main process; null runs none. Needs the lm-eval
+    package (pip install 'ancre[eval]'); hub tasks need network access or the datasets
+    cache. Their values go to metrics.jsonl as task/<task>/<metric>."""
+    tasks_every: int = 0
+    """Run eval.tasks every this many steps; 0 runs them once, at the end of training."""
+    tasks_path: str | None = None
+    """A folder of lm-eval task YAML files (one's own tasks over local data), searched
+    before the harness's own tasks."""
+    tasks_limit: int | None = None
+    """Evaluate at most this many documents per task (a quick look); null evaluates all."""
 
 
 @dataclass(frozen=True)
@@ -413,6 +426,18 @@ def validate(config: AncreConfig) -> None:
     _non_negative("eval.every", config.eval.every)
     _positive("eval.tokens", config.eval.tokens)
     _positive("eval.micro_batch_size", config.eval.micro_batch_size)
+    _non_negative("eval.tasks_every", config.eval.tasks_every)
+    _positive("eval.tasks_limit", config.eval.tasks_limit, optional=True)
+    if config.eval.tasks is None and (config.eval.tasks_every or config.eval.tasks_path):
+        raise ConfigError(
+            "eval.tasks", "is null, so eval.tasks_every and eval.tasks_path have nothing to run"
+        )
+    if config.eval.tasks is not None and config.train.zero_stage == 3:
+        raise ConfigError(
+            "eval.tasks",
+            "runs on the main process's copy of the weights, which train.zero_stage=3 "
+            "partitions; use ZeRO 0-2, or evaluate checkpoints with ancre eval --tasks",
+        )
     _non_negative("checkpoint.every", config.checkpoint.every)
     _non_negative("checkpoint.topology_every", config.checkpoint.topology_every)
     _non_negative("checkpoint.keep_last", config.checkpoint.keep_last)

@@ -7,6 +7,7 @@ Shapes: B requests in a batch, T tokens, V vocabulary.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -194,6 +195,16 @@ class AncreLM(TemplateLM):
 
 
 def task_manager(names: Sequence[str], tasks_path: str | Path | None) -> TaskManager:
+    """The task index for ``names`` (kept: a run checks its tasks, then uses them).
+
+    Raises:
+        TaskError: A task is unknown, or the tasks folder does not exist.
+    """
+    return _task_manager(tuple(names), None if tasks_path is None else str(tasks_path))
+
+
+@functools.lru_cache(maxsize=4)
+def _task_manager(names: tuple[str, ...], tasks_path: str | None) -> TaskManager:
     """The harness's task index: the local folder alone when it holds every task asked for.
 
     Indexing the harness's own tasks takes seconds to tens of seconds; local tasks need

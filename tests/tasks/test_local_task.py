@@ -11,24 +11,12 @@ import torch
 
 from ancre.data.tokenizer import Tokenizer
 from tests.conversions import tiny_model, write_conversion
-from tests.tasks.local_task import TASK, task_env, write_task
+from tests.tasks.local_task import TASK, single_piece_words, task_env, write_task
 
 pytest.importorskip("lm_eval")
 pytestmark = pytest.mark.slow
 
 CERTAIN_LOGIT = 30.0
-
-
-def single_piece_words(tokenizer: Tokenizer, count: int) -> list[tuple[str, int]]:
-    """Words that are one piece alone and after another word (``"a b"`` -> [a, b])."""
-    words = []
-    for piece_id in range(tokenizer.vocab_size):
-        word = tokenizer.decode([piece_id]).strip()
-        if len(word) >= 3 and word.isalpha() and tokenizer.encode_one(word) == [piece_id]:
-            if tokenizer.encode_one(f"the {word}")[-1:] == [piece_id]:
-                words.append((word, piece_id))
-    assert len(words) >= count, "the sample tokenizer has too few whole-word pieces"
-    return words[:count]
 
 
 def bigram_model(tokenizer: Tokenizer, follows: dict[int, int]):
