@@ -28,6 +28,7 @@ ALLOWED = {
         "ancre.snapshot",
     },  # fmt: skip
     "ancre.pretrained": {"ancre.config", "ancre.model"},
+    "ancre.export.remote": set(),  # copied into exported folders: torch and transformers only
 }
 
 
