@@ -258,13 +258,32 @@ class EvalConfig:
     """Validation target tokens (rounded up to whole sequences); the same tokens whatever
     the number of processes."""
     micro_batch_size: int = 8
-    """Sequences per process per evaluation forward pass."""
+    """Sequences per process per evaluation forward pass (also the requests per forward
+    pass of eval.tasks)."""
+    tasks: str | None = None
+    """Downstream tasks of lm-evaluation-harness run during training, comma-separated
+    (e.g. "hellaswag,arc_easy"), on the main process; null runs none. Needs the lm-eval
+    package (pip install 'ancre[eval]'); hub tasks need network access or the datasets
+    cache. Their values go to metrics.jsonl as task/<task>/<metric>."""
+    tasks_every: int = 0
+    """Run eval.tasks every this many steps; 0 runs them once, at the end of training."""
+    tasks_path: str | None = None
+    """A folder of lm-eval task YAML files (one's own tasks over local data), searched
+    before the harness's own tasks."""
+    tasks_limit: int | None = None
+    """Evaluate at most this many documents per task (a quick look); null evaluates all."""
 
     def check(self) -> None:
         """Raises ConfigError naming the first field of this section that is not allowed."""
         non_negative("eval.every", self.every)
         positive("eval.tokens", self.tokens)
         positive("eval.micro_batch_size", self.micro_batch_size)
+        non_negative("eval.tasks_every", self.tasks_every)
+        positive("eval.tasks_limit", self.tasks_limit, optional=True)
+        if self.tasks is None and (self.tasks_every or self.tasks_path):
+            raise ConfigError(
+                "eval.tasks", "is null, so eval.tasks_every and eval.tasks_path have nothing to run"
+            )
 
 
 @dataclass(frozen=True)
@@ -332,6 +351,12 @@ class AncreConfig:
         if max_seq_len is not None and max_seq_len < seq_len:
             raise ConfigError(
                 "model.max_seq_len", f"is {max_seq_len}, shorter than data.seq_len={seq_len}"
+            )
+        if self.eval.tasks is not None and self.train.zero_stage == 3:
+            raise ConfigError(
+                "eval.tasks",
+                "runs on the main process's copy of the weights, which train.zero_stage=3 "
+                "partitions; use ZeRO 0-2, or evaluate checkpoints with ancre eval --tasks",
             )
         if self.checkpoint.resume not in ("auto", "never") and self.run.overwrite:
             raise ConfigError(

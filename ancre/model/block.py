@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ancre.kernels.attention import Attention, sdpa_attention
-from ancre.model.layers import CausalSelfAttention, RMSNorm, SwiGLU
+from ancre.model.layers import CausalSelfAttention, KeyValueCache, RMSNorm, SwiGLU
 from ancre.model.presets import ModelShape
 
 
@@ -20,7 +20,15 @@ class DecoderBlock(nn.Module):
         self.mlp_norm = RMSNorm(shape.hidden_size, shape.norm_eps)
         self.mlp = SwiGLU(shape.hidden_size, shape.intermediate_size)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Maps the block's input state (B, T, D) to its output y (B, T, D)."""
-        x = x + self.attn(self.attn_norm(x), rope)  # (B, T, D)
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        cache: KeyValueCache | None = None,
+    ) -> torch.Tensor:
+        """Maps the block's input state (B, T, D) to its output y (B, T, D).
+
+        ``cache`` holds the keys and values of earlier positions when decoding.
+        """
+        x = x + self.attn(self.attn_norm(x), rope, cache)  # (B, T, D)
         return x + self.mlp(self.mlp_norm(x))  # (B, T, D)

@@ -6,6 +6,8 @@ F intermediate size.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,12 +49,35 @@ class RotaryEmbedding(nn.Module):
             )
         return self.cos[:seq_len], self.sin[:seq_len]
 
+    def at(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (B, 1, T, K/2) cos and sin tables of each sequence's own positions (B, T)."""
+        if positions.numel() and int(positions.max()) >= self.cos.shape[0]:
+            raise ValueError(
+                f"position {int(positions.max())} is past model.max_seq_len={self.cos.shape[0]}"
+            )
+        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotates pairs (x[..., :K/2], x[..., K/2:]) of a (B, H, T, K) tensor by position."""
     x1, x2 = x.to(accumulation_dtype(x.dtype)).chunk(2, dim=-1)  # (B, H, T, K/2) each
     rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)  # (B, H, T, K)
     return rotated.to(x.dtype)
+
+
+class KeyValueCache(Protocol):
+    """One block's keys and values of the positions seen so far (``ancre.generate.cache``).
+
+    Attributes:
+        mask: (B, 1, T, S) booleans: which of the S cached keys each new query may read
+            (earlier positions of its own sequence, not padding).
+    """
+
+    mask: torch.Tensor
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stores the new positions' (B, H, T, K) keys and values; returns all S of them."""
+        ...
 
 
 class CausalSelfAttention(nn.Module):
@@ -74,14 +99,27 @@ class CausalSelfAttention(nn.Module):
         self.wv = nn.Linear(hidden_size, hidden_size, bias=False)
         self.wo = nn.Linear(hidden_size, hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Attends each position to itself and the positions before it."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        cache: KeyValueCache | None = None,
+    ) -> torch.Tensor:
+        """Attends each position to itself and the positions before it.
+
+        With a cache, ``x`` holds only the new positions: their keys and values join the
+        cached ones, and the queries read those through the cache's mask.
+        """
         b, t, d = x.shape
         q = self.wq(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
         k = self.wk(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
         v = self.wv(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        out = self.attend(q, k, v)  # (B, H, T, K)
+        if cache is None:
+            out = self.attend(q, k, v)  # (B, H, T, K)
+        else:
+            k, v = cache.update(k, v)  # (B, H, S, K) each
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask)  # (B, H, T, K)
         return self.wo(out.transpose(1, 2).reshape(b, t, d))  # (B, T, D)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from ancre.config import AncreConfig
 from ancre.kernels.attention import Attention, sdpa_attention, select_attention
 from ancre.kernels.reference import accumulation_dtype
 from ancre.model.block import DecoderBlock
-from ancre.model.layers import RMSNorm, RotaryEmbedding
+from ancre.model.layers import KeyValueCache, RMSNorm, RotaryEmbedding
 from ancre.model.presets import ModelShape, resolve_shape
 from ancre.model.topology import Topology, build_topology
 
@@ -106,6 +106,39 @@ class Transformer(nn.Module):
             targets.flatten(),  # (B*T,)
             reduction=reduction,
         )
+
+    def decode(
+        self, tokens: torch.Tensor, positions: torch.Tensor, caches: Sequence[KeyValueCache]
+    ) -> torch.Tensor:
+        """Logits of new positions, given the cached keys and values of the earlier ones.
+
+        The topology needs no cache of its own: it mixes the states h_0 .. h_j of the
+        *same* position (h_{j+1}[t] = y_j[t] + sum_i P[j, i] h_i[t]), so the states of
+        the new positions are computed from h_0 to h_L here and those of earlier
+        positions are never read again. Only attention reads other positions, through
+        each block's keys and values, which the caches hold.
+
+        Args:
+            tokens: The new token ids (B, T).
+            positions: Their rotary positions (B, T) in their own sequences.
+            caches: One cache per block; each gains the new positions' keys and values.
+
+        Returns:
+            Logits (B, T, V), equal to those of :meth:`forward` over the whole sequences.
+        """
+        if len(caches) != len(self.blocks):
+            raise ValueError(f"{len(self.blocks)} blocks need as many caches, got {len(caches)}")
+        h = self.embed(tokens)  # (B, T, D)
+        device = h.device.type
+        if torch.is_autocast_enabled(device):
+            h = h.to(torch.get_autocast_dtype(device))
+        rope = self.rope.at(positions)  # 2 x (B, 1, T, D/H/2)
+        runners = [
+            functools.partial(block, cache=cache)
+            for block, cache in zip(self.blocks, caches, strict=True)
+        ]
+        h = self.topology(runners, h, rope)[-1]  # (B, T, D)
+        return self.head(self.norm(h))  # (B, T, V)
 
     def num_parameters(self) -> int:
         """Number of parameters, topology logits included."""

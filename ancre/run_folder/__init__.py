@@ -9,6 +9,7 @@
       metrics.jsonl               one JSON object per event (metrics.py reads it)
       topology/step_00000100.json topology snapshots
       checkpoints/step_00000200/  checkpoints (ancre.checkpoint: one folder's files)
+      checkpoints/step_00000200.tasks.json  downstream-task results of that checkpoint
       checkpoints/latest          the newest complete checkpoint, written last
       superseded/                 complete checkpoints newer than a resume point
       wandb/                      Weights & Biases files, when enabled
@@ -18,7 +19,7 @@ Modules: ``layout`` (paths, ``latest``), ``metrics`` (the one metrics reader),
 ``rewind`` and ``retention`` (what changes). None of them imports torch.
 """
 
-from ancre.run_folder.layout import RUN_ENTRIES, RunFolder, RunFolderError
+from ancre.run_folder.layout import RUN_ENTRIES, RunFolder, RunFolderError, task_results_file
 from ancre.run_folder.lock import RunLock, RunLockedError
 from ancre.run_folder.metrics import Metrics, read_metrics
 from ancre.run_folder.plan import RunPlan, plan_run
@@ -38,4 +39,5 @@ __all__ = [
     "read_metrics",
     "rewind",
     "start_over",
+    "task_results_file",
 ]

@@ -44,6 +44,14 @@ class RunFolder:
         """The run folder a config names."""
         return cls(Path(config.run.out_dir) / config.run.name)
 
+    @classmethod
+    def holding(cls, checkpoint: Path) -> RunFolder | None:
+        """The run folder a checkpoint folder belongs to; None for one kept elsewhere."""
+        root = cls(checkpoint.resolve().parent.parent)
+        if checkpoint.resolve().parent not in (root.checkpoints_dir, root.superseded_dir):
+            return None
+        return root if root.is_run_folder() else None
+
     @property
     def config_file(self) -> Path:
         """The resolved config of the run."""
@@ -196,6 +204,14 @@ class RunFolder:
             "another run.name"
         )
         return f"{problem}. To resume from an older checkpoint, set checkpoint.resume=PATH ({hint})"
+
+
+def task_results_file(checkpoint: Path) -> Path:
+    """Where the downstream-task results of a checkpoint (or a conversion) are written.
+
+    Beside the folder, not in it: a checkpoint's files are fixed by its manifest.
+    """
+    return checkpoint.parent / f"{checkpoint.name}.tasks.json"
 
 
 def has_manifest(folder: Path) -> bool:

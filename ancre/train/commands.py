@@ -10,11 +10,14 @@ from pathlib import Path
 from ancre.checkpoint import CheckpointError
 from ancre.config import ConfigError, load_config
 from ancre.data.sources import DataError
+from ancre.export.hf import export_hf
 from ancre.run_folder import RunFolderError, RunLockedError
+from ancre.tasks import TaskError
 from ancre.train.convert import convert_checkpoint
 from ancre.train.launcher import lost_peer
 from ancre.train.preemption import EXIT_STOPPED, StopRequested
 from ancre.train.run import DISK_FULL, DiskFullError, evaluate_checkpoint, train
+from ancre.train.task_eval import evaluate_tasks
 from ancre.train.trainer import NonFiniteLossError
 
 EXIT_BAD_INPUT = 2
@@ -23,7 +26,7 @@ EXIT_LOST_PEER = 4
 EXIT_DISK_FULL = 6
 BAD_INPUT = (
     ConfigError, CheckpointError, DataError, RunFolderError, RunLockedError, FileNotFoundError,
-    FileExistsError,
+    FileExistsError, TaskError,
 )  # fmt: skip
 
 
@@ -39,10 +42,25 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
     elif command == "eval":
         parser.add_argument("checkpoint", type=Path, help="a checkpoint folder")
         parser.add_argument("overrides", nargs="*", help="key=value overrides of its config")
+        parser.add_argument(
+            "--tasks",
+            help="downstream tasks of lm-evaluation-harness instead of the validation loss "
+            "(hellaswag,arc_easy,...); also reads an ancre convert folder",
+        )
+        parser.add_argument("--tasks-path", type=Path, help="a folder of task YAML files")
+        parser.add_argument("--limit", type=int, help="at most this many documents per task")
+        parser.add_argument("--batch-size", type=int, default=8, help="requests per forward")
     else:
         parser.add_argument("checkpoint", type=Path, help="a checkpoint folder")
         parser.add_argument("out_dir", type=Path, help="folder to write")
         parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+        parser.add_argument(
+            "--format",
+            choices=("ancre", "hf"),
+            default="ancre",
+            help="ancre: model.safetensors for ancre.load_pretrained; hf: a folder that "
+            "transformers loads (docs/export.md)",
+        )
 
 
 def run(command: str, args: argparse.Namespace) -> int:
@@ -59,8 +77,15 @@ def run(command: str, args: argparse.Namespace) -> int:
             files = [item for item in args.settings if "=" not in item]
             overrides = [item for item in args.settings if "=" in item]
             train(load_config(files, overrides))
+        elif command == "convert" and args.format == "hf":
+            print(export_hf(args.checkpoint, args.out_dir, args.dtype))
         elif command == "convert":
             print(convert_checkpoint(args.checkpoint, args.out_dir, args.dtype))
+        elif args.tasks is not None:
+            _no_overrides(args.overrides)
+            print(json.dumps(evaluate_tasks(
+                args.checkpoint, args.tasks, args.tasks_path, args.limit, args.batch_size
+            )))  # fmt: skip
         elif (result := evaluate_checkpoint(args.checkpoint, args.overrides)) is not None:
             print(json.dumps(result))
     except StopRequested as stop:
@@ -90,3 +115,12 @@ def run(command: str, args: argparse.Namespace) -> int:
         )
         return EXIT_LOST_PEER
     return 0
+
+
+def _no_overrides(overrides: list[str]) -> None:
+    """Task evaluation reads the model as trained: config overrides do not apply."""
+    if overrides:
+        raise TaskError(
+            f"--tasks takes no config overrides (got {' '.join(overrides)}); they apply to the "
+            "validation loss only"
+        )

@@ -30,6 +30,7 @@ from ancre.model import check_buildable
 from ancre.pretrained import WEIGHTS
 from ancre.run_folder import RunFolder, RunFolderError, RunLock, RunPlan, plan_run, rewind
 from ancre.run_folder import start_over as clear_run
+from ancre.tasks.in_training import check_tasks
 from ancre.train.engine import DistributedContext, broadcast_from_main
 
 logger = logging.getLogger("ancre")
@@ -47,8 +48,10 @@ def check_inputs(config: AncreConfig) -> None:
         DataError: No record has ``data.text_field``, or ``data.tokenizer`` is not a
             sentencepiece model.
         FileNotFoundError: ``data.tokenizer`` or ``model.init_from`` is missing.
+        TaskError: ``eval.tasks`` cannot run (lm-eval missing, a task unknown).
     """
     check_buildable(config)
+    check_tasks(config.eval)
     check_data(config.data)
     if config.data.tokenizer is not None:
         Tokenizer(config.data.tokenizer)

@@ -27,6 +27,7 @@ from ancre.data.tokenizer import Tokenizer
 from ancre.model import Transformer, build_model, resolve_shape
 from ancre.run_folder import RunFolder, RunLock, RunPlan
 from ancre.snapshot import matrix_table
+from ancre.tasks.in_training import TaskSchedule
 from ancre.train.engine import (
     DistributedContext,
     Engine,
@@ -174,7 +175,10 @@ def _run(
         set_rng_state(saved["rng"])
         state = read_trainer_state(plan.resume_from)
     metrics = MetricsLogger(_metric_sinks(config, folder) if context.is_main else [])
-    trainer = Trainer(config, folder, engine, batches, validation, tokenizer, metrics, state, stop)
+    tasks = TaskSchedule(config.eval, tokenizer) if config.eval.tasks is not None else None
+    trainer = Trainer(
+        config, folder, engine, batches, validation, tokenizer, metrics, state, stop, tasks
+    )
     try:
         if trainer.state.step >= config.train.steps:
             logger.info("%s is complete (step %d); nothing to do", folder.root, trainer.state.step)

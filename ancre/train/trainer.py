@@ -27,6 +27,7 @@ from ancre.data.sources import SKIP_REASONS
 from ancre.data.tokenizer import Tokenizer
 from ancre.run_folder import RunFolder, prune
 from ancre.snapshot import write_snapshot
+from ancre.tasks.in_training import TaskSchedule
 from ancre.train.engine import Engine, barrier, broadcast_from_main
 from ancre.train.flops import device_peak_flops, flops_per_token, mfu
 from ancre.train.metrics import MetricsLogger
@@ -107,8 +108,10 @@ class Trainer:
         metrics: MetricsLogger,
         state: TrainerState | None = None,
         stop: StopSignals | None = None,
+        tasks: TaskSchedule | None = None,
     ) -> None:
         self.config = config
+        self.tasks = tasks
         self.folder = folder
         self.stop = stop
         self.engine = engine
@@ -151,6 +154,8 @@ class Trainer:
                 timed_steps, since = 0, time.perf_counter()
             if self._due(self.config.eval.every):
                 self._log(self.evaluate())
+            if self.tasks is not None and self.tasks.due(state.step):
+                self.run_tasks()
             if self._due(checkpoint.topology_every):
                 self.snapshot()
             if self._due(checkpoint.every):
@@ -160,6 +165,8 @@ class Trainer:
         # the end of the run has its evaluation, snapshot and checkpoint, once
         if not self._due(self.config.eval.every):
             self._log(self.evaluate())
+        if self.tasks is not None and not self.tasks.due(state.step):
+            self.run_tasks()
         if not self._due(checkpoint.topology_every):
             self.snapshot()
         if not self._due(checkpoint.every):
@@ -247,6 +254,9 @@ class Trainer:
                 "step %d | val_loss %.4f | val_ppl %.2f",
                 record["step"], record["val_loss"], record["val_ppl"],
             )  # fmt: skip
+        elif "loss" not in record:  # downstream task values
+            values = [(k, v) for k, v in record.items() if k.startswith("task/")]
+            logger.info("step %d | %s", record["step"], ", ".join(f"{k} {v}" for k, v in values))
         else:
             mfu_text = f" | MFU {record['mfu']:.1%}" if "mfu" in record else ""
             logger.info(
@@ -269,6 +279,13 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Validation loss of the current weights (collective)."""
         return evaluate(self.engine, *self.validation, self.config.eval.micro_batch_size)
+
+    def run_tasks(self) -> None:
+        """eval.tasks on the main process's weights; the others wait (collective)."""
+        assert self.tasks is not None
+        if self.engine.context.is_main:
+            self._log(self.tasks.run(self.engine.model))
+        barrier()
 
     def snapshot(self) -> None:
         """Writes topology/step_XXXXXXXX.json (collective under ZeRO-3)."""

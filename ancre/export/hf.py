@@ -1,0 +1,171 @@
+"""``ancre convert --format hf``: a folder that Hugging Face transformers loads.
+
+The folder holds ``config.json`` (the shape and the topology: kind, temperature, fixed
+edges; learned logits are a weight), ``model.safetensors`` (the weights under ancre's
+own parameter names), the modeling code (``modeling_ancre.py``,
+``configuration_ancre.py``: torch and transformers only, copied from
+``ancre/export/remote/``), the sentencepiece tokenizer with ``tokenizer_config.json``
+for ``AutoTokenizer``, ``generation_config.json`` and a model card (``README.md``).
+docs/export.md describes it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import sentencepiece as spm
+import torch
+from safetensors.torch import save_file
+
+from ancre.export.card import write_card
+from ancre.model.topology import FixedTopology
+from ancre.train.trained import TrainedModel, load_trained
+
+REMOTE = Path(__file__).parent / "remote"
+CODE = ("configuration_ancre.py", "modeling_ancre.py")
+WRITTEN = (
+    "config.json", "generation_config.json", "model.safetensors", "tokenizer.model",
+    "tokenizer_config.json", "special_tokens_map.json", "README.md", *CODE,
+)  # fmt: skip
+"""What an export writes: an output folder holding only these is replaced."""
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def export_hf(source: Path, out_dir: Path, dtype: str = "fp32") -> Path:
+    """Writes a transformers folder for a checkpoint (any ZeRO stage) or a conversion.
+
+    Args:
+        source: A checkpoint folder or an ``ancre convert`` folder.
+        out_dir: Where to write; created if missing.
+        dtype: ``fp32`` or ``bf16`` for the weights (the topology logits stay fp32).
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        FileExistsError: ``out_dir`` is inside the source, or holds other files.
+        FileNotFoundError: The source is neither a checkpoint nor a conversion.
+        CheckpointError: The checkpoint does not verify.
+        ValueError: An unknown dtype.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+    check_output(source, out_dir)
+    trained = load_trained(source)
+    weights = {
+        name: (t if name.startswith("topology.") else t.to(DTYPES[dtype])).contiguous()
+        for name, t in trained.model.state_dict().items()
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": "pt", "exported_by": "ancre", "step": str(trained.step)}
+    save_file(weights, str(out_dir / "model.safetensors"), metadata=metadata)
+    for name in CODE:
+        shutil.copyfile(REMOTE / name, out_dir / name)
+    shutil.copyfile(trained.tokenizer.path, out_dir / "tokenizer.model")
+    tokens = special_tokens(trained.tokenizer.path)
+    _write_json(out_dir / "config.json", hf_config(trained, tokens, dtype))
+    _write_json(out_dir / "tokenizer_config.json", tokenizer_config(trained, tokens))
+    _write_json(out_dir / "special_tokens_map.json", {k: v[0] for k, v in tokens.items()})
+    _write_json(
+        out_dir / "generation_config.json",
+        {
+            "bos_token_id": tokens["bos_token"][1] if "bos_token" in tokens else None,
+            "eos_token_id": tokens["eos_token"][1],
+            "pad_token_id": tokens["pad_token"][1],
+        },
+    )
+    write_card(trained, trained.model.topology.matrix().tolist(), out_dir / "README.md")
+    return out_dir
+
+
+def special_tokens(tokenizer_file: Path) -> dict[str, tuple[str, int]]:
+    """(piece, id) of the sentencepiece model's special tokens; pad is EOS when it has none."""
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_file))
+    ids = {"unk_token": sp.unk_id(), "bos_token": sp.bos_id(), "eos_token": sp.eos_id()}
+    ids["pad_token"] = sp.pad_id() if sp.pad_id() >= 0 else sp.eos_id()
+    return {name: (sp.id_to_piece(i), i) for name, i in ids.items() if i >= 0}
+
+
+def hf_config(
+    trained: TrainedModel, tokens: dict[str, tuple[str, int]], dtype: str
+) -> dict[str, Any]:
+    """config.json: the shape, the topology and the special token ids."""
+    shape, topology = trained.model.shape, trained.model.topology
+    edges = topology.edges if isinstance(topology, FixedTopology) else None
+    return {
+        "architectures": ["AncreForCausalLM"],
+        "model_type": "ancre",
+        "auto_map": {
+            "AutoConfig": "configuration_ancre.AncreLMConfig",
+            "AutoModelForCausalLM": "modeling_ancre.AncreForCausalLM",
+        },
+        "vocab_size": shape.vocab_size,
+        "hidden_size": shape.hidden_size,
+        "intermediate_size": shape.intermediate_size,
+        "num_hidden_layers": shape.num_layers,
+        "num_attention_heads": shape.num_heads,
+        "max_position_embeddings": shape.max_seq_len,
+        "rotary_base": shape.rope_theta,
+        "rms_norm_eps": shape.norm_eps,
+        "initializer_range": shape.init_std,
+        "topology_kind": trained.config.topology.kind,
+        "topology_temperature": topology.temperature,
+        "topology_edges": [list(edge) for edge in edges] if edges is not None else None,
+        "use_cache": True,
+        "tie_word_embeddings": False,
+        "bos_token_id": tokens["bos_token"][1] if "bos_token" in tokens else None,
+        "eos_token_id": tokens["eos_token"][1],
+        "pad_token_id": tokens["pad_token"][1],
+        "dtype": TORCH_DTYPE_NAMES[dtype],
+    }
+
+
+def tokenizer_config(trained: TrainedModel, tokens: dict[str, tuple[str, int]]) -> dict[str, Any]:
+    """tokenizer_config.json: transformers' generic backend builds it from tokenizer.model.
+
+    No BOS or EOS is added to encoded text, as in training (documents joined by EOS).
+    """
+    return {
+        "tokenizer_class": "TokenizersBackend",
+        **{name: piece for name, (piece, _) in tokens.items()},
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "padding_side": "left",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": trained.model.shape.max_seq_len,
+    }
+
+
+def check_output(source: Path, out_dir: Path) -> None:
+    """Refuses an output folder inside the source, or one holding other files.
+
+    Raises:
+        FileExistsError: Writing there could change or mix with files the export did not
+            write; the message says what to do.
+    """
+    src, target = source.resolve(), out_dir.resolve()
+    if target == src or src in target.parents:
+        raise FileExistsError(
+            f"{out_dir} is inside {source}: writing there would change it; choose a folder "
+            "outside it"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file; give a folder to write the export to")
+    foreign = (
+        sorted(p.name for p in out_dir.iterdir() if p.name not in WRITTEN)
+        if out_dir.is_dir()
+        else []
+    )
+    if foreign:
+        raise FileExistsError(
+            f"{out_dir} holds files an export does not write ({', '.join(foreign[:5])}); give "
+            "an empty or new folder (or an earlier export's, which is replaced)"
+        )
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Autoregressive generation from a trained model: the KV cache, sampling, the decode loop."""

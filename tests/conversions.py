@@ -1,0 +1,49 @@
+"""Tiny models of every topology kind, built in-process and written as ancre conversions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ancre.config import AncreConfig, load_config, save_config
+from ancre.model import Transformer, build_model
+from ancre.pretrained import PRETRAINED_FORMAT, WEIGHTS
+from tests.conftest import REPO
+
+KINDS = ("cascaded", "ancre", "uniform", "fixed")
+
+
+def tiny_config(kind: str, *overrides: str) -> AncreConfig:
+    """The quickstart config with a smaller tiny model wired by ``kind``."""
+    return load_config(
+        REPO / "configs/quickstart.yaml",
+        [
+            f"topology.kind={kind}", "topology.temperature=0.5", "topology.edges=0:2,1:3@0.5,2:4",
+            "model.num_layers=4", "data.seq_len=48", "topology.backend=reference", *overrides,
+        ],
+    )  # fmt: skip
+
+
+def tiny_model(kind: str, vocab_size: int, seed: int = 0) -> tuple[Transformer, AncreConfig]:
+    """A randomly initialised model; an Ancre topology gets random (non-uniform) logits."""
+    config = tiny_config(kind)
+    torch.manual_seed(seed)
+    model = build_model(config, vocab_size).eval()
+    if kind == "ancre":
+        with torch.no_grad():
+            model.topology.logits.normal_(0.0, 1.0)
+    return model, config
+
+
+def write_conversion(
+    model: Transformer, config: AncreConfig, tokenizer: Path, folder: Path
+) -> Path:
+    """Writes the folder ``ancre convert`` writes (weights, config, tokenizer)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(folder / WEIGHTS), metadata={"format": PRETRAINED_FORMAT, "step": "7"})
+    save_config(config, folder / "config.yaml")
+    (folder / "tokenizer.model").write_bytes(Path(tokenizer).read_bytes())
+    return folder

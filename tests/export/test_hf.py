@@ -1,0 +1,122 @@
+"""The Hugging Face export, loaded by transformers in an interpreter where ancre is absent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ancre.export.hf import WRITTEN, export_hf
+from ancre.generate.commands import encode_prompt
+from ancre.generate.decode import generate_tokens
+from ancre.generate.sampler import Sampling
+from ancre.train.trained import load_trained
+from tests.conversions import KINDS, tiny_model, write_conversion
+
+pytest.importorskip("transformers")
+
+PROMPTS = ["The weather in", "Once upon a time there was", "A"]
+NEW_TOKENS = 12
+
+# Runs in a fresh interpreter; importing ancre there fails.
+LOAD_WITH_TRANSFORMERS = """
+import json, sys
+sys.modules["ancre"] = None
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+request = json.loads(sys.argv[1])
+results = {}
+for kind, folder in request["folders"].items():
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        logits = model(torch.tensor(request["tokens"])).logits
+    batch = tokenizer(request["prompts"], padding=True, return_tensors="pt")
+    out = model.generate(**batch, max_new_tokens=request["new"], do_sample=False)
+    results[kind] = {
+        "logits": logits,
+        "ids": [tokenizer(p)["input_ids"] for p in request["prompts"]],
+        "new": out[:, batch["input_ids"].shape[1]:].tolist(),
+        "eos": tokenizer.eos_token_id,
+        "dtype": str(model.dtype),
+    }
+torch.save(results, request["out"])
+loaded = sorted(m for m, module in sys.modules.items() if m.startswith("ancre") and module)
+print("\\nancre modules:", loaded)
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, sample_tokenizer, subprocess_env):
+    """Every topology kind exported, and what transformers makes of each export."""
+    root = tmp_path_factory.mktemp("hf")
+    tokens = torch.randint(
+        0, sample_tokenizer.vocab_size, (2, 40), generator=torch.Generator().manual_seed(3)
+    )
+    folders, models = {}, {}
+    for kind in KINDS:
+        model, config = tiny_model(kind, sample_tokenizer.vocab_size)
+        conversion = write_conversion(model, config, sample_tokenizer.path, root / f"{kind}-ancre")
+        folders[kind] = str(export_hf(conversion, root / f"{kind}-hf"))
+        models[kind] = load_trained(conversion).model
+    request = {"folders": folders, "tokens": tokens.tolist(), "prompts": PROMPTS,
+               "new": NEW_TOKENS, "out": str(root / "results.pt")}  # fmt: skip
+    env = {k: v for k, v in subprocess_env.items() if k != "PYTHONPATH"}
+    env.update(HF_HOME=str(root / "hf_home"), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITH_TRANSFORMERS, json.dumps(request)],
+        env=env, cwd=root, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip().splitlines()[-1] == "ancre modules: []"
+    return tokens, models, torch.load(root / "results.pt"), sample_tokenizer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_transformers_logits_equal_ancre_s(exported, kind):
+    tokens, models, results, _ = exported
+    with torch.no_grad():
+        ours = models[kind](tokens)  # (B, T, V)
+    theirs = results[kind]["logits"]
+    assert results[kind]["dtype"] == "torch.float32"
+    assert theirs.shape == ours.shape
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_greedy_generate_gives_ancre_generate_s_tokens(exported, kind):
+    _, models, results, tokenizer = exported
+    prompts = [encode_prompt(tokenizer, p) for p in PROMPTS]
+    assert results[kind]["ids"] == prompts  # AutoTokenizer encodes as ancre does
+    ours = generate_tokens(models[kind], prompts, NEW_TOKENS, Sampling(0.0), tokenizer.eos_id)
+    eos = results[kind]["eos"]
+    theirs = [row[: row.index(eos)] if eos in row else row for row in results[kind]["new"]]
+    assert theirs == ours
+
+
+def test_an_export_refuses_a_folder_holding_other_files(tmp_path, sample_tokenizer):
+    model, config = tiny_model("ancre", sample_tokenizer.vocab_size)
+    conversion = write_conversion(model, config, sample_tokenizer.path, tmp_path / "conv")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        export_hf(conversion, out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    (out / "notes.txt").unlink()
+    export_hf(conversion, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(WRITTEN)
+    export_hf(conversion, out)  # an earlier export is replaced
+    card = (out / "README.md").read_text()
+    assert (
+        "topology | ancre, temperature 0.5" in card and "final validation loss | not known" in card
+    )
+    with pytest.raises(FileExistsError, match="inside"):
+        export_hf(conversion, conversion / "hf")
+    assert not (conversion / "hf").exists()
