@@ -17,9 +17,10 @@ from ancre.config import AncreConfig
 from ancre.kernels.reference import accumulation_dtype
 from ancre.model.attention import Attention, select_attention
 from ancre.model.block import DecoderBlock
+from ancre.model.kinds import build_topology
 from ancre.model.layers import RMSNorm, RotaryEmbedding, sdpa_attention
 from ancre.model.presets import ModelShape, resolve_shape
-from ancre.model.topology import Topology, build_topology
+from ancre.model.topology import Topology
 
 IGNORE_INDEX = -100
 """Target value of positions that do not count in the loss."""
@@ -132,7 +133,8 @@ def build_model(config: AncreConfig, vocab_size: int) -> Transformer:
     every = {"none": 0, "blocks": 1, "every_k": train.checkpoint_every_k}
     step = every[train.activation_checkpointing]
     recompute = frozenset(range(0, shape.num_layers, step)) if step else frozenset()
-    model = Transformer(shape, build_topology(config.topology, shape.num_layers), attend, recompute)
+    topology = build_topology(config.topology, shape.num_layers, shape.hidden_size, shape.norm_eps)
+    model = Transformer(shape, topology, attend, recompute)
     if train.compile:
         for block in model.blocks:
             block.compile()  # in place: parameter names, and so checkpoints, are unchanged
@@ -153,4 +155,4 @@ def check_buildable(config: AncreConfig) -> None:
     """
     shape = resolve_shape(config.model, config.model.vocab_size or 2, config.data.seq_len)
     select_attention(config.model.attention, log=False)
-    build_topology(config.topology, shape.num_layers)
+    build_topology(config.topology, shape.num_layers, shape.hidden_size, shape.norm_eps)
