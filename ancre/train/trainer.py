@@ -26,6 +26,7 @@ from ancre.data.loader import TrainLoader
 from ancre.data.sources import SKIP_REASONS
 from ancre.data.tokenizer import Tokenizer
 from ancre.model import IGNORE_INDEX
+from ancre.model.effective import PROBE_SEQUENCES
 from ancre.run_folder import RunFolder, prune
 from ancre.snapshot import write_snapshot
 from ancre.train.engine import Engine, barrier, broadcast_from_main
@@ -116,6 +117,7 @@ class Trainer:
         self.engine = engine
         self.batches = batches
         self.validation = validation
+        self.probe = validation[0][:PROBE_SEQUENCES]  # what dynamic wirings are averaged over
         self.tokenizer = tokenizer
         self.metrics = metrics
         self.accumulation = check_world_size(config, engine.context.world_size)
@@ -295,7 +297,7 @@ class Trainer:
 
     def snapshot(self) -> None:
         """Writes topology/step_XXXXXXXX.json (collective under ZeRO-3)."""
-        snapshot = self.engine.topology_snapshot(self.step, self.tokens)
+        snapshot = self.engine.topology_snapshot(self.step, self.tokens, self.probe)
         if self.engine.context.is_main:
             write_snapshot(snapshot, self.folder.snapshot_path(self.step))
 
@@ -316,7 +318,7 @@ class Trainer:
             return None
         folder = self.folder.checkpoint_folder(self.step)
         started = time.perf_counter()
-        snapshot = self.engine.topology_snapshot(self.step, self.tokens)
+        snapshot = self.engine.topology_snapshot(self.step, self.tokens, self.probe)
         error: OSError | None = None
         try:
             self.engine.save(folder / "engine")
