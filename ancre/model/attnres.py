@@ -38,6 +38,7 @@ from torch import nn
 
 from ancre.config import ConfigError
 from ancre.kernels import MixBackend
+from ancre.kernels.reference import accumulation_dtype
 from ancre.model.effective import LearnedWiring
 from ancre.model.topology import Block
 
@@ -78,8 +79,9 @@ class AttentionResidualTopology(LearnedWiring):
         self.queries = nn.Parameter(torch.zeros(num_layers, hidden_size))
 
     def _inverse_rms(self, source: torch.Tensor) -> torch.Tensor:
-        """1 / sqrt(mean(v^2) + eps) per token, (...,) fp32."""
-        norm = torch.linalg.vector_norm(source, dim=-1, dtype=torch.float32)  # (...,)
+        """1 / sqrt(mean(v^2) + eps) per token, (...,) fp32 or wider."""
+        wide = accumulation_dtype(source.dtype)
+        norm = torch.linalg.vector_norm(source, dim=-1, dtype=wide)  # (...,)
         return torch.rsqrt(norm.square() / source.shape[-1] + self.eps)
 
     def forward(self, blocks: Sequence[Block], h0: torch.Tensor, *block_args) -> list[torch.Tensor]:
@@ -108,9 +110,9 @@ class AttentionResidualTopology(LearnedWiring):
                 inverse.append(self._inverse_rms(partial))
             query = self.queries[j].to(h.dtype)  # (D,)
             scores = torch.stack(
-                [(c @ query).float() * s for c, s in zip(candidates, inverse, strict=True)], -1
+                [(c @ query).to(s.dtype) * s for c, s in zip(candidates, inverse, strict=True)], -1
             )  # (..., S)
-            weights = torch.softmax(scores, dim=-1)  # (..., S) fp32
+            weights = torch.softmax(scores, dim=-1)  # (..., S) fp32 or wider
             self._record(weights)
             mixed = weights[..., 0:1].to(h.dtype) * candidates[0]  # (..., D)
             for i in range(1, len(candidates)):

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ancre.kernels import MixBackend
+from ancre.kernels.reference import accumulation_dtype
 from ancre.model.effective import LearnedWiring
 from ancre.model.topology import Block
 
@@ -109,8 +110,9 @@ class HyperTopology(LearnedWiring):
         weight = self.norm_weight[j].to(streams.dtype)
         normed = F.rms_norm(streams, streams.shape[-1:], weight, self.eps)  # (..., n, D)
         alpha = torch.tanh(normed @ self.dynamic_alpha[j].to(normed.dtype))  # (..., n, 1+n)
-        alpha = alpha.float() * self.alpha_scale[j]
-        beta = torch.tanh(normed @ self.dynamic_beta[j].to(normed.dtype)).float()  # (..., n)
+        wide = accumulation_dtype(streams.dtype)
+        alpha = alpha.to(wide) * self.alpha_scale[j]
+        beta = torch.tanh(normed @ self.dynamic_beta[j].to(normed.dtype)).to(wide)  # (..., n)
         return StreamMaps(
             self.static_pre[j] + alpha[..., 0],  # (..., n)
             self.static_res[j] + alpha[..., 1:],  # (..., n, n)

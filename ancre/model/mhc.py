@@ -43,15 +43,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ancre.kernels import MixBackend
+from ancre.kernels.reference import accumulation_dtype
 from ancre.model.hyper import DYNAMIC_SCALE_INIT, HyperTopology, StreamMaps
 
 
 def sinkhorn_knopp(logits: torch.Tensor, iters: int) -> torch.Tensor:
-    """exp(logits) (..., n, n) made doubly stochastic by alternate normalisation, in fp32.
+    """exp(logits) (..., n, n) made doubly stochastic by alternate normalisation (fp32 or wider).
 
     Each iteration normalises the columns to sum to one, then the rows.
     """
-    matrix = (logits.float() - logits.float().amax((-2, -1), keepdim=True).detach()).exp()
+    logits = logits.to(accumulation_dtype(logits.dtype))
+    matrix = (logits - logits.amax((-2, -1), keepdim=True).detach()).exp()
     for _ in range(iters):
         matrix = matrix / matrix.sum(-2, keepdim=True)  # columns
         matrix = matrix / matrix.sum(-1, keepdim=True)  # rows
@@ -95,7 +97,8 @@ class ManifoldHyperTopology(HyperTopology):
         if streams is not None and self.dynamic:
             flat = streams.flatten(-2)  # (..., nD)
             z = F.rms_norm(flat, flat.shape[-1:], self.norm_weight[j].to(flat.dtype), self.eps)
-            projected = (z @ self.projection[j].to(z.dtype)).float()  # (..., n^2 + 2n)
+            projected = z @ self.projection[j].to(z.dtype)  # (..., n^2 + 2n)
+            projected = projected.to(accumulation_dtype(projected.dtype))
             gates = self.gates[j]
             pre = pre + gates[0] * projected[..., :n]  # (..., n)
             post = post + gates[1] * projected[..., n : 2 * n]  # (..., n)
