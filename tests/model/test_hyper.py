@@ -33,11 +33,12 @@ def paper_streams(topology: HyperTopology, h0, outputs, eps):
         update = y - h  # the paper's T(h): the block without its residual
         new = []
         for t in range(n):
-            weight = (
-                (lambda s: a_r[s][t].unsqueeze(-1)) if topology.dynamic else (lambda s: a_r[s, t])
-            )
-            beta = b[t].unsqueeze(-1) if topology.dynamic else b[t]
-            new.append(sum(weight(s) * streams[s] for s in range(n)) + beta * update)
+            if topology.dynamic:
+                weights = [a_r[s][t].unsqueeze(-1) for s in range(n)]
+                beta = b[t].unsqueeze(-1)
+            else:
+                weights, beta = [a_r[s, t] for s in range(n)], b[t]
+            new.append(sum(weights[s] * streams[s] for s in range(n)) + beta * update)
         streams = new
     return inputs, sum(streams)
 
@@ -77,9 +78,7 @@ hyper_connections = pytest.importorskip("hyper_connections")
 def test_agrees_with_the_hyper_connections_package(dynamic):
     torch.manual_seed(0)
     n, width, layers = 3, 16, 3
-    blocks = [
-        torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.Tanh()) for _ in range(layers)
-    ]
+    blocks = [nn.Sequential(nn.Linear(width, width), nn.Tanh()) for _ in range(layers)]
     residual_blocks = [lambda h, b=b: h + b(h) for b in blocks]  # ancre's blocks keep h
     ours = HyperTopology(layers, reference_backend, width, n, dynamic, eps=1e-12)
     with torch.no_grad():

@@ -79,9 +79,7 @@ def test_agrees_with_the_hyper_connections_package_on_the_static_maps():
     runs to convergence: the two normalise rows and columns in opposite orders."""
     torch.manual_seed(0)
     n, width, layers = 3, 16, 3
-    blocks = [
-        torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.Tanh()) for _ in range(layers)
-    ]
+    blocks = [nn.Sequential(nn.Linear(width, width), nn.Tanh()) for _ in range(layers)]
     ours = ManifoldHyperTopology(layers, reference_backend, width, n, sinkhorn_iters=200)
     with torch.no_grad():
         for p in ours.parameters():
