@@ -77,7 +77,7 @@ def main() -> None:
     """Parses the arguments, reads the runs and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="folder holding <name>-s<seed> run folders")
-    parser.add_argument("--baseline", default="cascaded", help="the wiring the others are put beside")
+    parser.add_argument("--baseline", default="cascaded", help="the wiring compared against")
     parser.add_argument("--no-costs", action="store_true", help="leave out the model costs")
     args = parser.parse_args()
 
@@ -89,7 +89,8 @@ def main() -> None:
     base_rate = tokens_per_s(baseline)
 
     print(f"{'wiring':<16} {'seeds':>5} {'final val_loss':>14} {'sd':>7} {'ppl':>7} "
-          f"{'steps to base':>13} {'params added':>12} {'time ratio':>10} {'saved ratio':>11}")  # fmt: skip
+          f"{'steps to base':>13} {'params added':>12} {'time ratio':>10} "
+          f"{'saved ratio':>11}")  # fmt: skip
     details = []
     for name, by_seed in runs.items():
         finals = [final_value(records) for records in by_seed.values()]
