@@ -12,6 +12,19 @@ Row j of ``matrix`` holds the weights P[j, 0..j] that block j puts on the states
 h_0 (the embeddings) .. h_j. Parameterisations: ``softmax`` (learned Ancre rows),
 ``uniform`` (frozen 1/(j+1)), ``cascaded`` (no mix: the matrix is all zero) and
 ``fixed`` (frozen edges; rows need not sum to one).
+
+Version 2 adds the wirings of other papers (``denseformer``, ``hyper``, ``mhc``,
+``attnres``: ``ancre.model.effective``), whose matrix is their effective P, written
+``h_{j+1} = d_j y_j + sum_i P[j, i] h_i``, with optional fields::
+
+     "own_output": [d_0, ..., d_{L-1}],   # weight of each block's own output
+     "reads": [[...], ...],                # (L+1) x (L+1): inputs over x_0 (embeddings)
+                                           #   and the block outputs x_{i+1} = y_i
+     "spread": [[...], ...] or null,       # std of P over the probe (input-dependent)
+     "probe": "..." or null,               # what the average was taken over
+     "raw": {"name": nested lists, ...}    # the kind's parameters
+
+Version 1 files (without them) are still read.
 """
 
 from __future__ import annotations
@@ -25,8 +38,24 @@ from pathlib import Path
 from ancre.atomic import write_json_atomic
 
 FORMAT = "ancre-topology"
-VERSION = 1
-PARAMETERISATIONS = ("softmax", "uniform", "cascaded", "fixed")
+FORMULAS = {
+    "cascaded": "h_{j+1} = y_j",
+    "softmax": "h_{j+1} = y_j + sum_{i<=j} softmax(theta_j / tau)_i h_i",
+    "uniform": "h_{j+1} = y_j + sum_{i<=j} h_i / (j+1)",
+    "fixed": "h_{j+1} = y_j + sum_{i<=j} P[j, i] h_i, P from the edges",
+}
+"""The formula of each parameterisation, for reports (y_j = Block_j(h_j))."""
+FORMULAS_OF_PAPERS = {
+    "denseformer": "h_{j+1} = sum_{i<=j+1} alpha_{j+1,i} x_i  (x_0 = embeddings, x_{i+1} = y_i)",
+    "hyper": "h_j = A_m^T H_j;  H_{j+1} = A_r^T H_j + B^T (y_j - h_j);  the head reads sum_s H_s",
+    "mhc": "h_j = sigma(pre)^T H_j;  H_{j+1} = Sinkhorn(res) H_j + 2 sigma(post)^T (y_j - h_j)",
+    "attnres": "h_{j+1} = sum_i softmax_i(q_j . RMSNorm(v_i)) v_i;  v_0 = h_0, v_{i+1} = y_i - h_i",
+}
+"""Formulas of the wirings of other papers (docs/topologies.md)."""
+FORMULAS.update(FORMULAS_OF_PAPERS)
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+PARAMETERISATIONS = ("softmax", "uniform", "cascaded", "fixed", *FORMULAS_OF_PAPERS)
 ROW_SUM_TOLERANCE = 1e-4
 
 
@@ -46,6 +75,12 @@ class TopologySnapshot:
         temperature: Softmax temperature, or None where no softmax is involved.
         logits: Ragged raw logits (row j has j+1 entries), or None.
         matrix: The L x (L+1) matrix P, zeros above the diagonal.
+        own_output: Weight d_j of block j's own output in h_{j+1}; None means 1.
+        reads: (L+1) x (L+1) coefficients of each block input (and of what the final
+            norm reads, last row) over the embeddings and the block outputs; or None.
+        spread: Standard deviation of P over the probe batch; None when static.
+        probe: What an input-dependent matrix was averaged over, or None.
+        raw: The kind's parameters by name (nested lists), or None.
     """
 
     step: int
@@ -55,6 +90,16 @@ class TopologySnapshot:
     temperature: float | None
     logits: list[list[float]] | None
     matrix: list[list[float]]
+    own_output: list[float] | None = None
+    reads: list[list[float]] | None = None
+    spread: list[list[float]] | None = None
+    probe: str | None = None
+    raw: dict[str, list | float] | None = None
+
+    @property
+    def formula(self) -> str:
+        """The formula of the parameterisation (y_j = Block_j(h_j))."""
+        return FORMULAS[self.parameterisation]
 
     def to_dict(self) -> dict:
         """Returns the JSON object of the format, header first."""
@@ -75,7 +120,7 @@ class TopologySnapshot:
                 raise SnapshotError(f"{source}: row {j} of the matrix is not finite")
             if any(v != 0.0 for v in row[j + 1 :]):
                 raise SnapshotError(f"{source}: row {j} has weight above the diagonal")
-            if self.parameterisation == "fixed":
+            if self.parameterisation == "fixed" or self.parameterisation in FORMULAS_OF_PAPERS:
                 continue
             total = sum(row)
             expected = 0.0 if self.parameterisation == "cascaded" else 1.0
@@ -86,6 +131,23 @@ class TopologySnapshot:
                 )
         if self.logits is not None and [len(r) for r in self.logits] != list(range(1, n + 1)):
             raise SnapshotError(f"{source}: logits must be ragged, row j with j+1 entries")
+        self._check_effective(source)
+
+    def _check_effective(self, source: str) -> None:
+        """The version-2 fields of the wirings of other papers, where present."""
+        n = self.num_layers
+        if self.own_output is not None and len(self.own_output) != n:
+            raise SnapshotError(f"{source}: own_output must have {n} entries (one per block)")
+        if self.reads is not None:
+            if len(self.reads) != n + 1 or any(len(row) != n + 1 for row in self.reads):
+                raise SnapshotError(f"{source}: reads must be {n + 1} x {n + 1}")
+            if any(v != 0.0 for i, row in enumerate(self.reads) for v in row[i + 1 :]):
+                raise SnapshotError(f"{source}: reads has weight above the diagonal")
+        if self.spread is not None:
+            if len(self.spread) != n or any(len(row) != n + 1 for row in self.spread):
+                raise SnapshotError(f"{source}: spread must be {n} x {n + 1}, like the matrix")
+            if any(not v >= 0 for row in self.spread for v in row):
+                raise SnapshotError(f"{source}: spread holds a negative or non-finite value")
 
 
 def write_snapshot(snapshot: TopologySnapshot, path: str | Path) -> None:
@@ -116,15 +178,18 @@ def read_snapshot(path: str | Path) -> TopologySnapshot:
         raise SnapshotError(f"{path}: not a JSON file ({error})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise SnapshotError(f"{path}: not an {FORMAT} snapshot (format field missing or other)")
-    if obj.get("version") != VERSION:
+    if obj.get("version") not in READABLE_VERSIONS:
         raise SnapshotError(
-            f"{path}: snapshot version {obj.get('version')!r}; this ancre reads version {VERSION}"
+            f"{path}: snapshot version {obj.get('version')!r}; this ancre reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     try:
         fields = {k: v for k, v in obj.items() if k not in ("format", "version")}
         snapshot = TopologySnapshot(**fields)
     except TypeError as error:
-        raise SnapshotError(f"{path}: fields do not match version {VERSION} ({error})") from None
+        raise SnapshotError(
+            f"{path}: fields do not match version {obj['version']} ({error})"
+        ) from None
     snapshot.check(str(path))
     return snapshot
 

@@ -58,7 +58,16 @@ def test_round_trip(tmp_path: Path, snapshot: TopologySnapshot) -> None:
     write_snapshot(snapshot, path)
     assert read_snapshot(path) == snapshot
     obj = json.loads(path.read_text())
-    assert (obj["format"], obj["version"]) == ("ancre-topology", 1)
+    assert (obj["format"], obj["version"]) == ("ancre-topology", 2)
+
+
+def test_version_1_files_are_still_read(tmp_path: Path) -> None:
+    obj = softmax().to_dict()
+    for key in ("own_output", "reads", "spread", "probe", "raw"):
+        del obj[key]
+    path = tmp_path / "topology.json"
+    path.write_text(json.dumps({**obj, "version": 1}))
+    assert read_snapshot(path) == softmax()
 
 
 def test_cascaded_all_zero_accepted(tmp_path: Path) -> None:
@@ -86,7 +95,10 @@ def test_not_json(tmp_path: Path) -> None:
 
 BAD_FIELDS = {
     "wrong format": ({"format": "other-topology"}, "not an ancre-topology snapshot"),
-    "wrong version": ({"version": 2}, "version 2"),
+    "wrong version": ({"version": 3}, "version 3"),
+    "own output": ({"own_output": [1.0]}, "own_output must have 2 entries"),
+    "reads above diagonal": ({"reads": [[1, 1, 0], [0, 1, 0], [0, 0, 1]]}, "reads has weight"),
+    "negative spread": ({"spread": [[0, 0, 0], [-1, 0, 0]]}, "negative or non-finite"),
     "unknown field": ({"extra": 1}, "fields do not match"),
     "row sum": ({"matrix": [[1.0, 0.0, 0.0], [0.5, 0.25, 0.0]]}, "row 1 .* sums to 0.75"),
     "above diagonal": ({"matrix": [[0.9, 0.1, 0.0], [0.75, 0.25, 0.0]]}, "above the diagonal"),

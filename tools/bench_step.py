@@ -9,6 +9,12 @@ memory, and the ratios to cascaded. No DeepSpeed: this measures the model.
     python tools/bench_step.py --preset tiny --seq-len 128 --micro-batch 8
     python tools/bench_step.py --saved-bytes --preset 60m --seq-len 256 --micro-batch 2
 
+``--zoo`` compares the learned wirings of docs/topologies.md with cascaded and Ancre in
+one run, per preset: parameters added, step time (steps interleaved, fp32) and saved-for-
+backward bytes (bf16 autocast), each as a ratio to cascaded measured in that run:
+
+    python tools/bench_step.py --zoo --presets tiny,60m --seq-len 256 --micro-batch 2
+
 ``--saved-bytes`` times nothing: it counts the bytes autograd keeps for the backward of
 one forward pass (ancre/model/memory.py; device-independent, so it runs on a CPU) for
 cascaded and Ancre, each backend, with and without block recompute, under bf16
@@ -22,27 +28,41 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 
 import torch
 
 from ancre.config import load_config
 from ancre.kernels import triton_unavailable
-from ancre.model import Transformer, build_model
+from ancre.model import PRESETS, Transformer, build_model
 from ancre.model.memory import saved_for_backward_bytes
 from ancre.train.flops import device_peak_flops, flops_per_token, mfu
 from ancre.train.speedups import apply_speedups
 from ancre.train.threads import apply_cpu_threads
 
 TOPOLOGIES = ("cascaded", "ancre", "uniform")
+ZOO = {
+    "cascaded": [], "ancre": [], "uniform": [], "denseformer": [],
+    "hyper": ["topology.streams=4"],
+    "hyper-dynamic": ["topology.kind=hyper", "topology.streams=4", "topology.dynamic=true"],
+    "mhc": ["topology.streams=4", "topology.dynamic=true"],
+    "attnres": [],
+    "attnres-block2": ["topology.kind=attnres", "topology.attnres_blocks={half}"],
+}  # fmt: skip
+"""The configurations ``--zoo`` compares: name -> overrides (the kind is the name unless
+set; ``{half}`` is half the preset's blocks: Block AttnRes with groups of two)."""
 
 
-def build(kind: str, args: argparse.Namespace, device: torch.device) -> Transformer:
-    """One model of the preset, wired by ``kind``."""
+def build(
+    kind: str, args: argparse.Namespace, device: torch.device, extra: Sequence[str] = ()
+) -> Transformer:
+    """One model of the preset, wired by ``kind`` (and the topology overrides ``extra``)."""
     torch.manual_seed(0)
     overrides = [
         f"model.preset={args.preset}",
         f"topology.kind={kind}",
+        *extra,
         f"data.seq_len={args.seq_len}",
         f"topology.backend={args.backend}",
         f"model.attention={args.attention}",
@@ -79,6 +99,68 @@ def print_saved_bytes(args: argparse.Namespace, device: torch.device) -> None:
           f"the mix backward): {buffer / 1e6:.2f} MB")  # fmt: skip
 
 
+def zoo_models(args: argparse.Namespace, device: torch.device) -> dict[str, Transformer]:
+    """The models of :data:`ZOO` at ``args.preset``."""
+    half = PRESETS[args.preset][3] // 2
+    models = {}
+    for name, overrides in ZOO.items():
+        extra = [o.format(half=half) for o in overrides if not o.startswith("topology.kind=")]
+        kind = next((o.split("=")[1] for o in overrides if o.startswith("topology.kind=")), name)
+        models[name] = build(kind, args, device, extra)
+    return models
+
+
+def timed_step(model: Transformer, optimizer, batch: torch.Tensor, device: torch.device) -> float:
+    """Seconds of one fp32 forward, backward and AdamW step."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    loss = model(batch[:, :-1], batch[:, 1:])
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def print_zoo_costs(args: argparse.Namespace, device: torch.device) -> None:
+    """Parameters, step time and saved bytes of every wiring of ZOO, per preset."""
+    generator = torch.Generator().manual_seed(0)
+    for preset in args.presets.split(","):
+        one = argparse.Namespace(**{**vars(args), "preset": preset})
+        models = zoo_models(one, device)
+        batches = [torch.randint(0, args.vocab_size, (args.micro_batch, args.seq_len + 1),
+                                 generator=generator).to(device) for _ in range(2)]  # fmt: skip
+        optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+        times: dict[str, list[float]] = {name: [] for name in models}
+        for i in range(args.warmup + args.steps):  # interleaved: drifts hit every wiring alike
+            for name, model in models.items():
+                took = timed_step(model, optimizers[name], batches[i % 2], device)
+                if i >= args.warmup:
+                    times[name].append(took)
+        saved = {
+            name: saved_for_backward_bytes(model.train(), batches[0][:, :-1], batches[0][:, 1:])
+            for name, model in models.items()
+        }
+        base = models["cascaded"]
+        shape = base.shape
+        print(f"\npreset {preset}: L={shape.num_layers} D={shape.hidden_size}, "
+              f"{args.micro_batch}x{args.seq_len} tokens, vocab {args.vocab_size}, "
+              f"{device.type}, {torch.get_num_threads()} threads; step time: median of "
+              f"{args.steps} fp32 steps after {args.warmup}, interleaved; saved bytes: one "
+              "bf16-autocast forward (ancre/model/memory.py)")  # fmt: skip
+        print(f"{'wiring':<15} {'params added':>13} {'% of model':>10} {'step ms':>9} "
+              f"{'time ratio':>10} {'saved MB':>9} {'saved ratio':>11}")  # fmt: skip
+        base_time = statistics.median(times["cascaded"])
+        for name, model in models.items():
+            added = model.num_parameters() - base.num_parameters()
+            median = statistics.median(times[name])
+            print(f"{name:<15} {added:13,d} {added / base.num_parameters():10.3%} "
+                  f"{median * 1e3:9.1f} {median / base_time:9.3f}x "
+                  f"{saved[name] / 1e6:9.1f} {saved[name] / saved['cascaded']:10.3f}x")  # fmt: skip
+
+
 def main() -> None:
     """Parses the arguments, times the steps and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -99,6 +181,9 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--saved-bytes", action="store_true",
                         help="count the bytes saved for backward instead of timing")  # fmt: skip
+    parser.add_argument("--zoo", action="store_true",
+                        help="compare the wirings of docs/topologies.md (see above)")  # fmt: skip
+    parser.add_argument("--presets", default="tiny,60m", help="presets of --zoo")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -106,6 +191,9 @@ def main() -> None:
         print(threads)
     if args.saved_bytes:
         print_saved_bytes(args, device)
+        return
+    if args.zoo:
+        print_zoo_costs(args, device)
         return
     models = {kind: build(kind, args, device) for kind in TOPOLOGIES}
     optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from ancre.config.checks import ConfigError, choice, folder_name, non_negative, positive
 
 MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
-TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform", "fixed")
+TOPOLOGY_KINDS = (
+    "cascaded", "ancre", "uniform", "fixed", "denseformer", "hyper", "mhc", "attnres",
+)  # fmt: skip
 MIX_BACKENDS = ("auto", "reference", "triton")
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash_attn")
 RECOMPUTE_MODES = ("none", "blocks", "every_k")
@@ -23,6 +25,11 @@ PACKING_MODES = ("docs", "none")
 TOKENIZER_MODELS = ("unigram", "bpe")
 PRECISIONS = ("fp32", "bf16")
 WANDB_MODES = ("disabled", "offline", "online")
+TOPOLOGY_OPTIONS = {
+    "dilation": ("denseformer",), "period": ("denseformer",), "streams": ("hyper", "mhc"),
+    "dynamic": ("hyper", "mhc"), "sinkhorn_iters": ("mhc",), "attnres_blocks": ("attnres",),
+}  # fmt: skip
+"""The topology keys that only some kinds read, and those kinds."""
 
 
 @dataclass(frozen=True)
@@ -98,8 +105,11 @@ class TopologyConfig:
     """The residual wiring: the L x (L+1) connection matrix."""
 
     kind: str = "ancre"
-    """cascaded (plain Llama), ancre (learned softmax rows), uniform (frozen 1/(j+1)) or
-    fixed (the frozen edges of topology.edges)."""
+    """cascaded (plain Llama), ancre (learned softmax rows), uniform (frozen 1/(j+1)),
+    fixed (the frozen edges of topology.edges), or one of the learned residual wirings of
+    other papers (docs/topologies.md): denseformer (depth-weighted averages), hyper
+    (Hyper-Connections), mhc (manifold-constrained Hyper-Connections) or attnres
+    (Attention Residuals)."""
     edges: str = ""
     """For kind fixed: comma-separated edges i:j (or i:j@weight, default weight 1), each
     adding the output of layer i (0 = the input) to the output of layer j, e.g. "0:2,2:3"."""
@@ -110,6 +120,24 @@ class TopologyConfig:
     backend: str = "auto"
     """Implementation of the weighted sum: reference (plain PyTorch), triton (fused
     kernels; CUDA) or auto (triton on CUDA when it imports, else reference)."""
+    dilation: int = 1
+    """For kind denseformer: each average reads the outputs whose depth differs from its
+    own by a multiple of this (the paper's k; 1 reads every earlier output)."""
+    period: int = 1
+    """For kind denseformer: a depth-weighted average after every this-many blocks only
+    (the paper's p; 1 after every block)."""
+    streams: int = 4
+    """For kinds hyper and mhc: n, the number of parallel residual streams."""
+    dynamic: bool = False
+    """For kinds hyper and mhc: add the input-dependent (dynamic) part of the connection
+    weights to the static one."""
+    sinkhorn_iters: int = 20
+    """For kind mhc: Sinkhorn-Knopp iterations projecting the stream-mixing matrix onto
+    the doubly stochastic matrices."""
+    attnres_blocks: int = 0
+    """For kind attnres: 0 attends over every earlier block output (Full AttnRes); N > 0
+    groups the blocks into N groups of equal size whose outputs are summed and attended
+    over as one (Block AttnRes); N must divide the number of blocks."""
 
     def check(self) -> None:
         """Raises ConfigError naming the first field of this section that is not allowed."""
@@ -119,6 +147,27 @@ class TopologyConfig:
         if self.kind == "fixed" and not self.edges.strip():
             raise ConfigError("topology.edges", 'kind fixed needs edges, e.g. "0:2,2:3"')
         non_negative("topology.lr_multiplier", self.lr_multiplier)
+        self._check_kind_options()
+
+    def _check_kind_options(self) -> None:
+        """Options of the learned-wiring kinds: in range, and set only for a kind reading them."""
+        for key in ("dilation", "period", "streams", "sinkhorn_iters"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(
+                    f"topology.{key}", f"is {value!r}; it must be a whole number >= 1"
+                )
+        blocks = self.attnres_blocks
+        if not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 0:
+            raise ConfigError("topology.attnres_blocks", f"is {blocks!r}; it must be 0 or more")
+        defaults = TopologyConfig()
+        for key, kinds in TOPOLOGY_OPTIONS.items():
+            if self.kind not in kinds and getattr(self, key) != getattr(defaults, key):
+                raise ConfigError(
+                    f"topology.{key}",
+                    f"is read only by kind {' or '.join(kinds)}, and topology.kind is "
+                    f"{self.kind}: remove the key or change the kind",
+                )
 
 
 @dataclass(frozen=True)

@@ -21,18 +21,15 @@ topology works on any sequence of blocks that map a state to a state of the same
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from ancre.config import ConfigError, TopologyConfig
-from ancre.kernels import MixBackend, select_mix
+from ancre.config import ConfigError
+from ancre.kernels import MixBackend
 from ancre.kernels.reference import accumulation_dtype
 from ancre.snapshot import TopologySnapshot
-
-logger = logging.getLogger(__name__)
 
 Block = Callable[..., torch.Tensor]
 
@@ -225,26 +222,3 @@ def parse_edges(text: str, num_layers: int) -> list[tuple[int, int, float]]:
             raise ConfigError("topology.edges", f"{item!r} goes past the last layer ({num_layers})")
         edges.append(edge)
     return edges
-
-
-def build_topology(config: TopologyConfig, num_layers: int) -> Topology:
-    """Builds the topology a config names, with its mix backend chosen once, here.
-
-    Args:
-        config: The ``topology`` section.
-        num_layers: L, the number of blocks to wire.
-
-    Returns:
-        The topology module.
-    """
-    backend, mix = select_mix(config.backend)
-    if config.kind == "ancre":
-        topology: Topology = AncreTopology(num_layers, mix, config.temperature)
-    elif config.kind == "uniform":
-        topology = UniformTopology(num_layers, mix)
-    elif config.kind == "fixed":
-        topology = FixedTopology(num_layers, mix, parse_edges(config.edges, num_layers))
-    else:
-        topology = Topology(num_layers, mix)
-    topology.mix_backend = backend
-    return topology

@@ -18,9 +18,10 @@ from ancre.config import AncreConfig
 from ancre.kernels.attention import Attention, sdpa_attention, select_attention
 from ancre.kernels.reference import accumulation_dtype
 from ancre.model.block import DecoderBlock
+from ancre.model.kinds import build_topology
 from ancre.model.layers import KeyValueCache, RMSNorm, RotaryEmbedding
 from ancre.model.presets import ModelShape, resolve_shape
-from ancre.model.topology import Topology, build_topology
+from ancre.model.topology import Topology
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def build_model(config: AncreConfig, vocab_size: int) -> Transformer:
     """
     shape = resolve_shape(config.model, vocab_size, config.data.seq_len)
     attention, attend = select_attention(config.model.attention)
-    topology = build_topology(config.topology, shape.num_layers)
+    topology = build_topology(config.topology, shape.num_layers, shape.hidden_size, shape.norm_eps)
     logger.info(
         "attention: %s (model.attention=%s); topology %s over %d blocks, mix: %s "
         "(topology.backend=%s)",
@@ -189,4 +190,4 @@ def check_buildable(config: AncreConfig) -> None:
     """
     shape = resolve_shape(config.model, config.model.vocab_size or 2, config.data.seq_len)
     select_attention(config.model.attention)
-    build_topology(config.topology, shape.num_layers)
+    build_topology(config.topology, shape.num_layers, shape.hidden_size, shape.norm_eps)

@@ -32,6 +32,8 @@ from ancre.run_folder.rewind import later_complete_checkpoints
 REFUSED_ON_RESUME = (
     "model.preset", "model.hidden_size", "model.intermediate_size", "model.num_layers",
     "model.num_heads", "model.vocab_size", "topology.kind", "topology.edges", "data.source",
+    "topology.dilation", "topology.period", "topology.streams", "topology.dynamic",
+    "topology.sinkhorn_iters", "topology.attnres_blocks",
 )  # fmt: skip
 """Keys that decide what the checkpoint's weights mean: a resume must keep them."""
 KEPT_BY_PROCESSES = ("train.zero_stage", "data.num_workers")

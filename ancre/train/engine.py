@@ -339,10 +339,34 @@ class Engine:
         else:
             yield
 
-    def topology_snapshot(self, step: int, tokens: int) -> TopologySnapshot:
-        """The current connection matrix (collective under ZeRO-3: call on every rank)."""
+    def topology_snapshot(
+        self, step: int, tokens: int, probe: torch.Tensor | None = None
+    ) -> TopologySnapshot:
+        """The current connection matrix (collective under ZeRO-3: call on every rank).
+
+        Args:
+            step: Optimiser steps taken.
+            tokens: Training tokens seen.
+            probe: Token ids (B, T) that an input-dependent wiring (``dynamic``) is run
+                on, without gradients, to average its matrix over; ignored otherwise.
+
+        Raises:
+            ValueError: The wiring depends on the input and no probe was given.
+        """
+        topology = self.model.topology
+        if getattr(topology, "dynamic", False):
+            if probe is None:
+                raise ValueError(f"the {topology.parameterisation} wiring needs a probe batch")
+            self._run_probe(probe)
         with self._whole_topology():
-            return self.model.topology.snapshot(step, tokens)
+            return topology.snapshot(step, tokens)
+
+    @torch.no_grad()
+    def _run_probe(self, tokens: torch.Tensor) -> None:
+        """One forward pass that the topology records its per-token weights in."""
+        self._engine.eval()
+        with self.model.topology.recording():
+            self._engine(tokens.to(self.context.device))
 
     def save(self, folder: Path) -> None:
         """Writes DeepSpeed's model and optimiser state into ``folder`` (collective).

@@ -184,7 +184,7 @@ def _run(
             logger.info("%s is complete (step %d); nothing to do", folder.root, trainer.state.step)
         else:
             trainer.fit()
-        snapshot = engine.topology_snapshot(trainer.state.step, trainer.state.tokens)
+        snapshot = engine.topology_snapshot(trainer.state.step, trainer.state.tokens, trainer.probe)
         if context.is_main and config.topology.kind != "cascaded":
             logger.info(
                 "learned connection matrix (row j: the weights block j puts on h_0 = the "

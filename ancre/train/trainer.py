@@ -25,6 +25,7 @@ from ancre.config import AncreConfig
 from ancre.data.loader import IGNORE_INDEX, TrainLoader
 from ancre.data.sources import SKIP_REASONS
 from ancre.data.tokenizer import Tokenizer
+from ancre.model.effective import PROBE_SEQUENCES
 from ancre.run_folder import RunFolder, prune
 from ancre.snapshot import write_snapshot
 from ancre.tasks.in_training import TaskSchedule
@@ -117,6 +118,7 @@ class Trainer:
         self.engine = engine
         self.batches = batches
         self.validation = validation
+        self.probe = validation[0][:PROBE_SEQUENCES]  # what dynamic wirings are averaged over
         self.tokenizer = tokenizer
         self.metrics = metrics
         self.state = state or TrainerState(0, 0, engine.context.world_size)
@@ -290,7 +292,7 @@ class Trainer:
     def snapshot(self) -> None:
         """Writes topology/step_XXXXXXXX.json (collective under ZeRO-3)."""
         step = self.state.step
-        snapshot = self.engine.topology_snapshot(step, self.state.tokens)
+        snapshot = self.engine.topology_snapshot(step, self.state.tokens, self.probe)
         if self.engine.context.is_main:
             write_snapshot(snapshot, self.folder.snapshot_path(step))
 
@@ -312,7 +314,7 @@ class Trainer:
             return None
         folder = self.folder.checkpoint_folder(step)
         started = time.perf_counter()
-        snapshot = self.engine.topology_snapshot(step, self.state.tokens)
+        snapshot = self.engine.topology_snapshot(step, self.state.tokens, self.probe)
         error: OSError | None = None
         try:
             self.engine.save(folder / "engine")

@@ -97,6 +97,22 @@ def unique_names(runs: Sequence[RunData]) -> list[str]:
     return [name if names.count(name) == 1 else f"{name} #{k + 1}" for k, name in enumerate(names)]
 
 
+def matrix_caption(snapshot: TopologySnapshot) -> str:
+    """The kind's formula and, for other papers' wirings, how their matrix is read."""
+    text = f"{snapshot.parameterisation}: {snapshot.formula}. "
+    if snapshot.own_output is None:
+        return text + "Row j: the weights block j puts on the states h_0 (embeddings) .. h_j."
+    own = ", ".join(f"{d:.3g}" for d in snapshot.own_output)
+    text += (
+        "The effective matrix: row j holds P[j, i] in h_{j+1} = d_j y_j + sum_i P[j, i] h_i "
+        f"(h_i the input of block i; h_L what the final norm reads), with d = [{own}]."
+    )
+    if snapshot.spread is not None:
+        spread = max(max(row) for row in snapshot.spread)
+        text += f" Input-dependent: the mean over {snapshot.probe}; largest std {spread:.3g}."
+    return text
+
+
 def run_summary(run: RunData, name: str) -> dict[str, object]:
     """One row of the summary table: topology, extent of training, final losses."""
     last = run.snapshots[-1] if run.snapshots else None
@@ -108,6 +124,7 @@ def run_summary(run: RunData, name: str) -> dict[str, object]:
         "folder": str(run.path),
         "blocks L": run.num_layers if last else "",
         "topology": describe_snapshot(last) if last else "",
+        "formula": last.formula if last else "",
         "snapshots": len(run.snapshots),
         "last step": max(steps) if steps else (last.step if last else ""),
         "tokens": max(tokens) if tokens else (last.tokens if last else ""),
@@ -219,7 +236,7 @@ def _topology_sections(
         Section(
             "Connection matrix",
             figures.save(matrix_figure(shown, name), "matrix"),
-            "Row j: the weights block j puts on the states h_0 (embeddings) .. h_j.",
+            matrix_caption(shown),
         ),
         Section(
             "Connection matrix over training",

@@ -4,12 +4,12 @@ from torch import nn
 
 from ancre.config import ConfigError, TopologyConfig
 from ancre.kernels import reference_backend
+from ancre.model.kinds import build_topology
 from ancre.model.topology import (
     AncreTopology,
     FixedTopology,
     Topology,
     UniformTopology,
-    build_topology,
     parse_edges,
 )
 from ancre.snapshot import TopologySnapshot

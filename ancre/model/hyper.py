@@ -1,0 +1,193 @@
+"""Hyper-Connections: n parallel residual streams with learned width and depth connections.
+
+Zhu, Huang, Zeng, Wu, Min, Qiao, Zhou, "Hyper-Connections", ICLR 2025 (arXiv 2409.19606),
+Algorithm 2 of its appendix.
+
+The residual state of a token is a matrix ``H`` of n streams (n x D). The embeddings
+start every stream (``H_0 = (h_0, ..., h_0)``). Block j reads a weighted sum of the
+streams and writes its update back into every stream with its own weight::
+
+    h_j     = A_m^T H_j                                  (width connection, n)
+    H_{j+1} = A_r^T H_j + B^T (y_j - h_j)                (A_r: n x n, B: 1 x n)
+
+and the streams are summed before the final norm. ``y_j - h_j`` is the block's update
+(the paper's T(h): ancre's blocks return ``h + Attn + MLP``); ancre computes
+``H_{j+1} = (A_r - A_m B)^T H_j + B^T y_j``, the same numbers without the subtraction.
+At initialisation A_m = e_{j mod n}, A_r = I and B = 1, so every stream stays equal
+to the plain residual stream and the sum is n times it: after the scale-free final
+RMSNorm the model computes the plain residual network's function (up to the norm's eps).
+
+Dynamic (``topology.dynamic``), with ``Hn = RMSNorm(H)`` per stream (learned gain)::
+
+    A_m(H) = A_m + s_a tanh(Hn W_m),  A_r(H) = A_r + s_a tanh(Hn W_r),
+    B(H)   = B + s_b tanh(Hn W_b)^T
+
+with W zero-initialised and s_a = s_b = 0.01 learned scalars per block.
+
+Where ancre departs from the paper: a connection per decoder block (attention and MLP
+keep the inner residual between them), where the paper has one per sublayer; RMSNorm
+rather than LayerNorm before the dynamic projections (as the hyper-connections package
+does). The parameters live on this module (stacked over blocks), so they are topology
+parameters: the topology lr multiplier and no weight decay.
+
+A fused kernel would, per block and token, read H (n x D) once, form h_j and, after the
+block, write H_{j+1} from H and y_j in one pass (2n + 2 reads and n writes of D);
+its backward needs H and y_j and the small per-token matrices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ancre.kernels import MixBackend
+from ancre.kernels.reference import accumulation_dtype
+from ancre.model.effective import LearnedWiring
+from ancre.model.topology import Block
+
+DYNAMIC_SCALE_INIT = 1e-2
+"""Initial s_a and s_b of the dynamic connections (the paper's and the package's)."""
+
+
+class StreamMaps:
+    """The connection weights of one block: pre (..., n), res (..., n, n), post (..., n).
+
+    ``res[s, t]`` is the weight of stream s in the new stream t (the paper's A_r).
+    """
+
+    def __init__(self, pre: torch.Tensor, res: torch.Tensor, post: torch.Tensor) -> None:
+        self.pre, self.res, self.post = pre, res, post
+
+
+class HyperTopology(LearnedWiring):
+    """Hyper-Connections, static or dynamic (see the module).
+
+    Attributes:
+        streams: n.
+        static_pre: (L, n) A_m per block.
+        static_res: (L, n, n) A_r per block.
+        static_post: (L, n) B per block.
+    """
+
+    parameterisation = "hyper"
+
+    def __init__(
+        self,
+        num_layers: int,
+        mix: MixBackend,
+        hidden_size: int,
+        streams: int = 4,
+        dynamic: bool = False,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__(num_layers, mix)
+        if streams < 1:
+            raise ValueError(f"hyper-connections need at least one stream, got {streams}")
+        self.streams, self.dynamic, self.eps = streams, dynamic, eps
+        first = torch.zeros(num_layers, streams)  # (L, n)
+        first[torch.arange(num_layers), torch.arange(num_layers) % streams] = 1.0
+        self.static_pre = nn.Parameter(first)
+        self.static_res = nn.Parameter(torch.eye(streams).repeat(num_layers, 1, 1))
+        self.static_post = nn.Parameter(torch.ones(num_layers, streams))
+        if dynamic:
+            self._init_dynamic(hidden_size)
+
+    def _init_dynamic(self, hidden_size: int) -> None:
+        n, layers = self.streams, self.num_layers
+        self.norm_weight = nn.Parameter(torch.ones(layers, hidden_size))  # (L, D)
+        self.dynamic_alpha = nn.Parameter(torch.zeros(layers, hidden_size, 1 + n))
+        self.dynamic_beta = nn.Parameter(torch.zeros(layers, hidden_size))
+        self.alpha_scale = nn.Parameter(torch.full((layers,), DYNAMIC_SCALE_INIT))
+        self.beta_scale = nn.Parameter(torch.full((layers,), DYNAMIC_SCALE_INIT))
+
+    def maps(self, j: int, streams: torch.Tensor | None) -> StreamMaps:
+        """Block j's connection weights for the streams (..., n, D) (None when static)."""
+        if streams is None or not self.dynamic:
+            return StreamMaps(self.static_pre[j], self.static_res[j], self.static_post[j])
+        weight = self.norm_weight[j].to(streams.dtype)
+        normed = F.rms_norm(streams, streams.shape[-1:], weight, self.eps)  # (..., n, D)
+        alpha = torch.tanh(normed @ self.dynamic_alpha[j].to(normed.dtype))  # (..., n, 1+n)
+        wide = accumulation_dtype(streams.dtype)
+        alpha = alpha.to(wide) * self.alpha_scale[j]
+        beta = torch.tanh(normed @ self.dynamic_beta[j].to(normed.dtype)).to(wide)  # (..., n)
+        return StreamMaps(
+            self.static_pre[j] + alpha[..., 0],  # (..., n)
+            self.static_res[j] + alpha[..., 1:],  # (..., n, n)
+            self.static_post[j] + beta * self.beta_scale[j],  # (..., n)
+        )
+
+    def forward(self, blocks: Sequence[Block], h0: torch.Tensor, *block_args) -> list[torch.Tensor]:
+        """Runs the blocks over n streams.
+
+        Returns:
+            [h_0, h_1, ..., h_{L-1}, sum of the streams]: the embeddings, the input of
+            every block, and what the final norm reads.
+        """
+        if len(blocks) != self.num_layers:
+            raise ValueError(f"topology wires {self.num_layers} blocks, got {len(blocks)}")
+        state = h0.unsqueeze(-2).expand(*h0.shape[:-1], self.streams, h0.shape[-1])  # (..., n, D)
+        states = [h0]
+        for j, block in enumerate(blocks):
+            maps = self.maps(j, state)
+            pre, post = maps.pre.to(state.dtype), maps.post.to(state.dtype)
+            carry = (maps.res - maps.pre.unsqueeze(-1) * maps.post.unsqueeze(-2)).to(state.dtype)
+            if self.dynamic:
+                self._record(maps.pre, maps.res, maps.post)
+            h = (pre.unsqueeze(-1) * state).sum(-2)  # (..., D)
+            if j:
+                states.append(h)
+            y = block(h, *block_args)  # (..., D)
+            state = torch.einsum("...st,...sd->...td", carry, state)  # (..., n, D)
+            state = state + post.unsqueeze(-1) * y.unsqueeze(-2)  # (..., n, D)
+        states.append(state.sum(-2))  # (..., D)
+        return states
+
+    def reads(self) -> torch.Tensor:
+        """(N, L+1, L+1): R from the static weights, or from the recorded per-token ones."""
+        if self.dynamic:
+            records = self.recorded()[-self.num_layers :]
+            pre = torch.stack([r[0] for r in records], 1)  # (N, L, n)
+            res = torch.stack([r[1] for r in records], 1)  # (N, L, n, n)
+            post = torch.stack([r[2] for r in records], 1)  # (N, L, n)
+        else:
+            with torch.no_grad():
+                maps = [self.maps(j, None) for j in range(self.num_layers)]
+            pre = torch.stack([m.pre for m in maps]).float().unsqueeze(0)  # (1, L, n)
+            res = torch.stack([m.res for m in maps]).float().unsqueeze(0)  # (1, L, n, n)
+            post = torch.stack([m.post for m in maps]).float().unsqueeze(0)  # (1, L, n)
+        return stream_reads(pre.cpu(), res.cpu(), post.cpu())
+
+    def extra_repr(self) -> str:
+        """Shown by print(model)."""
+        return f"{super().extra_repr()}, streams={self.streams}, dynamic={self.dynamic}"
+
+
+def stream_reads(pre: torch.Tensor, res: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+    """The reads matrices of a stream wiring from its per-block weights.
+
+    Args:
+        pre: (N, L, n) A_m per token and block.
+        res: (N, L, n, n) A_r.
+        post: (N, L, n) B.
+
+    Returns:
+        (N, L+1, L+1): row j = block j's input over x_0 .. x_j; row L = the sum of the
+        streams that the final norm reads.
+    """
+    tokens, layers, n = pre.shape
+    coefficients = torch.zeros(tokens, n, layers + 1, dtype=torch.float64)  # streams over x
+    coefficients[:, :, 0] = 1.0
+    reads = torch.zeros(tokens, layers + 1, layers + 1, dtype=torch.float64)
+    for j in range(layers):
+        a, r, b = pre[:, j].double(), res[:, j].double(), post[:, j].double()
+        h = torch.einsum("ns,nsx->nx", a, coefficients)  # (N, L+1)
+        reads[:, j] = h
+        update = -h  # y_j - h_j: x_{j+1} - h_j
+        update[:, j + 1] += 1.0
+        coefficients = torch.einsum("nst,nsx->ntx", r, coefficients)
+        coefficients = coefficients + b.unsqueeze(-1) * update.unsqueeze(1)
+    reads[:, layers] = coefficients.sum(1)
+    return reads

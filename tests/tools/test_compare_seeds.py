@@ -1,0 +1,43 @@
+"""tools/compare_seeds.py on run folders written here: labels, means, steps, costs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from ancre.config import load_config, save_config
+from ancre.run_folder import RunFolder
+from tests.conftest import REPO
+
+
+def write_run(root, name, overrides, losses, rate):
+    config = load_config(None, ["model.preset=tiny", "model.vocab_size=256", "data.seq_len=32",
+                                "train.micro_batch_size=2", *overrides])  # fmt: skip
+    folder = RunFolder(root / name)
+    folder.root.mkdir(parents=True)
+    save_config(config, folder.config_file)
+    lines = [{"step": 10 * k, "tokens": 640 * k, "val_loss": loss} for k, loss in enumerate(losses)]
+    lines.insert(1, {"step": 5, "tokens": 320, "loss": 5.0, "tokens_per_s": rate})
+    folder.metrics_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_one_row_per_wiring_with_its_costs(tmp_path, subprocess_env):
+    for seed in (0, 1):
+        write_run(tmp_path, f"cascaded-d0-s{seed}", ["topology.kind=cascaded"], [6, 5, 4], 1000.0)
+        dynamic = ["topology.kind=hyper", "topology.dynamic=true"]
+        write_run(tmp_path, f"hyper-d1-s{seed}", dynamic, [6, 4, 3 + seed], 500.0)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "compare_seeds.py"), str(tmp_path)],
+        capture_output=True, text=True, env=subprocess_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:3]}
+    assert set(rows) == {"cascaded", "hyper-dynamic"}
+    assert rows["hyper-dynamic"][1:5] == ["2", "3.5000", "0.7071", "33.12"]
+    # cascaded ends at 4 at step 20; hyper passes 4 at step 10 in both seeds: half the steps
+    assert rows["hyper-dynamic"][5] == "0.500"
+    assert rows["hyper-dynamic"][6] == f"{6 * (128 * 7 + 2) + 6 * 4 * 6:,d}"
+    assert rows["hyper-dynamic"][7] == "2.000x"  # half the tokens per second
+    assert float(rows["hyper-dynamic"][8].rstrip("x")) > 1.0  # the streams are kept
+    assert rows["cascaded"][5:9] == ["1.000", "0", "1.000x", "1.000x"]
