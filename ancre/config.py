@@ -228,6 +228,9 @@ class CheckpointConfig:
     """auto: continue from the run folder's newest complete checkpoint (or start when it
     has none); never: start fresh (a non-empty run folder needs run.overwrite=true); or
     the path of a checkpoint folder to continue from."""
+    allow_batch_change: bool = False
+    """Let a resume use another train.global_batch_size (refused otherwise, since it
+    changes the optimisation); the change is recorded in metrics.jsonl."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ancre.checkpoint import read_rank_state, read_trainer_state, verify_checkpoint
+from ancre.checkpoint import read_trainer_state, verify_checkpoint
 from ancre.config import AncreConfig, check_world_size, config_dict, load_config
 from ancre.data.loader import TrainLoader, validation_set
 from ancre.data.tokenizer import Tokenizer
@@ -46,7 +46,7 @@ from ancre.train.prepare import (
     remove_empty_folders,
     run_tokenizer,
 )
-from ancre.train.rng import set_rng_state
+from ancre.train.reshard import prepare_universal, restore, resume_route
 from ancre.train.threads import apply_cpu_threads
 from ancre.train.trainer import Trainer, evaluate
 
@@ -174,19 +174,28 @@ def _run(
             config.topology.kind, flops_per_token(model, config.data.seq_len), tokens_per_step,
             config.train.global_batch_size, config.data.seq_len, context.world_size, folder.root,
         )  # fmt: skip
-    engine = Engine(model, config, context, check_world_size(config, context.world_size))
+    route = marker = None
+    if plan.resume_from is not None:
+        route = resume_route(plan.resume_from, config, context.world_size)
+        marker = on_main(context, lambda: prepare_universal(plan.resume_from, route, model, config))
+    accumulation = check_world_size(config, context.world_size)
+    engine = Engine(
+        model, config, context, accumulation, route is not None and route.load_universal
+    )
     batches = TrainLoader(
         config.data, tokenizer, config.train.micro_batch_size, context.rank, context.world_size,
         config.run.seed,
     )  # fmt: skip
-    state = None
+    state = resumed = None
     if plan.resume_from is not None:
-        engine.load(plan.resume_from / "engine")
-        saved = read_rank_state(plan.resume_from, context.rank)
-        batches.load_state_dict(saved["data"])
-        set_rng_state(saved["rng"])
+        assert route is not None
         state = read_trainer_state(plan.resume_from)
+        resumed = restore(
+            engine, batches, plan.resume_from, config, route, marker, state.step, state.tokens
+        )
     metrics = MetricsLogger(_metric_sinks(config, folder) if context.is_main else [])
+    if resumed is not None:
+        metrics.log(resumed)
     trainer = Trainer(config, folder, engine, batches, validation, tokenizer, metrics, state, stop)
     try:
         if trainer.step >= config.train.steps:

@@ -124,6 +124,8 @@ class Trainer:
         self.peak_flops = device_peak_flops(config.train.peak_flops)
         state = state or TrainerState(0, 0, engine.context.world_size)
         self.step = state.step
+        # tokens before a resume with another global batch (checkpoint.allow_batch_change)
+        self._tokens_before = state.tokens - state.step * self.tokens_per_step
         # summed on the device and read once per logged step: no host sync per step
         self.log_loss_sum: float | torch.Tensor = state.log_loss_sum
         self.log_steps = state.log_steps
@@ -135,7 +137,7 @@ class Trainer:
     @property
     def tokens(self) -> int:
         """Training tokens consumed so far over all processes."""
-        return self.step * self.tokens_per_step
+        return self._tokens_before + self.step * self.tokens_per_step
 
     def state(self) -> TrainerState:
         """What a checkpoint must hold to continue this loop exactly."""
