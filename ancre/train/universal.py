@@ -102,7 +102,7 @@ def make_universal(
             stray = checkpoint / "latest_universal"  # the converter's pointer to partial
             if stray.is_file() and stray.read_text().strip() == partial.name:
                 stray.unlink()
-        _complete(partial)
+        _complete(partial, {name: p.shape for name, p in model.named_parameters()})
     except PermissionError as error:
         raise CheckpointError(
             f"{checkpoint}: cannot write its universal form there ({error}); copy the "
@@ -162,9 +162,23 @@ def _link(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _complete(out: Path) -> None:
-    """Adds what the other ZeRO family's loader needs (see the module docstring)."""
+def _complete(out: Path, shapes: Mapping[str, torch.Size]) -> None:
+    """Adds what the other ZeRO family's loader needs (see the module docstring).
+
+    Args:
+        out: The universal folder.
+        shapes: Every parameter's shape (ZeRO-3's converter saves flat tensors, which the
+            ZeRO-1/2 loader cannot read; they are given their shape, values untouched).
+    """
     zero = out / "zero"
+    for folder in (p for p in zero.iterdir() if p.is_dir()):
+        for key in MOMENTS:
+            path = folder / f"{key}.pt"
+            if path.is_file():
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+                if isinstance(saved, torch.Tensor):
+                    shaped = saved.reshape(shapes[folder.name])
+                    torch.save({"param": shaped, "cat_dim": 0}, path)
     common = torch.load(zero / "optimizer_state.pt", map_location="cpu", weights_only=False)
     folders = sorted(p for p in zero.iterdir() if p.is_dir())
     steps = [p / "step.pt" for p in folders if (p / "step.pt").is_file()]
