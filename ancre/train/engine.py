@@ -492,6 +492,11 @@ class Engine:
         )
         if path is None:
             raise FileNotFoundError(f"{folder}: DeepSpeed found no checkpoint to load there")
+        # DeepSpeed 0.19's ZeRO-3 universal loader gives every group's state one shared step
+        # tensor, which AdamW then advances once per group and step: each gets its own.
+        for state in self._optimizer.optimizer.state.values():
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].clone()
         self._config_hyperparameters()
 
     def load_whole(self, tensors: Mapping[str, Mapping[str, torch.Tensor]], step: int) -> None:
