@@ -102,7 +102,9 @@ def make_universal(
             stray = checkpoint / "latest_universal"  # the converter's pointer to partial
             if stray.is_file() and stray.read_text().strip() == partial.name:
                 stray.unlink()
-        _complete(partial, {name: p.shape for name, p in model.named_parameters()})
+        # (a model inside a ZeRO-3 engine holds partitions; ds_shape is the whole shape)
+        shapes = {n: getattr(p, "ds_shape", p.shape) for n, p in model.named_parameters()}
+        _complete(partial, shapes)
     except PermissionError as error:
         raise CheckpointError(
             f"{checkpoint}: cannot write its universal form there ({error}); copy the "
@@ -177,7 +179,7 @@ def _complete(out: Path, shapes: Mapping[str, torch.Size]) -> None:
             if path.is_file():
                 saved = torch.load(path, map_location="cpu", weights_only=True)
                 if isinstance(saved, torch.Tensor):
-                    shaped = saved.reshape(shapes[folder.name])
+                    shaped = saved.reshape(shapes[folder.name]).clone()  # its own storage
                     torch.save({"param": shaped, "cat_dim": 0}, path)
     common = torch.load(zero / "optimizer_state.pt", map_location="cpu", weights_only=False)
     folders = sorted(p for p in zero.iterdir() if p.is_dir())
@@ -190,10 +192,13 @@ def _complete(out: Path, shapes: Mapping[str, torch.Size]) -> None:
         if (folder / "exp_avg.pt").is_file() and not (folder / "step.pt").is_file():
             torch.save(step, folder / "step.pt")
     groups = common["param_groups"]
-    common.setdefault(
-        "optimizer_state_dict",
-        {"state": {i: {"step": step} for i in range(len(groups))}, "param_groups": groups},
-    )
+    # ZeRO-3's converter keeps rank 0's whole partition (weights, moments) here too; the
+    # loaders read only the step and the groups from this file
+    common.pop("fp32_flat_groups", None)
+    common["optimizer_state_dict"] = {
+        "state": {i: {"step": step} for i in range(len(groups))},
+        "param_groups": common.get("optimizer_state_dict", {}).get("param_groups", groups),
+    }
     if common.get("ds_version") is None:
         common["ds_version"] = _model_states_version(out)
     torch.save(common, zero / "optimizer_state.pt")
