@@ -22,6 +22,7 @@ themselves are DeepSpeed's, unchanged.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import shutil
@@ -102,6 +103,11 @@ def make_universal(
             stray = checkpoint / "latest_universal"  # the converter's pointer to partial
             if stray.is_file() and stray.read_text().strip() == partial.name:
                 stray.unlink()
+            for copied in (partial / name for name in MODEL_STATES):
+                source = checkpoint / "engine" / copied.name
+                if copied.is_file() and source.is_file() and filecmp.cmp(source, copied, False):
+                    copied.unlink()  # the converter's copy of a file the checkpoint has
+                    _link(source, copied)
         # (a model inside a ZeRO-3 engine holds partitions; ds_shape is the whole shape)
         shapes = {n: getattr(p, "ds_shape", p.shape) for n, p in model.named_parameters()}
         _complete(partial, shapes)
