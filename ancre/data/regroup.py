@@ -173,8 +173,9 @@ def regroup_loader_states(
         The loader state of each new rank, in rank order, and what was done.
 
     Raises:
-        ValueError: The states are not a whole set (ranks missing, mixed splits) or name
-            a hub stream, whose position cannot be split otherwise.
+        ValueError: The states are not a whole set (ranks missing, mixed splits), or name
+            a hub stream, whose position cannot be split over another number of readers
+            (it can move to another process).
     """
     old_world = len(states)
     old_workers = max(1, states[0]["num_workers"]) if states else 1
@@ -190,7 +191,7 @@ def regroup_loader_states(
     old_count, new_workers = len(readers), max(1, num_workers)
     new_count = world_size * new_workers
     positions = [dict((reader or {}).get("position") or {}) for reader in readers]
-    if any("dataset" in position for position in positions):
+    if new_count != old_count and any("dataset" in position for position in positions):
         raise ValueError("a hub stream's position cannot be split over another number of readers")
     claims = [reader_claims(p, j, old_count) for j, p in enumerate(positions)]
     frontier = max(

@@ -7,6 +7,7 @@ Resuming restores the weights, the optimiser (with its fp32 master weights), the
 learning-rate schedule, the data position of every process, the random states and
 the loop's own state, and rewinds the run folder to the checkpoint's step: a run
 killed at any moment and resumed ends with the metrics an uninterrupted run writes.
+Another number of processes or ZeRO stage is resumed too (``ancre.train.reshard``).
 A stop signal (SIGTERM, SIGINT, SIGUSR1) ends the run at the next step boundary with a
 checkpoint (``ancre.train.preemption``).
 """

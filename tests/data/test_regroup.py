@@ -126,7 +126,9 @@ def test_the_loader_continues_from_a_regrouped_state(tmp_path, write_shard, docu
         assert got.equal(expected)
 
 
-def test_a_hub_position_is_not_split():
-    state = loader_states([{"epoch": 0, "dataset": {}}], 1, 0, [[]])
+def test_a_hub_position_moves_but_is_not_split():
+    hub = [{"epoch": 1, "dataset": {"shard": 3}}, {"epoch": 1, "dataset": {"shard": 4}}]
+    moved, _ = regroup_loader_states(loader_states(hub, 2, 0, [[], []]), 1, 2)
+    assert [reader["position"] for reader in moved[0]["readers"]] == hub
     with pytest.raises(ValueError, match="hub stream"):
-        regroup_loader_states(state, 2, 0)
+        regroup_loader_states(loader_states(hub, 2, 0, [[], []]), 1, 0)

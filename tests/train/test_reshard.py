@@ -150,15 +150,21 @@ def test_weights_and_adam_state_come_back_exactly(change, tmp_path, subprocess_e
     assert saved["topology.logits"]["fp32"].dtype == torch.float32
 
 
-def test_another_number_of_readers_says_why_the_data_is_not_exact(reference, subprocess_env):
+def test_other_readers_and_an_allowed_batch_change_are_said_and_recorded(reference, subprocess_env):
     run_dir, _ = reference
     source = checkpoint(run_dir, 4)
-    resumed, log = resume(
-        reference, source, "readers", 1, ["train.zero_stage=1"], subprocess_env
-    )  # fmt: skip
+    changes = [
+        "train.zero_stage=1",
+        "train.global_batch_size=4",
+        "checkpoint.allow_batch_change=true",
+    ]
+    resumed, log = resume(reference, source, "readers", 1, changes, subprocess_env)
     assert "exact continuation is impossible with 2 readers before and 1 now" in log
     [record] = [r["resumed"] for r in records(resumed) if "resumed" in r]
     assert record["processes"] == "2 -> 1" and record["zero_stage"] == "2 -> 1"
+    assert record["global_batch_size"] == "8 -> 4"
+    # tokens go on from the checkpoint's 4 x 8 x 64 at 4 x 64 per step
+    assert [r["tokens"] for r in records(resumed) if "loss" in r] == [2304, 2560, 2816, 3072]
     data = record["data"]
     assert not data["exact"] and data["readers"] == "2 -> 1"
     assert data["documents_skipped"] == 0
