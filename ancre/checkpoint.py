@@ -12,6 +12,8 @@
       ranks/rank_00000.json  per process: data-loader position and RNG states
       manifest.json        format, version, step, tokens, world size, ZeRO stage,
                            code version, and every file above with size and sha256
+      universal/           made on the first resume with another number of processes or
+                           ZeRO stage (ancre.train.reshard); not in the manifest
 
 Where checkpoints live in a run folder, which one is complete (``latest``) and which
 are pruned is :mod:`ancre.run_folder`'s business. This module reads and writes JSON
@@ -38,6 +40,7 @@ VERSION = 1
 MANIFEST = "manifest.json"
 TRAINER_STATE = "trainer_state.json"
 MANIFEST_KEYS = ("format", "version", "step", "tokens", "world_size", "zero_stage", "files")
+UNIVERSAL = "universal"
 
 
 class CheckpointError(RuntimeError):
@@ -105,6 +108,11 @@ def write_rank_state(folder: Path, rank: int, data: dict[str, Any], rng: dict[st
     """
     (folder / "ranks").mkdir(parents=True, exist_ok=True)
     write_json_atomic(rank_state_path(folder, rank), {"data": data, "rng": rng}, indent=None)
+
+
+def universal_path(folder: Path) -> Path:
+    """The checkpoint's universal form (whole tensors per parameter), once it is made."""
+    return folder / UNIVERSAL
 
 
 def rank_state_path(folder: Path, rank: int) -> Path:

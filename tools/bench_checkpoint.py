@@ -4,9 +4,12 @@ Builds the model in one process (no launcher), takes one training step so the
 optimiser has state, then times what a run does: DeepSpeed's save, the ranks'
 state and the manifest with its sha256 of every file (``publish``), and a full load
 (weights and optimiser); then the safetensors conversion. Prints seconds and MB.
+``--universal`` also times making the checkpoint's universal form (what a resume on
+another number of processes or ZeRO stage makes once, ``ancre.train.universal``) and the
+disk it adds beside the checkpoint.
 
     python tools/bench_checkpoint.py --preset tiny
-    python tools/bench_checkpoint.py --preset 60m --zero-stage 2
+    python tools/bench_checkpoint.py --preset 60m --zero-stage 2 --universal
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from ancre.checkpoint import (
     TrainerState,
     complete_checkpoint,
+    universal_path,
     verify_checkpoint,
     write_rank_state,
 )
@@ -32,6 +36,7 @@ from ancre.train.convert import convert_checkpoint
 from ancre.train.engine import Engine, init_distributed
 from ancre.train.rng import rng_state
 from ancre.train.threads import apply_cpu_threads
+from ancre.train.universal import folder_bytes, make_universal
 
 
 def size_mb(folder: Path) -> float:
@@ -46,6 +51,9 @@ def main() -> None:
     parser.add_argument("--zero-stage", type=int, default=0)
     parser.add_argument("--vocab-size", type=int, default=32000)
     parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument(
+        "--universal", action="store_true", help="also make the universal form (resharding)"
+    )
     args = parser.parse_args()
 
     context = init_distributed()
@@ -88,14 +96,25 @@ def main() -> None:
         started = time.perf_counter()
         convert_checkpoint(folder, run.root / "converted")
         times["convert (safetensors)"] = time.perf_counter() - started
+        checkpoint_mb = size_mb(folder)
+        added = None
+        if args.universal:
+            before = folder_bytes(folder)
+            started = time.perf_counter()
+            make_universal(folder, args.zero_stage, model, config)
+            times["universal form"] = time.perf_counter() - started
+            added = (folder_bytes(folder) - before) / 1e6
         print(
             f"preset {args.preset}: {model.num_parameters() / 1e6:.1f}M parameters, "
             f"ZeRO {args.zero_stage}, fp32 weights + AdamW state"
         )
         for name, seconds in times.items():
             print(f"  {name:<22} {seconds:7.2f} s")
-        print(f"  checkpoint size        {size_mb(folder):7.1f} MB")
+        print(f"  checkpoint size        {checkpoint_mb:7.1f} MB")
         print(f"  converted size         {size_mb(run.root / 'converted'):7.1f} MB")
+        if added is not None:
+            total = folder_bytes(universal_path(folder)) / 1e6
+            print(f"  universal form         {total:7.1f} MB ({added:.1f} MB added on disk)")
     engine.close()
 
 

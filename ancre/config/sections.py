@@ -349,6 +349,9 @@ class CheckpointConfig:
     """auto: continue from the run folder's newest complete checkpoint (or start when it
     has none); never: start fresh (a non-empty run folder needs run.overwrite=true); or
     the path of a checkpoint folder to continue from."""
+    allow_batch_change: bool = False
+    """Let a resume use another train.global_batch_size (refused otherwise, since it
+    changes the optimisation); the change is recorded in metrics.jsonl."""
 
     def check(self) -> None:
         """Raises ConfigError naming the first field of this section that is not allowed."""

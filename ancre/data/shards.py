@@ -10,7 +10,8 @@ Lines of other readers are skipped before they are parsed. Every document comes 
 the position just after it: the shard by name, the line, and the shard list the epoch
 reads. A source restarted from a position continues with exactly the next document,
 without parsing what came before, and an epoch that began before shards were added
-or removed finishes with the shards it began with.
+or removed finishes with the shards it began with. A position moved to another number
+of readers (``ancre.data.regroup``) also names the lines its reader took over.
 
 Bad input never stops a run and never passes silently. Any problem with one line
 (invalid UTF-8, JSON that does not parse, nests too deep or holds a number too long,
@@ -35,6 +36,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NamedTuple
+
+from ancre.data.regroup import Claim, claims_ahead, reader_claims
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +320,7 @@ class LocalShards:
         pos = position or {}
         epoch, first_file, first_line = pos.get("epoch", 0), pos.get("file", 0), pos.get("line", 0)
         seen, digest = pos.get("seen", 0), pos.get("list", self.digest)
+        claims = reader_claims(pos, self.reader, self.num_readers) if "claims" in pos else None
         if digest not in self.lists:
             raise DataError(f"a saved data position names shard list {digest}, which is unknown")
         while True:
@@ -327,7 +331,7 @@ class LocalShards:
                     f"shard {first_file} is {order[first_file].key}"
                 )
             found = yield from self._epoch(
-                order, digest, epoch, first_file, first_line, seen, skipped
+                order, digest, epoch, first_file, first_line, seen, skipped, claims
             )
             if not found and first_file == 0 and first_line == 0:
                 raise DataError(
@@ -346,8 +350,12 @@ class LocalShards:
         first_line: int,
         seen: int,
         skipped: Counter[str],
+        claims: list[Claim] | None = None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """One epoch from a position; returns whether it gave any document."""
+        """One epoch from a position; returns whether it gave any document.
+
+        ``claims``: the lines this reader takes when they are not its plain share.
+        """
         found = False
         for index, shard in enumerate(order):
             if index < first_file:
@@ -360,7 +368,10 @@ class LocalShards:
             line = first_line if index == first_file else 0
             for line_no, raw in read_lines(shard.path, line, report):
                 seen += 1
-                if (seen - 1) % self.num_readers != self.reader:
+                if claims is None:
+                    if (seen - 1) % self.num_readers != self.reader:
+                        continue
+                elif not any(claim.takes(epoch, seen - 1) for claim in claims):
                     continue
                 text, skip = parse_line(raw, self.text_field)
                 if skip is not None:
@@ -371,6 +382,12 @@ class LocalShards:
                     "epoch": epoch, "file": index, "shard": shard.key, "line": line_no,
                     "seen": seen, "list": digest,
                 }  # fmt: skip
+                if claims is not None:
+                    ahead = claims_ahead(claims, epoch, seen, self.reader, self.num_readers)
+                    if ahead is None:
+                        claims = None  # from here on, the plain share
+                    else:
+                        position["claims"] = ahead
                 yield text, position
             report.close()
         return found

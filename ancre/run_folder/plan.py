@@ -16,6 +16,10 @@ is raised here, so a run that cannot go ahead has changed nothing.
 
 ``run.overwrite: true`` starts over, deleting what an earlier run wrote, and only in a
 folder that is recognisably an ancre run folder.
+
+A resume may use another number of processes, ZeRO stage, micro-batch size or
+``data.num_workers`` (``ancre.train.reshard`` moves the state); the global batch is
+kept unless ``checkpoint.allow_batch_change: true``, because it changes the optimisation.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ REFUSED_ON_RESUME = (
     "topology.sinkhorn_iters", "topology.attnres_blocks",
 )  # fmt: skip
 """Keys that decide what the checkpoint's weights mean: a resume must keep them."""
-KEPT_BY_PROCESSES = ("train.zero_stage", "data.num_workers")
-"""Keys that decide how the saved state is split over processes and readers."""
+BATCH = "train.global_batch_size"
+"""Kept on resume unless ``checkpoint.allow_batch_change``: it changes the optimisation."""
 FREE_ON_RESUME = (
     "train.steps", "train.log_every", "train.max_bad_steps", "train.dist_timeout_s",
     "eval.", "checkpoint.", "logging.", "run.",
@@ -88,7 +92,7 @@ def plan_run(config: AncreConfig, world_size: int) -> RunPlan:
     Raises:
         RunFolderError: The folder is not a place this run may write to as asked.
         CheckpointError: The checkpoint to resume from is incomplete, altered, garbage,
-            or holds another model or another split over processes.
+            holds another model, or was trained with another global batch.
     """
     folder = RunFolder.of(config)
     _check_location(folder, config)
@@ -153,22 +157,26 @@ def _resume_plan(
 ) -> RunPlan:
     manifest = verify_checkpoint(checkpoint)
     step = read_trainer_state(checkpoint).step
-    if manifest["world_size"] != world_size:
-        raise CheckpointError(
-            f"{checkpoint} was written by {manifest['world_size']} process(es) and this run "
-            f"has {world_size}: the data position and the ZeRO partitions belong to each "
-            f"process. Resume with {manifest['world_size']} (e.g. torchrun --nproc_per_node "
-            f"{manifest['world_size']} -m ancre.cli train ...), or start a new run from its "
-            f"weights: ancre convert {checkpoint} OUT_DIR, then model.init_from=OUT_DIR"
-        )
     try:
-        before = flat_config(load_config(checkpoint / "config.yaml"))
+        saved = load_config(checkpoint / "config.yaml")
     except ConfigError as error:
         raise CheckpointError(f"{checkpoint / 'config.yaml'}: unreadable ({error})") from None
-    refused, changes, diverging = compare_configs(before, flat_config(config))
+    before = flat_config(saved)
+    refused, changes, diverging = compare_configs(
+        before, flat_config(config), config.checkpoint.allow_batch_change
+    )
+    readers = (
+        manifest["world_size"] * max(1, saved.data.num_workers),
+        world_size * max(1, config.data.num_workers),
+    )
+    if config.data.source == "hub" and readers[0] != readers[1]:
+        refused.append(
+            f"readers (processes x data.num_workers): {readers[0]} -> {readers[1]} (a hub "
+            "stream's position cannot be split otherwise: keep the product, or use local shards)"
+        )
     if refused:
         raise CheckpointError(
-            f"{checkpoint} holds another model or another split of its state than this "
+            f"{checkpoint} holds another model, batch or data split than this "
             f"config asks for: {'; '.join(refused)}. A resume continues the checkpoint as it "
             "is: put these keys back, or start a new run (another run.name); a new run can "
             f"start from these weights if the shape is kept: ancre convert {checkpoint} "
@@ -183,13 +191,14 @@ def _resume_plan(
 
 
 def compare_configs(
-    before: dict[str, Any], after: dict[str, Any]
+    before: dict[str, Any], after: dict[str, Any], allow_batch_change: bool = False
 ) -> tuple[list[str], list[str], list[str]]:
     """Sorts the differences between a checkpoint's config and a resumed run's.
 
     Args:
         before: The checkpoint's config as dotted keys (``flat_config``).
         after: The new config as dotted keys.
+        allow_batch_change: A new global batch is allowed (``checkpoint.allow_batch_change``).
 
     Returns:
         (refused, allowed, diverging): ``key: old -> new`` for keys a resume must keep;
@@ -203,8 +212,11 @@ def compare_configs(
         text = f"{key}: {before.get(key)!r} -> {after[key]!r}"
         if key in REFUSED_ON_RESUME:
             refused.append(text)
-        elif key in KEPT_BY_PROCESSES:
-            refused.append(f"{text} (it must stay as it was for the saved per-process state)")
+        elif key == BATCH and not allow_batch_change:
+            refused.append(
+                f"{text} (it changes the optimisation; set checkpoint.allow_batch_change=true "
+                "to continue with the new batch anyway)"
+            )
         else:
             allowed.append(text)
             if not key.startswith(FREE_ON_RESUME):

@@ -11,12 +11,13 @@ every parameter, the topology logits included, to bf16.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +32,7 @@ if not torch.cuda.is_available():
 
 import deepspeed  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal  # noqa: E402
 from deepspeed.runtime.zero.utils import ZeRORuntimeException  # noqa: E402
 from deepspeed.utils import logger as deepspeed_logger  # noqa: E402
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint  # noqa: E402
@@ -157,12 +159,15 @@ def broadcast_from_main(value: Any) -> Any:
     return box[0]
 
 
-def deepspeed_config(config: AncreConfig, accumulation_steps: int) -> dict[str, Any]:
+def deepspeed_config(
+    config: AncreConfig, accumulation_steps: int, load_universal: bool = False
+) -> dict[str, Any]:
     """The DeepSpeed config dict of a run.
 
     Args:
         config: The run config.
         accumulation_steps: Micro-batches per optimiser step and process.
+        load_universal: The engine loads a universal checkpoint (ZeRO 1-3 only).
 
     Returns:
         The dict for ``deepspeed.initialize``.
@@ -178,6 +183,8 @@ def deepspeed_config(config: AncreConfig, accumulation_steps: int) -> dict[str, 
     }
     if train.precision == "bf16":
         ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    if load_universal:
+        ds["checkpoint"] = {"load_universal": True}
     return ds
 
 
@@ -234,6 +241,7 @@ class Engine:
         model: Transformer,
         config: AncreConfig,
         context: DistributedContext,
+        load_universal: bool = False,
     ) -> None:
         self.context = context
         self.model = model
@@ -241,9 +249,9 @@ class Engine:
         self._zero_stage = config.train.zero_stage
         self._grad_norm: float | None = None
         groups = parameter_groups(model, config)
-        self._hyperparameters = {
-            g["name"]: {k: g[k] for k in ("peak_lr", "weight_decay")} for g in groups
-        }
+        self._hyperparameters = [
+            {k: g[k] for k in ("name", "peak_lr", "weight_decay")} for g in groups
+        ]
         self._betas, self._eps = (config.train.beta1, config.train.beta2), config.train.eps
         # ZeRO optimisers skip non-finite steps themselves and accept only stock optimisers.
         adamw = torch.optim.AdamW if config.train.zero_stage else FiniteAdamW
@@ -254,7 +262,9 @@ class Engine:
             eps=config.train.eps,
         )
         self._engine, self._optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=deepspeed_config(config, self.accumulation)
+            model=model,
+            optimizer=optimizer,
+            config=deepspeed_config(config, self.accumulation, load_universal),
         )
 
     def train_step(self, micro_batches: Iterator[Batch], lr_factor: float) -> StepResult:
@@ -393,17 +403,91 @@ class Engine:
             )
         except ZeRORuntimeException as error:
             raise CheckpointError(f"{folder}: {error}") from None
-        # The optimiser's groups come back with the saved hyperparameters; the config wins.
-        for group in self._optimizer.param_groups:
-            group.update(self._hyperparameters[group["name"]], betas=self._betas, eps=self._eps)
+        self._config_hyperparameters()
         if path is None:
             raise FileNotFoundError(f"{folder}: DeepSpeed found no checkpoint to load there")
+
+    def _config_hyperparameters(self) -> None:
+        """Gives the optimiser's groups the config's hyperparameters, in group order.
+
+        Loading brings back the saved ones (ZeRO-3's universal loader gives every group
+        the first group's, name included): the config wins.
+        """
+        for group, wanted in zip(self._optimizer.param_groups, self._hyperparameters, strict=True):
+            group.update(wanted, betas=self._betas, eps=self._eps)
+
+    def load_universal(self, folder: Path) -> None:
+        """Reads a universal checkpoint folder into ZeRO 1-3, on any number of processes.
+
+        DeepSpeed partitions each parameter's whole fp32 weights and Adam moments for this
+        world; the engine must have been built with ``load_universal=True``.
+        """
+        path, _ = self._engine.load_checkpoint(
+            str(folder.parent), tag=folder.name, load_lr_scheduler_states=False
+        )
+        if path is None:
+            raise FileNotFoundError(f"{folder}: DeepSpeed found no checkpoint to load there")
+        # DeepSpeed 0.19's ZeRO-3 universal loader gives every group's state one shared step
+        # tensor, which AdamW then advances once per group and step: each gets its own.
+        for state in self._optimizer.optimizer.state.values():
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].clone()
+        self._config_hyperparameters()
+
+    def load_whole(self, tensors: Mapping[str, Mapping[str, torch.Tensor]], step: int) -> None:
+        """Sets whole fp32 weights and Adam moments without ZeRO (every process holds all).
+
+        Args:
+            tensors: Parameter name -> ``fp32``, ``exp_avg``, ``exp_avg_sq`` (whole tensors).
+            step: Adam's step count (its bias correction).
+        """
+        if self._zero_stage != 0:
+            raise ValueError("whole tensors are set without ZeRO only; ZeRO 1-3 load universally")
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        groups = []
+        index = 0
+        with torch.no_grad():
+            for group in self._client_optimizer.param_groups:
+                ids = []
+                for param in group["params"]:
+                    saved = tensors[names[id(param)]]
+                    param.copy_(saved["fp32"].view_as(param))
+                    state[index] = {
+                        "step": torch.tensor(float(step)),
+                        "exp_avg": saved["exp_avg"].view_as(param).clone(),
+                        "exp_avg_sq": saved["exp_avg_sq"].view_as(param).clone(),
+                    }
+                    ids.append(index)
+                    index += 1
+                groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
+        self._client_optimizer.load_state_dict({"state": state, "param_groups": groups})
+        self._config_hyperparameters()
 
     def close(self) -> None:
         """Leaves the process group."""
         self._engine.destroy()
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def engine_to_universal(engine_folder: Path, out: Path) -> None:
+    """Writes DeepSpeed's universal checkpoint of a ZeRO 1-3 engine folder into ``out``.
+
+    Needs no process group. DeepSpeed's converter gathers every parameter's fp32 weights
+    and Adam moments from all partitions into one folder per parameter
+    (``out/zero/<name>/fp32.pt, exp_avg.pt, exp_avg_sq.pt``). It also writes a
+    ``latest_universal`` file beside ``out``, naming it.
+    """
+    args = argparse.Namespace(
+        input_folder=str(engine_folder), output_folder=str(out), num_extract_workers=1,
+        num_merge_workers=1, keep_temp_folder=False, strict=True,
+        # the version tag DeepSpeed asks of clients that save for conversion; ancre's
+        # checkpoints are plain data parallel, for which the tag is all there is
+        inject_missing_state=True,
+    )  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        ds_to_universal(args)
 
 
 def consolidated_weights(engine_folder: Path, zero_stage: int) -> dict[str, torch.Tensor]:

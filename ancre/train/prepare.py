@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ancre.atomic import write_bytes_atomic, write_text_atomic
-from ancre.checkpoint import read_rank_state
+from ancre.checkpoint import read_manifest, read_rank_state
 from ancre.config import AncreConfig, config_yaml
 from ancre.data.positions import check_resume_data
 from ancre.data.sources import check_data, split_texts
@@ -116,7 +116,8 @@ def claim_folder(config: AncreConfig, lock: RunLock, world_size: int) -> tuple[R
     try:
         plan = plan_run(config, world_size)
         if plan.resume_from is not None:
-            saved = [read_rank_state(plan.resume_from, r)["data"] for r in range(world_size)]
+            saved_world = read_manifest(plan.resume_from)["world_size"]
+            saved = [read_rank_state(plan.resume_from, r)["data"] for r in range(saved_world)]
             for note in check_resume_data(config.data, config.run.seed, saved):
                 logger.warning("%s", note)
     except BaseException:

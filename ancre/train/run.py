@@ -7,6 +7,7 @@ Resuming restores the weights, the optimiser (with its fp32 master weights), the
 learning-rate schedule, the data position of every process, the random states and
 the loop's own state, and rewinds the run folder to the checkpoint's step: a run
 killed at any moment and resumed ends with the metrics an uninterrupted run writes.
+Another number of processes or ZeRO stage is resumed too (``ancre.train.reshard``).
 A stop signal (SIGTERM, SIGINT, SIGUSR1) ends the run at the next step boundary with a
 checkpoint (``ancre.train.preemption``).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ancre.checkpoint import read_rank_state, read_trainer_state, verify_checkpoint
+from ancre.checkpoint import read_trainer_state, verify_checkpoint
 from ancre.config import AncreConfig, check_world_size, config_dict, load_config
 from ancre.data.loader import TrainLoader, validation_set
 from ancre.data.tokenizer import Tokenizer
@@ -48,7 +49,7 @@ from ancre.train.prepare import (
     remove_empty_folders,
     run_tokenizer,
 )
-from ancre.train.rng import set_rng_state
+from ancre.train.reshard import prepare_universal, restore, resume_route
 from ancre.train.speedups import apply_speedups
 from ancre.train.threads import apply_cpu_threads
 from ancre.train.trainer import Trainer, evaluate
@@ -162,19 +163,25 @@ def _run(
             config.topology.kind, flops_per_token(model, config.data.seq_len), tokens_per_step,
             config.train.global_batch_size, config.data.seq_len, context.world_size, folder.root,
         )  # fmt: skip
-    engine = Engine(model, config, context)
+    route = marker = None
+    if plan.resume_from is not None:
+        route = resume_route(plan.resume_from, config, context.world_size)
+        marker = on_main(context, lambda: prepare_universal(plan.resume_from, route, model, config))
+    engine = Engine(model, config, context, route is not None and route.load_universal)
     batches = TrainLoader(
         config.data, tokenizer, config.train.micro_batch_size, context.rank, context.world_size,
         config.run.seed,
     )  # fmt: skip
-    state = None
+    state = resumed = None
     if plan.resume_from is not None:
-        engine.load(plan.resume_from / "engine")
-        saved = read_rank_state(plan.resume_from, context.rank)
-        batches.load_state_dict(saved["data"])
-        set_rng_state(saved["rng"])
+        assert route is not None
         state = read_trainer_state(plan.resume_from)
+        resumed = restore(
+            engine, batches, plan.resume_from, config, route, marker, state.step, state.tokens
+        )
     metrics = MetricsLogger(_metric_sinks(config, folder) if context.is_main else [])
+    if resumed is not None:
+        metrics.log(resumed)
     tasks = TaskSchedule(config.eval, tokenizer) if config.eval.tasks is not None else None
     trainer = Trainer(
         config, folder, engine, batches, validation, tokenizer, metrics, state, stop, tasks

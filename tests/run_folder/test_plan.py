@@ -74,12 +74,17 @@ def test_resume_refuses_another_model_naming_every_key(run, checkpoint_at):
     assert "train.lr" not in message and "model.init_from" in message and "run.name" in message
 
 
-def test_resume_refuses_another_split_over_processes(run, checkpoint_at):
+def test_resume_takes_another_split_but_not_another_global_batch(run, checkpoint_at):
     checkpoint_at(run, 2)
-    with pytest.raises(CheckpointError, match="written by 1 process"):
-        plan_run(config_for(run), world_size=2)
-    with pytest.raises(CheckpointError, match="data.num_workers: 0 -> 2"):
-        plan_run(config_for(run, "data.num_workers=2"), world_size=1)
+    plan = plan_run(config_for(run, "data.num_workers=2", "train.zero_stage=3"), world_size=2)
+    assert plan.step == 2 and "train.zero_stage: 0 -> 3" in plan.changes
+    with pytest.raises(CheckpointError, match=r"global_batch_size: 8 -> 16 .*allow_batch_change"):
+        plan_run(config_for(run, "train.global_batch_size=16"), world_size=2)
+    allowed = config_for(run, "train.global_batch_size=16", "checkpoint.allow_batch_change=true")
+    assert "train.global_batch_size: 8 -> 16" in plan_run(allowed, world_size=2).diverging
+    hub = config_for(run, "data.source=hub")
+    with pytest.raises(CheckpointError, match="readers .*1 -> 2"):
+        plan_run(hub, world_size=2)
 
 
 def test_resume_path_to_an_older_checkpoint_plans_to_set_newer_ones_aside(run, checkpoint_at):

@@ -1,0 +1,48 @@
+"""Loads a checkpoint the way a resumed run does, then saves the engine at once.
+
+Run under torchrun (or alone) by tests/train/test_reshard.py:
+
+    restore_probe.py CHECKPOINT OUT [key=value ...]
+
+The run's own functions (resume_route, prepare_universal, restore) load the state into
+an engine of this world and ZeRO stage; OUT/engine then holds what the first resumed
+step starts from, for the test to consolidate and compare with the checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from ancre.checkpoint import read_trainer_state
+from ancre.config import load_config
+from ancre.data.loader import TrainLoader
+from ancre.data.tokenizer import Tokenizer
+from ancre.model import build_model
+from ancre.train.engine import Engine, init_distributed
+from ancre.train.prepare import on_main
+from ancre.train.reshard import prepare_universal, restore, resume_route
+
+
+def main(checkpoint: Path, out: Path, overrides: list[str]) -> None:
+    config = load_config(checkpoint / "config.yaml", overrides)
+    context = init_distributed(config.train.dist_timeout_s)
+    tokenizer = Tokenizer(checkpoint / "tokenizer.model")
+    torch.manual_seed(config.run.seed + 1)  # other initial weights: all must come from disk
+    model = build_model(config, tokenizer.vocab_size)
+    route = resume_route(checkpoint, config, context.world_size)
+    marker = on_main(context, lambda: prepare_universal(checkpoint, route, model, config))
+    engine = Engine(model, config, context, route.load_universal)
+    batches = TrainLoader(
+        config.data, tokenizer, config.train.micro_batch_size, context.rank, context.world_size
+    )
+    state = read_trainer_state(checkpoint)
+    restore(engine, batches, checkpoint, config, route, marker, state.step, state.tokens)
+    engine.save(out / "engine")
+    engine.close()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:])
