@@ -6,7 +6,8 @@ import pytest
 
 from ancre.run_folder import RunFolder
 from ancre.snapshot import read_snapshot
-from tests.train.test_resume import ancre_train, kill_when, records, settings, start
+from tests.train.test_resume import kill_when, start
+from tests.training import records, run_ancre, train_args
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +24,9 @@ def test_killed_run_resumes_to_the_uninterrupted_metrics(
     overrides, tmp_path, sample_tokenizer, subprocess_env
 ):
     def args(out):
-        return settings(out, "run", sample_tokenizer.path, "checkpoint.every=2", *overrides)
+        return train_args(out, "run", sample_tokenizer.path, "checkpoint.every=2", *overrides)
 
-    result = ancre_train(1, args(tmp_path / "whole"), subprocess_env)
+    result = run_ancre("train", *args(tmp_path / "whole"), env=subprocess_env)
     assert result.returncode == 0, result.stderr[-4000:]
     expected = records(tmp_path / "whole" / "run")
 
@@ -34,7 +35,7 @@ def test_killed_run_resumes_to_the_uninterrupted_metrics(
     popen = start(args(tmp_path / "killed"), subprocess_env)
     assert kill_when(popen, lambda: (latest := folder.latest()) is not None and latest.name
                      == "step_00000004")  # fmt: skip
-    result = ancre_train(1, args(tmp_path / "killed"), subprocess_env)
+    result = run_ancre("train", *args(tmp_path / "killed"), env=subprocess_env)
     assert result.returncode == 0, result.stderr[-4000:]
     assert records(run_dir) == expected  # losses, grad norms, val loss: equal
     for step in (0, 4, 8):
