@@ -31,6 +31,7 @@ DATA_SOURCES = ("local", "hub")
 PACKING_MODES = ("docs", "none")
 TOKENIZER_MODELS = ("unigram", "bpe")
 PRECISIONS = ("fp32", "bf16")
+OPTIMIZERS = ("adamw", "adam_atan2", "muon")
 WANDB_MODES = ("disabled", "offline", "online")
 
 
@@ -149,7 +150,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation: batch sizes, AdamW, the learning-rate schedule, precision and ZeRO."""
+    """Optimisation: batch sizes, the optimiser, the learning-rate schedule, precision, ZeRO."""
 
     steps: int = 1000
     """Number of optimiser steps."""
@@ -157,22 +158,40 @@ class TrainConfig:
     """Sequences per process per forward pass."""
     global_batch_size: int = 8
     """Sequences per optimiser step over all processes (micro x accumulation x world)."""
+    optimizer: str = "adamw"
+    """adamw; adam_atan2 (Adam with atan2 in place of epsilon, Everett et al. 2024; same
+    lr scale as AdamW, train.eps unused); or muon (the blocks' 2-D weight matrices under
+    Muon at train.muon_lr, everything else under AdamW at train.lr; DeepSpeed's Muon,
+    any ZeRO stage, but under ZeRO 1-3 only with train.grad_clip=0, and there grad_norm
+    reports the norm of the orthogonalised update). ancre/train/optimizers.py builds
+    them."""
     lr: float = 1e-3
-    """Peak learning rate."""
+    """Peak learning rate of AdamW / Adam-atan2: every parameter's, or under muon that of
+    the embeddings, head, norms and (times topology.lr_multiplier) topology logits."""
+    muon_lr: float = 0.02
+    """With optimizer muon: peak learning rate of the blocks' weight matrices, in Muon's
+    own units. Each step moves a matrix W (rows x cols) by muon_lr x O x
+    sqrt(max(1, rows/cols)), O the orthogonalised momentum (all singular values near 1),
+    so muon_lr is a step in spectral norm, not comparable to an AdamW lr (Keller Jordan's
+    and DeepSpeed's convention; 0.02 is their default). The schedule scales it like lr."""
+    muon_momentum: float = 0.95
+    """With optimizer muon: Nesterov momentum of the Muon matrices."""
     min_lr_ratio: float = 0.1
     """Final learning rate of the cosine decay as a fraction of lr."""
     warmup_steps: int = 100
     """Steps of linear warmup from 0 to lr."""
     weight_decay: float = 0.0
-    """AdamW weight decay of the weight matrices (never of norms or topology logits)."""
+    """Decoupled weight decay of the weight matrices, w <- w (1 - lr x weight_decay) with
+    the group's lr (never of norms or topology logits)."""
     beta1: float = 0.9
-    """AdamW beta1."""
+    """AdamW (and Adam-atan2) beta1."""
     beta2: float = 0.999
-    """AdamW beta2."""
+    """AdamW (and Adam-atan2) beta2."""
     eps: float = 1e-8
-    """AdamW epsilon."""
+    """AdamW epsilon (Adam-atan2 has none)."""
     grad_clip: float = 1.0
-    """Clip the global gradient norm to this value; 0 disables clipping."""
+    """Clip the global gradient norm to this value; 0 disables clipping (required by
+    optimizer muon under ZeRO 1-3)."""
     precision: str = "bf16"
     """fp32, or bf16: fp32 weights (the master copy) with bf16 compute under autocast."""
     zero_stage: int = 0
@@ -346,6 +365,7 @@ def validate(config: AncreConfig) -> None:
     _choice("data.packing", config.data.packing, PACKING_MODES)
     _choice("data.tokenizer_model", config.data.tokenizer_model, TOKENIZER_MODELS)
     _choice("train.precision", config.train.precision, PRECISIONS)
+    _choice("train.optimizer", config.train.optimizer, OPTIMIZERS)
     _choice(
         "train.activation_checkpointing",
         config.train.activation_checkpointing,
@@ -385,6 +405,9 @@ def validate(config: AncreConfig) -> None:
     ):  # fmt: skip
         _positive(f"train.{key}", getattr(train, key))
     _positive("train.lr", train.lr)
+    _positive("train.muon_lr", train.muon_lr)
+    if not 0.0 <= train.muon_momentum < 1.0:
+        raise ConfigError("train.muon_momentum", f"is {train.muon_momentum}; allowed: [0, 1)")
     if not 0.0 <= train.min_lr_ratio <= 1.0:
         raise ConfigError("train.min_lr_ratio", f"is {train.min_lr_ratio}; allowed: 0 to 1")
     _non_negative("train.warmup_steps", train.warmup_steps)
@@ -403,6 +426,15 @@ def validate(config: AncreConfig) -> None:
     _non_negative("train.cpu_threads", train.cpu_threads)
     if train.zero_stage not in (0, 1, 2, 3):
         raise ConfigError("train.zero_stage", f"is {train.zero_stage}; allowed: 0, 1, 2, 3")
+    if train.optimizer == "muon" and train.zero_stage and train.grad_clip:
+        raise ConfigError(
+            "train.grad_clip",
+            f"is {train.grad_clip} with train.optimizer=muon and train.zero_stage="
+            f"{train.zero_stage}: DeepSpeed's ZeRO 1-3 Muon clips the orthogonalised update "
+            "(norm about 80 at the tiny preset), not the gradient, which shrinks every step; "
+            "set train.grad_clip=0 (Muon's step does not scale with the gradient) or use "
+            "train.zero_stage=0, where the gradient is clipped",
+        )
     if train.global_batch_size % train.micro_batch_size:
         raise ConfigError(
             "train.global_batch_size",

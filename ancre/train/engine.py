@@ -12,6 +12,7 @@ every parameter, the topology logits included, to bf16.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import math
@@ -41,6 +42,7 @@ from ancre.checkpoint import CheckpointError  # noqa: E402
 from ancre.config import AncreConfig  # noqa: E402
 from ancre.model import Transformer  # noqa: E402
 from ancre.snapshot import TopologySnapshot  # noqa: E402
+from ancre.train.optimizers import SkipsFlaggedSteps, build_optimizer  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -270,46 +272,29 @@ def deepspeed_config(config: AncreConfig, accumulation_steps: int) -> dict[str, 
     }
     if train.precision == "bf16":
         ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+    if train.optimizer == "adam_atan2":
+        ds["zero_allow_untested_optimizer"] = True  # elementwise: right on ZeRO partitions
+    if train.optimizer == "muon" and train.zero_stage == 3:
+        ds["zero_optimization"]["reduce_scatter"] = False  # ZeRO-3 Muon needs whole gradients
     return ds
 
 
-def parameter_groups(model: Transformer, config: AncreConfig) -> list[dict[str, Any]]:
-    """AdamW groups: weight matrices (decayed), norms (not), topology logits (own lr).
+def deepspeed_muon(groups: list[dict[str, Any]], zero_stage: int) -> torch.optim.Optimizer:
+    """DeepSpeed's Muon (with its AdamW for the groups not tagged ``use_muon``).
 
-    Args:
-        model: The model.
-        config: The run config (lr, weight decay, topology lr multiplier).
-
-    Returns:
-        The non-empty parameter groups; each remembers its peak lr as ``peak_lr``.
+    Without ZeRO it skips the steps the engine flags as non-finite; ZeRO 1-3 need the
+    stock class (they orthogonalise whole matrices before partitioning the update).
+    Imported here, when a run asks for Muon: the import loads torch._dynamo (seconds).
     """
-    topology = [p for p in model.topology.parameters() if p.requires_grad]
-    topology_ids = {id(p) for p in topology}
-    others = [p for p in model.parameters() if p.requires_grad and id(p) not in topology_ids]
-    lr = config.train.lr
-    groups = [
-        {"name": "weights", "params": [p for p in others if p.ndim >= 2],
-         "weight_decay": config.train.weight_decay, "peak_lr": lr},
-        {"name": "norms", "params": [p for p in others if p.ndim < 2],
-         "weight_decay": 0.0, "peak_lr": lr},
-        {"name": "topology", "params": topology,
-         "weight_decay": 0.0, "peak_lr": lr * config.topology.lr_multiplier},
-    ]  # fmt: skip
-    return [dict(group, lr=group["peak_lr"]) for group in groups if group["params"]]
+    from deepspeed.runtime.zero.muon.muon_optimizer import MuonWithAuxAdam
 
+    if zero_stage:
+        return MuonWithAuxAdam(groups)
 
-class FiniteAdamW(torch.optim.AdamW):
-    """AdamW that skips the step it is told has non-finite gradients, and says so.
+    class FiniteMuon(SkipsFlaggedSteps, MuonWithAuxAdam):
+        """DeepSpeed's Muon that skips flagged steps."""
 
-    DeepSpeed's ZeRO optimisers skip such steps themselves; without ZeRO, DeepSpeed
-    steps the client optimiser and reads its ``overflow`` flag to count the skip. The
-    engine sets ``overflow`` from the gradient norm it measures before each step.
-    """
-
-    overflow = False
-
-    def step(self, closure=None):  # noqa: D102
-        return None if self.overflow else super().step(closure)
+    return FiniteMuon(groups)
 
 
 class Engine:
@@ -331,19 +316,12 @@ class Engine:
         self.model = model
         self._zero_stage = config.train.zero_stage
         self._grad_norm: float | None = None
-        groups = parameter_groups(model, config)
+        muon = functools.partial(deepspeed_muon, zero_stage=config.train.zero_stage)
+        optimizer = self._client_optimizer = build_optimizer(model, config, muon)
         self._hyperparameters = {
-            g["name"]: {k: g[k] for k in ("peak_lr", "weight_decay")} for g in groups
+            g["name"]: {k: v for k, v in g.items() if k not in ("params", "lr")}
+            for g in optimizer.param_groups
         }
-        self._betas, self._eps = (config.train.beta1, config.train.beta2), config.train.eps
-        # ZeRO optimisers skip non-finite steps themselves and accept only stock optimisers.
-        adamw = torch.optim.AdamW if config.train.zero_stage else FiniteAdamW
-        optimizer = self._client_optimizer = adamw(
-            groups,
-            lr=config.train.lr,
-            betas=(config.train.beta1, config.train.beta2),
-            eps=config.train.eps,
-        )
         self._engine, self._optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=deepspeed_config(config, accumulation_steps)
         )
@@ -460,7 +438,7 @@ class Engine:
             raise CheckpointError(f"{folder}: {error}") from None
         # The optimiser's groups come back with the saved hyperparameters; the config wins.
         for group in self._optimizer.param_groups:
-            group.update(self._hyperparameters[group["name"]], betas=self._betas, eps=self._eps)
+            group.update(self._hyperparameters[group["name"]])
         if path is None:
             raise FileNotFoundError(f"{folder}: DeepSpeed found no checkpoint to load there")
 
