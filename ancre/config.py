@@ -24,6 +24,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
 TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform", "fixed")
+PRUNE_MODES = ("none", "top_k", "mass")
 MIX_BACKENDS = ("auto", "reference", "triton")
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash_attn")
 ACTIVATION_CHECKPOINTING = ("none", "blocks", "every_k")
@@ -114,6 +115,19 @@ class TopologyConfig:
     backend: str = "auto"
     """Implementation of the weighted sum: reference (plain PyTorch), triton (fused
     kernels; CUDA) or auto (triton on CUDA when it imports, else reference)."""
+    freeze_at: int = 0
+    """For kind ancre: after this many optimiser steps the learned matrix is frozen
+    (pruned by topology.prune); the logits then get no gradient and no update, and the
+    mix reads only the kept states (ancre/model/freeze.py). 0 never freezes."""
+    prune: str = "none"
+    """At the freeze, what each row keeps (renormalised to sum to one): none (every
+    entry), top_k (its topology.prune_k largest) or mass (its fewest largest entries
+    that reach topology.prune_mass of the row)."""
+    prune_k: int = 2
+    """With prune top_k: entries kept per row (rows with fewer keep all of theirs)."""
+    prune_mass: float = 0.9
+    """With prune mass: the fraction of each row's weight the kept entries reach, in
+    (0, 1]."""
 
 
 @dataclass(frozen=True)
@@ -387,6 +401,7 @@ def validate(config: AncreConfig) -> None:
     if config.topology.kind == "fixed" and not config.topology.edges.strip():
         raise ConfigError("topology.edges", 'kind fixed needs edges, e.g. "0:2,2:3"')
     _non_negative("topology.lr_multiplier", config.topology.lr_multiplier)
+    _check_freeze(config)
     _positive("data.tokenizer_vocab_size", config.data.tokenizer_vocab_size)
     _positive("data.seq_len", config.data.seq_len)
     _non_negative("data.num_workers", config.data.num_workers)
@@ -454,6 +469,32 @@ def validate(config: AncreConfig) -> None:
         raise ConfigError(
             "run.overwrite", "cannot be true while resuming from checkpoint.resume=PATH"
         )
+
+
+def _check_freeze(config: AncreConfig) -> None:
+    """topology.freeze_at and topology.prune: only for a learned matrix, within the run."""
+    topology = config.topology
+    _choice("topology.prune", topology.prune, PRUNE_MODES)
+    _positive("topology.prune_k", topology.prune_k)
+    if not 0.0 < topology.prune_mass <= 1.0:
+        raise ConfigError("topology.prune_mass", f"is {topology.prune_mass}; allowed: (0, 1]")
+    _non_negative("topology.freeze_at", topology.freeze_at)
+    if topology.freeze_at and topology.kind != "ancre":
+        raise ConfigError(
+            "topology.freeze_at",
+            f"is {topology.freeze_at} with topology.kind={topology.kind}, whose matrix is "
+            "never learned; freezing applies to kind ancre (or set freeze_at=0)",
+        )
+    if topology.freeze_at > config.train.steps:
+        raise ConfigError(
+            "topology.freeze_at",
+            f"is {topology.freeze_at}, after the last step (train.steps={config.train.steps})",
+        )
+    if topology.prune != "none" and not topology.freeze_at:
+        raise ConfigError(
+            "topology.prune", f"is {topology.prune}: pruning happens at the freeze; set "
+            "topology.freeze_at to a step",
+        )  # fmt: skip
 
 
 def check_world_size(config: AncreConfig, world_size: int) -> int:

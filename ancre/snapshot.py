@@ -3,15 +3,19 @@
 A snapshot is readable with the standard library alone (numpy optional), so tools can
 inspect a copied run folder without torch::
 
-    {"format": "ancre-topology", "version": 1, "step": 1000, "tokens": 131072000,
+    {"format": "ancre-topology", "version": 2, "step": 1000, "tokens": 131072000,
      "num_layers": 8, "parameterisation": "softmax", "temperature": 0.01,
      "logits": [[0.0], [a, b], ...],      # ragged, row j has j+1 entries; null if none
-     "matrix": [[1.0, 0, ...], ...]}      # L x (L+1), zeros above the diagonal
+     "matrix": [[1.0, 0, ...], ...],      # L x (L+1), zeros above the diagonal
+     "frozen_at": 500,                    # step the matrix was frozen at; null if not
+     "edges": [[0], [0, 1], [2], ...]}    # once frozen: the states each row reads
 
 Row j of ``matrix`` holds the weights P[j, 0..j] that block j puts on the states
-h_0 (the embeddings) .. h_j. Parameterisations: ``softmax`` (learned Ancre rows),
-``uniform`` (frozen 1/(j+1)), ``cascaded`` (no mix: the matrix is all zero) and
-``fixed`` (frozen edges; rows need not sum to one).
+h_0 (the embeddings) .. h_j: the matrix the forward pass uses (once frozen, the
+frozen and pruned one; ``logits`` stay those it was frozen from). Parameterisations:
+``softmax`` (learned Ancre rows), ``uniform`` (frozen 1/(j+1)), ``cascaded`` (no mix:
+the matrix is all zero) and ``fixed`` (frozen edges; rows need not sum to one).
+Version 1 files (no ``frozen_at``, no ``edges``) are read as never frozen.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from pathlib import Path
 from ancre.atomic import write_json_atomic
 
 FORMAT = "ancre-topology"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 PARAMETERISATIONS = ("softmax", "uniform", "cascaded", "fixed")
 ROW_SUM_TOLERANCE = 1e-4
 
@@ -45,6 +50,9 @@ class TopologySnapshot:
         temperature: Softmax temperature, or None where no softmax is involved.
         logits: Ragged raw logits (row j has j+1 entries), or None.
         matrix: The L x (L+1) matrix P, zeros above the diagonal.
+        frozen_at: The step a learned matrix was frozen at (topology.freeze_at), or None.
+        edges: Once frozen, for each row j the states i it reads (ascending): the fixed
+            edge list of the pruned matrix; every other entry of the row is zero.
     """
 
     step: int
@@ -54,6 +62,8 @@ class TopologySnapshot:
     temperature: float | None
     logits: list[list[float]] | None
     matrix: list[list[float]]
+    frozen_at: int | None = None
+    edges: list[list[int]] | None = None
 
     def to_dict(self) -> dict:
         """Returns the JSON object of the format, header first."""
@@ -85,6 +95,15 @@ class TopologySnapshot:
                 )
         if self.logits is not None and [len(r) for r in self.logits] != list(range(1, n + 1)):
             raise SnapshotError(f"{source}: logits must be ragged, row j with j+1 entries")
+        if self.edges is None:
+            return
+        if len(self.edges) != n:
+            raise SnapshotError(f"{source}: edges must have one row per block ({n})")
+        for j, (kept, row) in enumerate(zip(self.edges, self.matrix, strict=True)):
+            if sorted(set(kept)) != kept or any(not 0 <= i <= j for i in kept):
+                raise SnapshotError(f"{source}: edges of row {j} must be ascending states 0..{j}")
+            if any(v != 0.0 for i, v in enumerate(row) if i not in kept):
+                raise SnapshotError(f"{source}: row {j} has weight outside its edges {kept}")
 
 
 def write_snapshot(snapshot: TopologySnapshot, path: str | Path) -> None:
@@ -115,14 +134,19 @@ def read_snapshot(path: str | Path) -> TopologySnapshot:
         raise SnapshotError(f"{path}: not a JSON file ({error})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise SnapshotError(f"{path}: not an {FORMAT} snapshot (format field missing or other)")
-    if obj.get("version") != VERSION:
+    if obj.get("version") not in READABLE_VERSIONS:
         raise SnapshotError(
-            f"{path}: snapshot version {obj.get('version')!r}; this ancre reads version {VERSION}"
+            f"{path}: snapshot version {obj.get('version')!r}; this ancre reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     try:
         fields = {k: v for k, v in obj.items() if k not in ("format", "version")}
         snapshot = TopologySnapshot(**fields)
     except TypeError as error:
-        raise SnapshotError(f"{path}: fields do not match version {VERSION} ({error})") from None
+        raise SnapshotError(
+            f"{path}: fields do not match version {obj.get('version')} ({error})"
+        ) from None
+    if obj["version"] == 1 and (snapshot.frozen_at is not None or snapshot.edges is not None):
+        raise SnapshotError(f"{path}: frozen_at and edges need snapshot version 2")
     snapshot.check(str(path))
     return snapshot

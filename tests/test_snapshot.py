@@ -46,13 +46,31 @@ def write_raw(path: Path, snapshot: TopologySnapshot, **changes) -> Path:
     return path
 
 
-@pytest.mark.parametrize("snapshot", [uniform(), softmax()], ids=["uniform", "softmax"])
+def frozen() -> TopologySnapshot:
+    """A softmax matrix frozen at step 6 and pruned to one edge in row 1."""
+    return replace(softmax(), matrix=[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], frozen_at=6,
+                   edges=[[0], [0]])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "snapshot", [uniform(), softmax(), frozen()], ids=["uniform", "softmax", "frozen"]
+)
 def test_round_trip(tmp_path: Path, snapshot: TopologySnapshot) -> None:
     path = tmp_path / "topology.json"
     write_snapshot(snapshot, path)
     assert read_snapshot(path) == snapshot
     obj = json.loads(path.read_text())
-    assert (obj["format"], obj["version"]) == ("ancre-topology", 1)
+    assert (obj["format"], obj["version"]) == ("ancre-topology", 2)
+
+
+def test_version_1_files_are_read_as_never_frozen(tmp_path: Path) -> None:
+    old = {k: v for k, v in softmax().to_dict().items() if k not in ("frozen_at", "edges")}
+    path = tmp_path / "topology.json"
+    path.write_text(json.dumps({**old, "version": 1}))
+    assert read_snapshot(path) == softmax()
+    path.write_text(json.dumps({**frozen().to_dict(), "version": 1}))
+    with pytest.raises(SnapshotError, match="need snapshot version 2"):
+        read_snapshot(path)
 
 
 def test_cascaded_all_zero_accepted(tmp_path: Path) -> None:
@@ -80,7 +98,7 @@ def test_not_json(tmp_path: Path) -> None:
 
 BAD_FIELDS = {
     "wrong format": ({"format": "other-topology"}, "not an ancre-topology snapshot"),
-    "wrong version": ({"version": 2}, "version 2"),
+    "wrong version": ({"version": 3}, "version 3"),
     "unknown field": ({"extra": 1}, "fields do not match"),
     "row sum": ({"matrix": [[1.0, 0.0, 0.0], [0.5, 0.25, 0.0]]}, "row 1 .* sums to 0.75"),
     "above diagonal": ({"matrix": [[0.9, 0.1, 0.0], [0.75, 0.25, 0.0]]}, "above the diagonal"),
@@ -89,6 +107,21 @@ BAD_FIELDS = {
     "ragged logits": ({"logits": [[0.0, 0.0], [0.25]]}, "ragged"),
     "parameterisation": ({"parameterisation": "sigmoid"}, "unknown parameterisation"),
 }
+
+
+BAD_EDGES = {
+    "edges per row": ({"edges": [[0]]}, "one row per block"),
+    "edge past the diagonal": ({"edges": [[0], [0, 2]]}, "ascending states 0..1"),
+    "weight off the edges": ({"matrix": [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]]}, "outside its edges"),
+}
+
+
+@pytest.mark.parametrize("changes, message", BAD_EDGES.values(), ids=BAD_EDGES.keys())
+def test_bad_edges_name_the_file(tmp_path: Path, changes: dict, message: str) -> None:
+    path = write_raw(tmp_path / "step_00000010.json", frozen(), **changes)
+    with pytest.raises(SnapshotError, match=message) as info:
+        read_snapshot(path)
+    assert str(info.value).startswith(f"{path}: ")
 
 
 @pytest.mark.parametrize("changes, message", BAD_FIELDS.values(), ids=BAD_FIELDS.keys())

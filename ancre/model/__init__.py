@@ -1,5 +1,6 @@
 """Single-device model code: Llama blocks wired by a learnable topology."""
 
+from ancre.model.freeze import FrozenWiring, prune_matrix
 from ancre.model.presets import PRESETS, ModelShape, resolve_shape
 from ancre.model.topology import (
     AncreTopology,
@@ -7,6 +8,7 @@ from ancre.model.topology import (
     Topology,
     UniformTopology,
     build_topology,
+    freeze_if_due,
     parse_edges,
 )
 from ancre.model.transformer import IGNORE_INDEX, Transformer, build_model, check_buildable
@@ -16,6 +18,7 @@ __all__ = [
     "PRESETS",
     "AncreTopology",
     "FixedTopology",
+    "FrozenWiring",
     "ModelShape",
     "Topology",
     "Transformer",
@@ -23,6 +26,8 @@ __all__ = [
     "build_model",
     "build_topology",
     "check_buildable",
+    "freeze_if_due",
     "parse_edges",
+    "prune_matrix",
     "resolve_shape",
 ]

@@ -39,8 +39,8 @@ from deepspeed.utils import logger as deepspeed_logger  # noqa: E402
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint  # noqa: E402
 
 from ancre.checkpoint import CheckpointError  # noqa: E402
-from ancre.config import AncreConfig  # noqa: E402
-from ancre.model import Transformer  # noqa: E402
+from ancre.config import AncreConfig, TopologyConfig  # noqa: E402
+from ancre.model import FrozenWiring, Transformer, freeze_if_due  # noqa: E402
 from ancre.snapshot import TopologySnapshot  # noqa: E402
 from ancre.train.optimizers import SkipsFlaggedSteps, build_optimizer  # noqa: E402
 
@@ -405,6 +405,25 @@ class Engine:
                 yield
         else:
             yield
+
+    def freeze_topology(self, config: TopologyConfig, step: int) -> FrozenWiring | None:
+        """Freezes the learned matrix once ``step`` reaches ``topology.freeze_at`` (collective).
+
+        The topology group's learning rate becomes zero, so the optimiser moves the
+        logits no more (no momentum, no weight decay); they get no gradient either.
+
+        Returns:
+            The frozen wiring when it froze now, else None.
+        """
+        with self._whole_topology():
+            wiring = freeze_if_due(self.model.topology, config, step)
+        if wiring is not None:
+            for group in self._optimizer.param_groups:
+                if group["name"] == "topology":
+                    group.update(peak_lr=0.0, lr=0.0)
+            if "topology" in self._hyperparameters:
+                self._hyperparameters["topology"]["peak_lr"] = 0.0
+        return wiring
 
     def topology_snapshot(self, step: int, tokens: int) -> TopologySnapshot:
         """The current connection matrix (collective under ZeRO-3: call on every rank)."""

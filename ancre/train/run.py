@@ -256,6 +256,7 @@ def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float] 
     engine = Engine(model, config, context, check_world_size(config, context.world_size))
     try:
         engine.load(folder / "engine", weights_only=True)
+        engine.freeze_topology(config.topology, manifest["step"])
         val = validation_set(config.data, tokenizer, config.eval.tokens)
         result = evaluate(engine, *val, config.eval.micro_batch_size)
     finally:

@@ -131,6 +131,7 @@ class Trainer:
         self.skipped_steps = state.skipped_steps
         self._checkpointed_step = state.step if state.step else -1
         self._began = (time.perf_counter(), self.step)  # (time, step) training began here
+        self._freeze_if_due()  # a run resumed after topology.freeze_at
 
     @property
     def tokens(self) -> int:
@@ -168,6 +169,7 @@ class Trainer:
         while self.step < train.steps:
             self._train_step()
             self.step += 1
+            self._freeze_if_due()
             timed_steps += 1
             if self.step % train.log_every == 0 or self.step == train.steps:
                 self._log_train(timed_steps, time.perf_counter() - since)
@@ -186,6 +188,17 @@ class Trainer:
             self.snapshot()
         if not (every and self.step % every == 0):
             self.save_checkpoint()
+
+    def _freeze_if_due(self) -> None:
+        """Freezes the learned matrix at ``topology.freeze_at`` (and after it, on resume)."""
+        wiring = self.engine.freeze_topology(self.config.topology, self.step)
+        if wiring is not None:
+            topology = self.config.topology
+            logger.info(
+                "topology frozen at step %d (topology.prune=%s): %d of %d connections kept",
+                topology.freeze_at, topology.prune, wiring.num_edges,
+                len(wiring.edges) * (len(wiring.edges) + 1) // 2,
+            )  # fmt: skip
 
     def _stop_agreed(self) -> bool:
         """Whether any process received a stop signal (collective: every process asks)."""
