@@ -6,6 +6,9 @@ val_loss, and per seed the first step at which each run reaches the baseline's f
 val_loss, as a fraction of the baseline's own steps (the paper's "fewer iterations").
 
     python tools/compare_seeds.py runs/sweeps/lm_cpu_seeds --baseline cascaded
+
+``--match PATTERN`` keeps only the runs whose name matches a regular expression (one
+shape of a sweep over shapes, say).
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="folder holding <kind>-s<seed> run folders")
     parser.add_argument("--baseline", default="cascaded")
+    parser.add_argument("--match", default="", help="only runs whose name matches this regex")
     args = parser.parse_args()
 
     runs: dict[str, dict[int, list[dict]]] = defaultdict(dict)
     for run in sorted(args.folder.iterdir()):
         match = re.fullmatch(r"(.+)-s(\d+)", run.name)
         metrics = RunFolder(run).metrics_file
-        if match and metrics.is_file():
+        if match and metrics.is_file() and re.search(args.match, run.name):
             runs[match.group(1)][int(match.group(2))] = read_metrics(metrics).records
     if args.baseline not in runs:
         raise SystemExit(f"no {args.baseline}-s<seed> runs in {args.folder}")
