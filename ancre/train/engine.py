@@ -368,7 +368,7 @@ class Engine:
 
     @property
     def lr(self) -> float:
-        """Learning rate of the weight matrices."""
+        """Learning rate of the first group: the weight matrices (under muon, Muon's)."""
         return float(self._optimizer.param_groups[0]["lr"])
 
     def grad_norm(self) -> float | None:
