@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ancre.config import load_config
-from ancre.model import Transformer, build_model
+from ancre.model import Transformer, build_model, freeze_if_due
 
 PRETRAINED_FORMAT = "ancre-pretrained-v1"
 WEIGHTS = "model.safetensors"
@@ -37,11 +37,15 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Tra
     if not weights_file.is_file() or not (folder / "config.yaml").is_file():
         raise FileNotFoundError(f"{folder}: needs {WEIGHTS} and config.yaml (from ancre convert)")
     with safe_open(str(weights_file), framework="pt") as handle:
-        found = (handle.metadata() or {}).get("format")
+        metadata = handle.metadata() or {}
+        found = metadata.get("format")
     if found != PRETRAINED_FORMAT:
         raise ValueError(f"{weights_file}: format {found!r}, expected {PRETRAINED_FORMAT}")
     weights = load_file(str(weights_file))
     config = load_config(folder / "config.yaml")
     model = build_model(config, vocab_size=weights["embed.weight"].shape[0])
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    # a matrix frozen at topology.freeze_at is recomputed from the logits it froze
+    freeze_if_due(model.topology, config.topology, int(metadata.get("step", 0)))
+    return model

@@ -3,19 +3,28 @@
 A snapshot is readable with the standard library alone (numpy optional), so tools can
 inspect a copied run folder without torch::
 
-    {"format": "ancre-topology", "version": 1, "step": 1000, "tokens": 131072000,
+    {"format": "ancre-topology", "version": 2, "step": 1000, "tokens": 131072000,
      "num_layers": 8, "parameterisation": "softmax", "temperature": 0.01,
      "logits": [[0.0], [a, b], ...],      # ragged, row j has j+1 entries; null if none
-     "matrix": [[1.0, 0, ...], ...]}      # L x (L+1), zeros above the diagonal
+     "matrix": [[1.0, 0, ...], ...],      # L x (L+1), zeros above the diagonal
+     "frozen_at": 500,                    # step the matrix was frozen at; null if not
+     "edges": [[0], [0, 1], [2], ...]}    # once frozen: the states each row reads
 
 Row j of ``matrix`` holds the weights P[j, 0..j] that block j puts on the states
-h_0 (the embeddings) .. h_j. Parameterisations: ``softmax`` (learned Ancre rows),
-``uniform`` (frozen 1/(j+1)), ``cascaded`` (no mix: the matrix is all zero) and
-``fixed`` (frozen edges; rows need not sum to one).
+h_0 (the embeddings) .. h_j: the matrix the forward pass uses (once frozen, the
+frozen and pruned one; ``logits`` stay those it was frozen from). Parameterisations:
+``softmax`` (learned Ancre rows), ``uniform`` (frozen 1/(j+1)), ``cascaded`` (no mix:
+the matrix is all zero) and ``fixed`` (frozen edges; rows need not sum to one).
 
-Version 2 adds the wirings of other papers (``denseformer``, ``hyper``, ``mhc``,
-``attnres``: ``ancre.model.effective``), whose matrix is their effective P, written
-``h_{j+1} = d_j y_j + sum_i P[j, i] h_i``, with optional fields::
+Version 2 adds optional fields. A learned matrix frozen at a step
+(``topology.freeze_at``) records it::
+
+     "frozen_at": 500,                     # the step the matrix was frozen at
+     "edges": [[0], [0, 1], ...],          # the states each row reads once pruned
+
+and the wirings of other papers (``denseformer``, ``hyper``, ``mhc``, ``attnres``:
+``ancre.model.effective``), whose matrix is their effective P, written
+``h_{j+1} = d_j y_j + sum_i P[j, i] h_i``, add::
 
      "own_output": [d_0, ..., d_{L-1}],   # weight of each block's own output
      "reads": [[...], ...],                # (L+1) x (L+1): inputs over x_0 (embeddings)
@@ -24,7 +33,7 @@ Version 2 adds the wirings of other papers (``denseformer``, ``hyper``, ``mhc``,
      "probe": "..." or null,               # what the average was taken over
      "raw": {"name": nested lists, ...}    # the kind's parameters
 
-Version 1 files (without them) are still read.
+Version 1 files (none of them) are still read, as never frozen.
 """
 
 from __future__ import annotations
@@ -81,6 +90,9 @@ class TopologySnapshot:
         spread: Standard deviation of P over the probe batch; None when static.
         probe: What an input-dependent matrix was averaged over, or None.
         raw: The kind's parameters by name (nested lists), or None.
+        frozen_at: The step a learned matrix was frozen at (topology.freeze_at), or None.
+        edges: Once frozen, for each row j the states i it reads (ascending): the fixed
+            edge list of the pruned matrix; every other entry of the row is zero.
     """
 
     step: int
@@ -100,6 +112,9 @@ class TopologySnapshot:
     def formula(self) -> str:
         """The formula of the parameterisation (y_j = Block_j(h_j))."""
         return FORMULAS[self.parameterisation]
+
+    frozen_at: int | None = None
+    edges: list[list[int]] | None = None
 
     def to_dict(self) -> dict:
         """Returns the JSON object of the format, header first."""
@@ -132,6 +147,7 @@ class TopologySnapshot:
         if self.logits is not None and [len(r) for r in self.logits] != list(range(1, n + 1)):
             raise SnapshotError(f"{source}: logits must be ragged, row j with j+1 entries")
         self._check_effective(source)
+        self._check_frozen(source)
 
     def _check_effective(self, source: str) -> None:
         """The version-2 fields of the wirings of other papers, where present."""
@@ -148,6 +164,19 @@ class TopologySnapshot:
                 raise SnapshotError(f"{source}: spread must be {n} x {n + 1}, like the matrix")
             if any(not v >= 0 for row in self.spread for v in row):
                 raise SnapshotError(f"{source}: spread holds a negative or non-finite value")
+
+    def _check_frozen(self, source: str) -> None:
+        """The edges of a frozen and pruned matrix, where present."""
+        n = self.num_layers
+        if self.edges is None:
+            return
+        if len(self.edges) != n:
+            raise SnapshotError(f"{source}: edges must have one row per block ({n})")
+        for j, (kept, row) in enumerate(zip(self.edges, self.matrix, strict=True)):
+            if sorted(set(kept)) != kept or any(not 0 <= i <= j for i in kept):
+                raise SnapshotError(f"{source}: edges of row {j} must be ascending states 0..{j}")
+            if any(v != 0.0 for i, v in enumerate(row) if i not in kept):
+                raise SnapshotError(f"{source}: row {j} has weight outside its edges {kept}")
 
 
 def write_snapshot(snapshot: TopologySnapshot, path: str | Path) -> None:
@@ -188,8 +217,10 @@ def read_snapshot(path: str | Path) -> TopologySnapshot:
         snapshot = TopologySnapshot(**fields)
     except TypeError as error:
         raise SnapshotError(
-            f"{path}: fields do not match version {obj['version']} ({error})"
+            f"{path}: fields do not match version {obj.get('version')} ({error})"
         ) from None
+    if obj["version"] == 1 and (snapshot.frozen_at is not None or snapshot.edges is not None):
+        raise SnapshotError(f"{path}: frozen_at and edges need snapshot version 2")
     snapshot.check(str(path))
     return snapshot
 

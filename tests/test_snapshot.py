@@ -52,7 +52,15 @@ def write_raw(path: Path, snapshot: TopologySnapshot, **changes) -> Path:
     return path
 
 
-@pytest.mark.parametrize("snapshot", [uniform(), softmax()], ids=["uniform", "softmax"])
+def frozen() -> TopologySnapshot:
+    """A softmax matrix frozen at step 6 and pruned to one edge in row 1."""
+    return replace(softmax(), matrix=[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], frozen_at=6,
+                   edges=[[0], [0]])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "snapshot", [uniform(), softmax(), frozen()], ids=["uniform", "softmax", "frozen"]
+)
 def test_round_trip(tmp_path: Path, snapshot: TopologySnapshot) -> None:
     path = tmp_path / "topology.json"
     write_snapshot(snapshot, path)
@@ -61,13 +69,15 @@ def test_round_trip(tmp_path: Path, snapshot: TopologySnapshot) -> None:
     assert (obj["format"], obj["version"]) == ("ancre-topology", 2)
 
 
-def test_version_1_files_are_still_read(tmp_path: Path) -> None:
-    obj = softmax().to_dict()
-    for key in ("own_output", "reads", "spread", "probe", "raw"):
-        del obj[key]
+def test_version_1_files_are_still_read_as_never_frozen(tmp_path: Path) -> None:
+    version_2 = ("own_output", "reads", "spread", "probe", "raw", "frozen_at", "edges")
+    old = {k: v for k, v in softmax().to_dict().items() if k not in version_2}
     path = tmp_path / "topology.json"
-    path.write_text(json.dumps({**obj, "version": 1}))
+    path.write_text(json.dumps({**old, "version": 1}))
     assert read_snapshot(path) == softmax()
+    path.write_text(json.dumps({**frozen().to_dict(), "version": 1}))
+    with pytest.raises(SnapshotError, match="need snapshot version 2"):
+        read_snapshot(path)
 
 
 def test_cascaded_all_zero_accepted(tmp_path: Path) -> None:
@@ -107,6 +117,21 @@ BAD_FIELDS = {
     "ragged logits": ({"logits": [[0.0, 0.0], [0.25]]}, "ragged"),
     "parameterisation": ({"parameterisation": "sigmoid"}, "unknown parameterisation"),
 }
+
+
+BAD_EDGES = {
+    "edges per row": ({"edges": [[0]]}, "one row per block"),
+    "edge past the diagonal": ({"edges": [[0], [0, 2]]}, "ascending states 0..1"),
+    "weight off the edges": ({"matrix": [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]]}, "outside its edges"),
+}
+
+
+@pytest.mark.parametrize("changes, message", BAD_EDGES.values(), ids=BAD_EDGES.keys())
+def test_bad_edges_name_the_file(tmp_path: Path, changes: dict, message: str) -> None:
+    path = write_raw(tmp_path / "step_00000010.json", frozen(), **changes)
+    with pytest.raises(SnapshotError, match=message) as info:
+        read_snapshot(path)
+    assert str(info.value).startswith(f"{path}: ")
 
 
 @pytest.mark.parametrize("changes, message", BAD_FIELDS.values(), ids=BAD_FIELDS.keys())

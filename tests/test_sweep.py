@@ -208,3 +208,23 @@ run_name: "{{topology.kind}}-s{{train.steps}}"
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("finished already, skipped") == 2
     assert list(csv.DictReader((folder / "summary.csv").open())) == rows
+
+
+def test_text_study_sweeps_expand():
+    tau_lr = load_sweep(REPO / "configs/sweeps/text_tau_lr.yaml")
+    assert len(tau_lr.runs) == 72
+    shapes = {(r.config.model.hidden_size, r.config.model.num_layers) for r in tau_lr.runs}
+    assert shapes == {(128, 6), (128, 12), (256, 6), (256, 12)}
+    uniform = [r for r in tau_lr.runs if r.config.topology.kind == "uniform"]
+    assert len(uniform) == 12  # once per shape and seed, not per tau and multiplier
+    freeze = load_sweep(REPO / "configs/sweeps/text_freeze.yaml")
+    variants = {(r.config.topology.freeze_at, r.config.topology.prune) for r in freeze.runs}
+    assert sorted(variants) == [(0, "none"), (100, "top_k"), (200, "top_k")]
+    optimizers = load_sweep(REPO / "configs/sweeps/text_optimizers.yaml")
+    assert {(r.config.train.optimizer, r.config.topology.kind) for r in optimizers.runs} == {
+        (o, k) for o in ("adamw", "muon") for k in ("cascaded", "uniform", "ancre")
+    }
+    for sweep in (tau_lr, freeze, optimizers):
+        assert len(sweep.runs) in (18, 72)
+        assert all(r.config.data.path == "data/text" for r in sweep.runs)
+        assert {r.config.run.seed for r in sweep.runs} == {0, 1, 2}

@@ -15,6 +15,13 @@ backward bytes (bf16 autocast), each as a ratio to cascaded measured in that run
 
     python tools/bench_step.py --zoo --presets tiny,60m --seq-len 256 --micro-batch 2
 
+``--frozen MODE`` adds a fourth model: Ancre frozen (``topology.freeze_at``) and pruned by
+MODE (none, top_k with ``--prune-k``, mass with ``--prune-mass``), so its mix reads only
+the kept states and computes no matrix gradient: the step time after a freeze against
+Ancre's before it. (Its matrix is the initial uniform one, pruned; the cost depends on
+the number of kept edges only.)
+    python tools/bench_step.py --preset tiny --frozen top_k --prune-k 2
+
 ``--saved-bytes`` times nothing: it counts the bytes autograd keeps for the backward of
 one forward pass (ancre/model/memory.py; device-independent, so it runs on a CPU) for
 cascaded and Ancre, each backend, with and without block recompute, under bf16
@@ -35,7 +42,7 @@ import torch
 
 from ancre.config import load_config
 from ancre.kernels import triton_unavailable
-from ancre.model import PRESETS, Transformer, build_model
+from ancre.model import PRESETS, AncreTopology, Transformer, build_model
 from ancre.model.memory import saved_for_backward_bytes
 from ancre.train.flops import device_peak_flops, flops_per_token, mfu
 from ancre.train.speedups import apply_speedups
@@ -57,11 +64,14 @@ set; ``{half}`` is half the preset's blocks: Block AttnRes with groups of two)."
 def build(
     kind: str, args: argparse.Namespace, device: torch.device, extra: Sequence[str] = ()
 ) -> Transformer:
-    """One model of the preset, wired by ``kind`` (and the topology overrides ``extra``)."""
+    """One model of the preset, wired by ``kind`` and the topology overrides ``extra``.
+
+    ``ancre_frozen`` is Ancre with its matrix frozen and pruned (``--frozen``).
+    """
     torch.manual_seed(0)
     overrides = [
         f"model.preset={args.preset}",
-        f"topology.kind={kind}",
+        f"topology.kind={'ancre' if kind == 'ancre_frozen' else kind}",
         *extra,
         f"data.seq_len={args.seq_len}",
         f"topology.backend={args.backend}",
@@ -70,7 +80,11 @@ def build(
         f"train.compile={str(args.compile).lower()}",
     ]
     config = load_config(None, overrides)
-    return apply_speedups(build_model(config, args.vocab_size), config.train).to(device)
+    model = apply_speedups(build_model(config, args.vocab_size), config.train).to(device)
+    if kind == "ancre_frozen":
+        assert isinstance(model.topology, AncreTopology)
+        model.topology.freeze(0, args.frozen, args.prune_k, args.prune_mass)
+    return model
 
 
 def print_saved_bytes(args: argparse.Namespace, device: torch.device) -> None:
@@ -179,6 +193,10 @@ def main() -> None:
         "--threads", type=int, default=0,
         help="torch CPU threads (0: the free cores, as training chooses them)",
     )  # fmt: skip
+    parser.add_argument("--frozen", choices=("none", "top_k", "mass"),
+                        help="also time Ancre frozen and pruned this way")  # fmt: skip
+    parser.add_argument("--prune-k", type=int, default=2, help="entries per row (top_k)")
+    parser.add_argument("--prune-mass", type=float, default=0.9, help="row mass kept (mass)")
     parser.add_argument("--saved-bytes", action="store_true",
                         help="count the bytes saved for backward instead of timing")  # fmt: skip
     parser.add_argument("--zoo", action="store_true",
@@ -195,8 +213,12 @@ def main() -> None:
     if args.zoo:
         print_zoo_costs(args, device)
         return
-    models = {kind: build(kind, args, device) for kind in TOPOLOGIES}
-    optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+    kinds = (*TOPOLOGIES, "ancre_frozen") if args.frozen else TOPOLOGIES
+    models = {kind: build(kind, args, device) for kind in kinds}
+    optimizers = {
+        k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+        for k, m in models.items()
+    }
     generator = torch.Generator().manual_seed(0)
     shape = (args.micro_batch, args.seq_len + 1)
     batches = [
@@ -221,9 +243,9 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    times: dict[str, list[float]] = {kind: [] for kind in TOPOLOGIES}
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
     peaks: dict[str, int] = {}
-    for kind in TOPOLOGIES:  # peak memory of each topology alone, after its warm-up
+    for kind in kinds:  # peak memory of each topology alone, after its warm-up
         for i in range(args.warmup):
             step(kind, batches[i % len(batches)])
         if device.type == "cuda":
@@ -231,7 +253,7 @@ def main() -> None:
             step(kind, batches[0])
             peaks[kind] = torch.cuda.max_memory_allocated()
     for i in range(args.steps):
-        for kind in TOPOLOGIES:
+        for kind in kinds:
             times[kind].append(step(kind, batches[i % len(batches)]))
 
     shape_ = models["cascaded"].shape
@@ -243,9 +265,14 @@ def main() -> None:
     )
     base = statistics.median(times["cascaded"])
     peak_flops = device_peak_flops()
-    print(f"{'topology':<10} {'step ms':>9} {'tokens/s':>10} {'MFU':>6} {'peak GB':>8} "
+    if args.frozen:
+        wiring = models["ancre_frozen"].topology.wiring
+        assert wiring is not None
+        print(f"ancre_frozen: pruned by {args.frozen}, {wiring.num_edges} of "
+              f"{shape_.num_layers * (shape_.num_layers + 1) // 2} connections kept")  # fmt: skip
+    print(f"{'topology':<12} {'step ms':>9} {'tokens/s':>10} {'MFU':>6} {'peak GB':>8} "
           f"{'time vs cascaded':>17} {'memory vs cascaded':>19}")  # fmt: skip
-    for kind in TOPOLOGIES:
+    for kind in kinds:
         median = statistics.median(times[kind])
         rate = tokens / median
         use = mfu(rate, flops_per_token(models[kind], args.seq_len), peak_flops, 1)
@@ -253,7 +280,7 @@ def main() -> None:
         memory = peaks.get(kind, 0)
         memory_ratio = memory / peaks["cascaded"] if peaks else float("nan")
         print(
-            f"{kind:<10} {median * 1e3:9.2f} {rate:10.0f} {use_text} {memory / 1e9:8.2f} "
+            f"{kind:<12} {median * 1e3:9.2f} {rate:10.0f} {use_text} {memory / 1e9:8.2f} "
             f"{median / base:16.3f}x {memory_ratio:18.3f}x"
         )
 

@@ -1,6 +1,7 @@
 """The run configuration: one typed schema, one merge order, checks that never mutate.
 
-- ``sections``: the dataclass of each YAML section, its documented fields and its check.
+- ``sections``: the dataclass of each YAML section, its documented fields and its check
+  (``topology``: the topology section's, with its own module).
 - ``loading``: defaults <- YAML files <- dotlist, old key names, errors that name the key.
 - ``checks``: :class:`ConfigError` and the checks the sections share.
 
@@ -29,8 +30,11 @@ from ancre.config.sections import (
     TopologyConfig,
     TrainConfig,
 )
+from ancre.config.topology import PRUNE_MODES, TOPOLOGY_KINDS
 
 __all__ = [
+    "PRUNE_MODES",
+    "TOPOLOGY_KINDS",
     "RENAMED_KEYS",
     "AncreConfig",
     "CheckpointConfig",

@@ -12,24 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ancre.config.checks import ConfigError, choice, folder_name, non_negative, positive
+from ancre.config.topology import TopologyConfig
 
 MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
-TOPOLOGY_KINDS = (
-    "cascaded", "ancre", "uniform", "fixed", "denseformer", "hyper", "mhc", "attnres",
-)  # fmt: skip
-MIX_BACKENDS = ("auto", "reference", "triton")
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash_attn")
 RECOMPUTE_MODES = ("none", "blocks", "every_k")
 DATA_SOURCES = ("local", "hub")
 PACKING_MODES = ("docs", "none")
 TOKENIZER_MODELS = ("unigram", "bpe")
 PRECISIONS = ("fp32", "bf16")
+OPTIMIZERS = ("adamw", "adam_atan2", "muon")
 WANDB_MODES = ("disabled", "offline", "online")
-TOPOLOGY_OPTIONS = {
-    "dilation": ("denseformer",), "period": ("denseformer",), "streams": ("hyper", "mhc"),
-    "dynamic": ("hyper", "mhc"), "sinkhorn_iters": ("mhc",), "attnres_blocks": ("attnres",),
-}  # fmt: skip
-"""The topology keys that only some kinds read, and those kinds."""
 
 
 @dataclass(frozen=True)
@@ -101,76 +94,6 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TopologyConfig:
-    """The residual wiring: the L x (L+1) connection matrix."""
-
-    kind: str = "ancre"
-    """cascaded (plain Llama), ancre (learned softmax rows), uniform (frozen 1/(j+1)),
-    fixed (the frozen edges of topology.edges), or one of the learned residual wirings of
-    other papers (docs/topologies.md): denseformer (depth-weighted averages), hyper
-    (Hyper-Connections), mhc (manifold-constrained Hyper-Connections) or attnres
-    (Attention Residuals)."""
-    edges: str = ""
-    """For kind fixed: comma-separated edges i:j (or i:j@weight, default weight 1), each
-    adding the output of layer i (0 = the input) to the output of layer j, e.g. "0:2,2:3"."""
-    temperature: float = 1e-2
-    """Softmax temperature tau of the ancre rows: P[j] = softmax(theta_j / tau)."""
-    lr_multiplier: float = 1.0
-    """Learning rate of the topology logits as a multiple of train.lr."""
-    backend: str = "auto"
-    """Implementation of the weighted sum: reference (plain PyTorch), triton (fused
-    kernels; CUDA) or auto (triton on CUDA when it imports, else reference)."""
-    dilation: int = 1
-    """For kind denseformer: each average reads the outputs whose depth differs from its
-    own by a multiple of this (the paper's k; 1 reads every earlier output)."""
-    period: int = 1
-    """For kind denseformer: a depth-weighted average after every this-many blocks only
-    (the paper's p; 1 after every block)."""
-    streams: int = 4
-    """For kinds hyper and mhc: n, the number of parallel residual streams."""
-    dynamic: bool = False
-    """For kinds hyper and mhc: add the input-dependent (dynamic) part of the connection
-    weights to the static one."""
-    sinkhorn_iters: int = 20
-    """For kind mhc: Sinkhorn-Knopp iterations projecting the stream-mixing matrix onto
-    the doubly stochastic matrices."""
-    attnres_blocks: int = 0
-    """For kind attnres: 0 attends over every earlier block output (Full AttnRes); N > 0
-    groups the blocks into N groups of equal size whose outputs are summed and attended
-    over as one (Block AttnRes); N must divide the number of blocks."""
-
-    def check(self) -> None:
-        """Raises ConfigError naming the first field of this section that is not allowed."""
-        choice("topology.kind", self.kind, TOPOLOGY_KINDS)
-        choice("topology.backend", self.backend, MIX_BACKENDS)
-        positive("topology.temperature", self.temperature)
-        if self.kind == "fixed" and not self.edges.strip():
-            raise ConfigError("topology.edges", 'kind fixed needs edges, e.g. "0:2,2:3"')
-        non_negative("topology.lr_multiplier", self.lr_multiplier)
-        self._check_kind_options()
-
-    def _check_kind_options(self) -> None:
-        """Options of the learned-wiring kinds: in range, and set only for a kind reading them."""
-        for key in ("dilation", "period", "streams", "sinkhorn_iters"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(
-                    f"topology.{key}", f"is {value!r}; it must be a whole number >= 1"
-                )
-        blocks = self.attnres_blocks
-        if not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 0:
-            raise ConfigError("topology.attnres_blocks", f"is {blocks!r}; it must be 0 or more")
-        defaults = TopologyConfig()
-        for key, kinds in TOPOLOGY_OPTIONS.items():
-            if self.kind not in kinds and getattr(self, key) != getattr(defaults, key):
-                raise ConfigError(
-                    f"topology.{key}",
-                    f"is read only by kind {' or '.join(kinds)}, and topology.kind is "
-                    f"{self.kind}: remove the key or change the kind",
-                )
-
-
-@dataclass(frozen=True)
 class DataConfig:
     """Where documents come from and how they become token sequences."""
 
@@ -215,7 +138,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation: batch sizes, AdamW, the learning-rate schedule, precision and ZeRO."""
+    """Optimisation: batch sizes, the optimiser, the learning-rate schedule, precision, ZeRO."""
 
     steps: int = 1000
     """Number of optimiser steps."""
@@ -223,22 +146,40 @@ class TrainConfig:
     """Sequences per process per forward pass."""
     global_batch_size: int = 8
     """Sequences per optimiser step over all processes (micro x accumulation x world)."""
+    optimizer: str = "adamw"
+    """adamw; adam_atan2 (Adam with atan2 in place of epsilon, Everett et al. 2024; same
+    lr scale as AdamW, train.eps unused); or muon (the blocks' 2-D weight matrices under
+    Muon at train.muon_lr, everything else under AdamW at train.lr; DeepSpeed's Muon,
+    any ZeRO stage, but under ZeRO 1-3 only with train.grad_clip=0, and there grad_norm
+    reports the norm of the orthogonalised update). ancre/train/optimizers.py builds
+    them."""
     lr: float = 1e-3
-    """Peak learning rate."""
+    """Peak learning rate of AdamW / Adam-atan2: every parameter's, or under muon that of
+    the embeddings, head, norms and (times topology.lr_multiplier) topology logits."""
+    muon_lr: float = 0.02
+    """With optimizer muon: peak learning rate of the blocks' weight matrices, in Muon's
+    own units. Each step moves a matrix W (rows x cols) by muon_lr x O x
+    sqrt(max(1, rows/cols)), O the orthogonalised momentum (all singular values near 1),
+    so muon_lr is a step in spectral norm, not comparable to an AdamW lr (Keller Jordan's
+    and DeepSpeed's convention; 0.02 is their default). The schedule scales it like lr."""
+    muon_momentum: float = 0.95
+    """With optimizer muon: Nesterov momentum of the Muon matrices."""
     min_lr_ratio: float = 0.1
     """Final learning rate of the cosine decay as a fraction of lr."""
     warmup_steps: int = 100
     """Steps of linear warmup from 0 to lr."""
     weight_decay: float = 0.0
-    """AdamW weight decay of the weight matrices (never of norms or topology logits)."""
+    """Decoupled weight decay of the weight matrices, w <- w (1 - lr x weight_decay) with
+    the group's lr (never of norms or topology logits)."""
     beta1: float = 0.9
-    """AdamW beta1."""
+    """AdamW (and Adam-atan2) beta1."""
     beta2: float = 0.999
-    """AdamW beta2."""
+    """AdamW (and Adam-atan2) beta2."""
     eps: float = 1e-8
-    """AdamW epsilon."""
+    """AdamW epsilon (Adam-atan2 has none)."""
     grad_clip: float = 1.0
-    """Clip the global gradient norm to this value; 0 disables clipping."""
+    """Clip the global gradient norm to this value; 0 disables clipping (required by
+    optimizer muon under ZeRO 1-3)."""
     precision: str = "bf16"
     """fp32, or bf16: fp32 weights (the master copy) with bf16 compute under autocast."""
     zero_stage: int = 0
@@ -270,10 +211,11 @@ class TrainConfig:
     def check(self) -> None:
         """Raises ConfigError naming the first field of this section that is not allowed."""
         choice("train.precision", self.precision, PRECISIONS)
+        choice("train.optimizer", self.optimizer, OPTIMIZERS)
         choice("train.recompute", self.recompute, RECOMPUTE_MODES)
         for key in (
             "steps", "micro_batch_size", "global_batch_size", "log_every", "max_bad_steps",
-            "dist_timeout_s", "lr", "eps", "recompute_every_k",
+            "dist_timeout_s", "lr", "muon_lr", "eps", "recompute_every_k",
         ):  # fmt: skip
             positive(f"train.{key}", getattr(self, key))
         for key in ("warmup_steps", "weight_decay", "grad_clip", "peak_flops", "cpu_threads"):
@@ -287,8 +229,19 @@ class TrainConfig:
         for key in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"train.{key}", f"is {getattr(self, key)}; allowed: [0, 1)")
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise ConfigError("train.muon_momentum", f"is {self.muon_momentum}; allowed: [0, 1)")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError("train.zero_stage", f"is {self.zero_stage}; allowed: 0, 1, 2, 3")
+        if self.optimizer == "muon" and self.zero_stage and self.grad_clip:
+            raise ConfigError(
+                "train.grad_clip",
+                f"is {self.grad_clip} with train.optimizer=muon and train.zero_stage="
+                f"{self.zero_stage}: DeepSpeed's ZeRO 1-3 Muon clips the orthogonalised update "
+                "(norm about 80 at the tiny preset), not the gradient, which shrinks every step;"
+                " set train.grad_clip=0 (Muon's step does not scale with the gradient) or use "
+                "train.zero_stage=0, where the gradient is clipped",
+            )
         if self.global_batch_size % self.micro_batch_size:
             raise ConfigError(
                 "train.global_batch_size",
@@ -403,6 +356,12 @@ class AncreConfig:
         if max_seq_len is not None and max_seq_len < seq_len:
             raise ConfigError(
                 "model.max_seq_len", f"is {max_seq_len}, shorter than data.seq_len={seq_len}"
+            )
+        if self.topology.freeze_at > self.train.steps:
+            raise ConfigError(
+                "topology.freeze_at",
+                f"is {self.topology.freeze_at}, after the last step "
+                f"(train.steps={self.train.steps})",
             )
         if self.eval.tasks is not None and self.train.zero_stage == 3:
             raise ConfigError(

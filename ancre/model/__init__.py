@@ -1,5 +1,6 @@
 """Single-device model code: Llama blocks wired by a learnable topology."""
 
+from ancre.model.freeze import FrozenWiring, prune_matrix
 from ancre.model.kinds import build_topology
 from ancre.model.presets import PRESETS, ModelShape, resolve_shape
 from ancre.model.topology import (
@@ -7,6 +8,7 @@ from ancre.model.topology import (
     FixedTopology,
     Topology,
     UniformTopology,
+    freeze_if_due,
     parse_edges,
 )
 from ancre.model.transformer import Transformer, build_model, check_buildable
@@ -15,6 +17,7 @@ __all__ = [
     "PRESETS",
     "AncreTopology",
     "FixedTopology",
+    "FrozenWiring",
     "ModelShape",
     "Topology",
     "Transformer",
@@ -22,6 +25,8 @@ __all__ = [
     "build_model",
     "build_topology",
     "check_buildable",
+    "freeze_if_due",
     "parse_edges",
+    "prune_matrix",
     "resolve_shape",
 ]

@@ -26,9 +26,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ancre.config import ConfigError
-from ancre.kernels import MixBackend
+from ancre.config import ConfigError, TopologyConfig
+from ancre.kernels import MixBackend, Mixer
 from ancre.kernels.reference import accumulation_dtype
+from ancre.model.freeze import FrozenWiring, prune_matrix
 from ancre.snapshot import TopologySnapshot
 
 Block = Callable[..., torch.Tensor]
@@ -43,12 +44,16 @@ class Topology(nn.Module):
         num_layers: L, the number of blocks the topology wires.
         parameterisation: Name written into snapshots.
         temperature: Softmax temperature, or None where there is no softmax.
+        wiring: The frozen matrix and its kept edges once frozen (ancre.model.freeze).
+        frozen_at: The step the matrix was frozen at, or None.
     """
 
     parameterisation = "cascaded"
     temperature: float | None = None
     mix_backend = "reference"
     """Name of the mix implementation (``ancre.kernels``), set when built from a config."""
+    wiring: FrozenWiring | None = None
+    frozen_at: int | None = None
 
     def __init__(self, num_layers: int, mix: MixBackend) -> None:
         super().__init__()
@@ -86,12 +91,16 @@ class Topology(nn.Module):
         if len(blocks) != self.num_layers:
             raise ValueError(f"topology wires {self.num_layers} blocks, got {len(blocks)}")
         weights = self.weights()  # (L, L+1) fp32, or None
-        mixer = None if weights is None else self.mix(weights)
+        mixer = None if weights is None else self.mixer(weights)
         states = [h0]
         for j, block in enumerate(blocks):
             y = block(states[-1], *block_args)  # (..., D)
             states.append(y if mixer is None else mixer(j, y, states))
         return states
+
+    def mixer(self, weights: torch.Tensor) -> Mixer:
+        """The mixer of one forward pass: the backend's, or the frozen wiring's."""
+        return self.mix(weights) if self.wiring is None else self.wiring.mixer()
 
     def snapshot(self, step: int, tokens: int) -> TopologySnapshot:
         """The connection matrix and logits in the snapshot format of ``ancre.snapshot``."""
@@ -104,6 +113,8 @@ class Topology(nn.Module):
             temperature=self.temperature,
             logits=None if rows is None else [r.detach().cpu().tolist() for r in rows],
             matrix=self.matrix().tolist(),
+            frozen_at=self.frozen_at,
+            edges=None if self.wiring is None else [list(row) for row in self.wiring.edges],
         )
 
     def extra_repr(self) -> str:
@@ -153,13 +164,40 @@ class AncreTopology(Topology):
         return torch.cat([logits.new_zeros(1), logits])
 
     def weights(self) -> torch.Tensor:
-        """The (L, L+1) softmax matrix (fp32 or wider), differentiable in the logits."""
+        """The (L, L+1) softmax matrix (fp32 or wider), differentiable in the logits.
+
+        Once frozen, the constant frozen matrix.
+        """
+        if self.wiring is not None:
+            return self.wiring.matrix
         with torch.autocast(device_type=self.logits.device.type, enabled=False):
             n = self.num_layers
             logits = self._all_logits()  # (L(L+1)/2,)
             scores = logits.new_full((n, n + 1), float("-inf"))
             scores = scores.index_put((self.rows, self.cols), logits)  # (L, L+1)
             return torch.softmax(scores / self.temperature, dim=-1)  # (L, L+1), zero above diag
+
+    def freeze(self, step: int, prune: str = "none", k: int = 1, mass: float = 1.0) -> FrozenWiring:
+        """Fixes the matrix at its current value, pruned (``ancre.model.freeze``).
+
+        The logits stop requiring gradients; the forward pass reads only the kept edges.
+        Call it after the model has moved to its device.
+
+        Args:
+            step: The step the matrix is frozen at (written into snapshots).
+            prune: ``none``, ``top_k`` or ``mass``.
+            k: Entries kept per row with ``top_k``.
+            mass: Fraction of each row kept with ``mass``.
+
+        Returns:
+            The frozen wiring.
+        """
+        with torch.no_grad():
+            matrix = prune_matrix(self.weights().detach(), prune, k, mass)  # (L, L+1)
+        self.wiring = FrozenWiring.of(matrix)
+        self.frozen_at = step
+        self.logits.requires_grad_(False)
+        return self.wiring
 
     def logit_rows(self) -> list[torch.Tensor]:
         """theta_0 .. theta_{L-1} as ragged rows."""
@@ -222,3 +260,23 @@ def parse_edges(text: str, num_layers: int) -> list[tuple[int, int, float]]:
             raise ConfigError("topology.edges", f"{item!r} goes past the last layer ({num_layers})")
         edges.append(edge)
     return edges
+
+
+def freeze_if_due(topology: Topology, config: TopologyConfig, step: int) -> FrozenWiring | None:
+    """Freezes (and prunes) an Ancre matrix once ``step`` reaches ``topology.freeze_at``.
+
+    The logits do not change after the freeze, so the matrix recomputed from them at any
+    later step (a resumed run, a converted checkpoint) is the one frozen at freeze_at.
+
+    Args:
+        topology: The model's topology (its logits whole, not ZeRO-3 partitions).
+        config: The ``topology`` section.
+        step: Optimiser steps taken.
+
+    Returns:
+        The wiring when it froze now, else None (not due, no freeze, already frozen).
+    """
+    due = config.freeze_at and step >= config.freeze_at
+    if not due or not isinstance(topology, AncreTopology) or topology.wiring is not None:
+        return None
+    return topology.freeze(config.freeze_at, config.prune, config.prune_k, config.prune_mass)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import logging
 import math
@@ -38,10 +39,11 @@ from deepspeed.utils import logger as deepspeed_logger  # noqa: E402
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint  # noqa: E402
 
 from ancre.checkpoint import CheckpointError  # noqa: E402
-from ancre.config import AncreConfig, check_world_size  # noqa: E402
-from ancre.model import Transformer  # noqa: E402
+from ancre.config import AncreConfig, TopologyConfig, check_world_size  # noqa: E402
+from ancre.model import FrozenWiring, Transformer, freeze_if_due  # noqa: E402
 from ancre.snapshot import TopologySnapshot  # noqa: E402
 from ancre.train.launcher import launcher_variables  # noqa: E402
+from ancre.train.optimizers import SkipsFlaggedSteps, build_optimizer  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -185,46 +187,29 @@ def deepspeed_config(
         ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
     if load_universal:
         ds["checkpoint"] = {"load_universal": True}
+    if train.optimizer == "adam_atan2":
+        ds["zero_allow_untested_optimizer"] = True  # elementwise: right on ZeRO partitions
+    if train.optimizer == "muon" and train.zero_stage == 3:
+        ds["zero_optimization"]["reduce_scatter"] = False  # ZeRO-3 Muon needs whole gradients
     return ds
 
 
-def parameter_groups(model: Transformer, config: AncreConfig) -> list[dict[str, Any]]:
-    """AdamW groups: weight matrices (decayed), norms (not), topology logits (own lr).
+def deepspeed_muon(groups: list[dict[str, Any]], zero_stage: int) -> torch.optim.Optimizer:
+    """DeepSpeed's Muon (with its AdamW for the groups not tagged ``use_muon``).
 
-    Args:
-        model: The model.
-        config: The run config (lr, weight decay, topology lr multiplier).
-
-    Returns:
-        The non-empty parameter groups; each remembers its peak lr as ``peak_lr``.
+    Without ZeRO it skips the steps the engine flags as non-finite; ZeRO 1-3 need the
+    stock class (they orthogonalise whole matrices before partitioning the update).
+    Imported here, when a run asks for Muon: the import loads torch._dynamo (seconds).
     """
-    topology = [p for p in model.topology.parameters() if p.requires_grad]
-    topology_ids = {id(p) for p in topology}
-    others = [p for p in model.parameters() if p.requires_grad and id(p) not in topology_ids]
-    lr = config.train.lr
-    groups = [
-        {"name": "weights", "params": [p for p in others if p.ndim >= 2],
-         "weight_decay": config.train.weight_decay, "peak_lr": lr},
-        {"name": "norms", "params": [p for p in others if p.ndim < 2],
-         "weight_decay": 0.0, "peak_lr": lr},
-        {"name": "topology", "params": topology,
-         "weight_decay": 0.0, "peak_lr": lr * config.topology.lr_multiplier},
-    ]  # fmt: skip
-    return [dict(group, lr=group["peak_lr"]) for group in groups if group["params"]]
+    from deepspeed.runtime.zero.muon.muon_optimizer import MuonWithAuxAdam
 
+    if zero_stage:
+        return MuonWithAuxAdam(groups)
 
-class FiniteAdamW(torch.optim.AdamW):
-    """AdamW that skips the step it is told has non-finite gradients, and says so.
+    class FiniteMuon(SkipsFlaggedSteps, MuonWithAuxAdam):
+        """DeepSpeed's Muon that skips flagged steps."""
 
-    DeepSpeed's ZeRO optimisers skip such steps themselves; without ZeRO, DeepSpeed
-    steps the client optimiser and reads its ``overflow`` flag to count the skip. The
-    engine sets ``overflow`` from the gradient norm it measures before each step.
-    """
-
-    overflow = False
-
-    def step(self, closure=None):  # noqa: D102
-        return None if self.overflow else super().step(closure)
+    return FiniteMuon(groups)
 
 
 class Engine:
@@ -248,19 +233,13 @@ class Engine:
         self.accumulation = check_world_size(config, context.world_size)
         self._zero_stage = config.train.zero_stage
         self._grad_norm: float | None = None
-        groups = parameter_groups(model, config)
+        muon = functools.partial(deepspeed_muon, zero_stage=config.train.zero_stage)
+        optimizer = self._client_optimizer = build_optimizer(model, config, muon)
+        # every group's hyperparameters from the config, in group order
         self._hyperparameters = [
-            {k: g[k] for k in ("name", "peak_lr", "weight_decay")} for g in groups
+            {k: v for k, v in g.items() if k not in ("params", "lr")}
+            for g in optimizer.param_groups
         ]
-        self._betas, self._eps = (config.train.beta1, config.train.beta2), config.train.eps
-        # ZeRO optimisers skip non-finite steps themselves and accept only stock optimisers.
-        adamw = torch.optim.AdamW if config.train.zero_stage else FiniteAdamW
-        optimizer = self._client_optimizer = adamw(
-            groups,
-            lr=config.train.lr,
-            betas=(config.train.beta1, config.train.beta2),
-            eps=config.train.eps,
-        )
         self._engine, self._optimizer, _, _ = deepspeed.initialize(
             model=model,
             optimizer=optimizer,
@@ -318,7 +297,7 @@ class Engine:
 
     @property
     def lr(self) -> float:
-        """Learning rate of the weight matrices."""
+        """Learning rate of the first group: the weight matrices (under muon, Muon's)."""
         return float(self._optimizer.param_groups[0]["lr"])
 
     @torch.no_grad()
@@ -348,6 +327,25 @@ class Engine:
                 yield
         else:
             yield
+
+    def freeze_topology(self, config: TopologyConfig, step: int) -> FrozenWiring | None:
+        """Freezes the learned matrix once ``step`` reaches ``topology.freeze_at`` (collective).
+
+        The topology group's learning rate becomes zero, so the optimiser moves the
+        logits no more (no momentum, no weight decay); they get no gradient either.
+
+        Returns:
+            The frozen wiring when it froze now, else None.
+        """
+        with self._whole_topology():
+            wiring = freeze_if_due(self.model.topology, config, step)
+        if wiring is not None:
+            groups = zip(self._optimizer.param_groups, self._hyperparameters, strict=True)
+            for group, wanted in groups:
+                if wanted["name"] == "topology":
+                    group.update(peak_lr=0.0, lr=0.0)
+                    wanted["peak_lr"] = 0.0
+        return wiring
 
     def topology_snapshot(
         self, step: int, tokens: int, probe: torch.Tensor | None = None
@@ -414,7 +412,7 @@ class Engine:
         the first group's, name included): the config wins.
         """
         for group, wanted in zip(self._optimizer.param_groups, self._hyperparameters, strict=True):
-            group.update(wanted, betas=self._betas, eps=self._eps)
+            group.update(wanted)
 
     def load_universal(self, folder: Path) -> None:
         """Reads a universal checkpoint folder into ZeRO 1-3, on any number of processes.

@@ -254,6 +254,7 @@ def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float] 
     engine = Engine(model, config, context)
     try:
         engine.load(folder / "engine", weights_only=True)
+        engine.freeze_topology(config.topology, manifest["step"])
         val = validation_set(config.data, tokenizer, config.eval.tokens)
         result = evaluate(engine, *val, config.eval.micro_batch_size)
     finally:

@@ -128,6 +128,7 @@ class Trainer:
         self._checkpointed_step = self.state.step if self.state.step else -1
         self._grad_norm: float | torch.Tensor | None = None
         self._began = (time.perf_counter(), self.state.step)  # (time, step) training began here
+        self._freeze_if_due()  # a run resumed after topology.freeze_at
 
     def _due(self, every: int) -> bool:
         """Whether something done every ``every`` steps (0: never) falls on this step."""
@@ -150,6 +151,7 @@ class Trainer:
         timed_steps, since = 0, time.perf_counter()
         while state.step < steps:
             self._train_step()
+            self._freeze_if_due()
             timed_steps += 1
             if self._due(self.config.train.log_every) or state.step == steps:
                 self._log_train(timed_steps, time.perf_counter() - since)
@@ -173,6 +175,17 @@ class Trainer:
             self.snapshot()
         if not self._due(checkpoint.every):
             self.save_checkpoint()
+
+    def _freeze_if_due(self) -> None:
+        """Freezes the learned matrix at ``topology.freeze_at`` (and after it, on resume)."""
+        wiring = self.engine.freeze_topology(self.config.topology, self.state.step)
+        if wiring is not None:
+            topology = self.config.topology
+            logger.info(
+                "topology frozen at step %d (topology.prune=%s): %d of %d connections kept",
+                topology.freeze_at, topology.prune, wiring.num_edges,
+                len(wiring.edges) * (len(wiring.edges) + 1) // 2,
+            )  # fmt: skip
 
     def _stop_agreed(self) -> bool:
         """Whether any process received a stop signal (collective: every process asks)."""

@@ -37,7 +37,8 @@ from ancre.atomic import write_json_atomic
 from ancre.checkpoint import CheckpointError, universal_path
 from ancre.config import AncreConfig
 from ancre.model import Transformer
-from ancre.train.engine import engine_to_universal, parameter_groups
+from ancre.train.engine import engine_to_universal
+from ancre.train.optimizers import parameter_groups
 
 FORMAT = "ancre-universal"
 VERSION = 1

@@ -115,10 +115,14 @@ def note_all_zero(ax: Axes) -> None:
 
 
 def describe_snapshot(snapshot: TopologySnapshot) -> str:
-    """'softmax, tau=0.01' and the like: how the matrix is made."""
-    if snapshot.temperature is None:
-        return snapshot.parameterisation
-    return f"{snapshot.parameterisation}, τ={snapshot.temperature:g}"
+    """'softmax, tau=0.01' and the like: how the matrix is made (and when it froze)."""
+    text = snapshot.parameterisation
+    if snapshot.temperature is not None:
+        text += f", τ={snapshot.temperature:g}"
+    if snapshot.frozen_at is not None and snapshot.edges is not None:
+        kept = sum(len(row) for row in snapshot.edges)
+        text += f", frozen at step {snapshot.frozen_at}, {kept} edges kept"
+    return text
 
 
 def matrix_figure(

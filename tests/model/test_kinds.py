@@ -7,7 +7,7 @@ from ancre.config import ConfigError, TopologyConfig, load_config
 from ancre.model.effective import method_matrix
 from ancre.model.kinds import build_topology
 from ancre.snapshot import read_snapshot, write_snapshot
-from ancre.train.engine import parameter_groups
+from ancre.train.optimizers import parameter_groups
 from tests.model.zoo_models import VOCAB, ZOO, perturb, tiny_model
 
 

@@ -28,16 +28,21 @@ def test_one_row_per_wiring_with_its_costs(tmp_path, subprocess_env):
         dynamic = ["topology.kind=hyper", "topology.dynamic=true"]
         write_run(tmp_path, f"hyper-d1-s{seed}", dynamic, [6, 4, 3 + seed], 500.0)
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "compare_seeds.py"), str(tmp_path)],
+        [sys.executable, str(REPO / "tools" / "compare_seeds.py"), str(tmp_path),
+         "--baseline", "cascaded-d0"],
         capture_output=True, text=True, env=subprocess_env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:3]}
-    assert set(rows) == {"cascaded", "hyper-dynamic"}
-    assert rows["hyper-dynamic"][1:5] == ["2", "3.5000", "0.7071", "33.12"]
+    assert set(rows) == {"cascaded-d0", "hyper-d1"}
+    hyper = rows["hyper-d1"]
+    assert hyper[1:5] == ["2", "3.5000", "0.7071", "33.12"]
+    # per seed: 3 - 4 and 4 - 4, so -0.5 +- 0.7071: within one spread of zero (*)
+    assert hyper[5:7] == ["-0.5000*", "0.7071"]
+    assert "within one sd of zero: hyper-d1" in result.stdout
     # cascaded ends at 4 at step 20; hyper passes 4 at step 10 in both seeds: half the steps
-    assert rows["hyper-dynamic"][5] == "0.500"
-    assert rows["hyper-dynamic"][6] == f"{6 * (128 * 7 + 2) + 6 * 4 * 6:,d}"
-    assert rows["hyper-dynamic"][7] == "2.000x"  # half the tokens per second
-    assert float(rows["hyper-dynamic"][8].rstrip("x")) > 1.0  # the streams are kept
-    assert rows["cascaded"][5:9] == ["1.000", "0", "1.000x", "1.000x"]
+    assert hyper[7] == "0.500"
+    assert hyper[8] == f"{6 * (128 * 7 + 2) + 6 * 4 * 6:,d}"
+    assert hyper[9] == "2.000x"  # half the tokens per second
+    assert float(hyper[10].rstrip("x")) > 1.0  # the streams are kept
+    assert rows["cascaded-d0"][5:9] == ["1.000", "0", "1.000x", "1.000x"]  # no paired diff

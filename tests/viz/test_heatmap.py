@@ -1,5 +1,7 @@
 """The heatmap's cells are coloured by their values, read back from the saved PNG."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from matplotlib.image import imread
@@ -75,3 +77,12 @@ def test_cascaded_matrix_says_so(tmp_path):
     figure = matrix_figure(make_snapshot(zero, kind="cascaded"))
     render(figure, tmp_path / "c.png")
     assert any("all-zero matrix (cascaded)" in t.get_text() for t in figure.axes[0].texts)
+
+
+def test_frozen_matrix_title_says_when_it_froze(tmp_path):
+    pruned = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.6, 0.0, 0.4, 0.0]]
+    snapshot = replace(make_snapshot(pruned), frozen_at=40, edges=[[0], [1], [0, 2]])
+    snapshot.check()
+    figure = matrix_figure(snapshot)
+    render(figure, tmp_path / "f.png")
+    assert "frozen at step 40, 4 edges kept" in figure.axes[0].get_title()

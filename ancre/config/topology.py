@@ -1,0 +1,124 @@
+"""The topology section of the run configuration: which wiring, and how it is learned.
+
+This module imports nothing else from ``ancre`` but the config package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ancre.config.checks import ConfigError, choice, non_negative, positive
+
+TOPOLOGY_KINDS = (
+    "cascaded", "ancre", "uniform", "fixed", "denseformer", "hyper", "mhc", "attnres",
+)  # fmt: skip
+MIX_BACKENDS = ("auto", "reference", "triton")
+PRUNE_MODES = ("none", "top_k", "mass")
+TOPOLOGY_OPTIONS = {
+    "dilation": ("denseformer",), "period": ("denseformer",), "streams": ("hyper", "mhc"),
+    "dynamic": ("hyper", "mhc"), "sinkhorn_iters": ("mhc",), "attnres_blocks": ("attnres",),
+}  # fmt: skip
+"""The topology keys that only some kinds read, and those kinds."""
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    """The residual wiring: the L x (L+1) connection matrix."""
+
+    kind: str = "ancre"
+    """cascaded (plain Llama), ancre (learned softmax rows), uniform (frozen 1/(j+1)),
+    fixed (the frozen edges of topology.edges), or one of the learned residual wirings of
+    other papers (docs/topologies.md): denseformer (depth-weighted averages), hyper
+    (Hyper-Connections), mhc (manifold-constrained Hyper-Connections) or attnres
+    (Attention Residuals)."""
+    edges: str = ""
+    """For kind fixed: comma-separated edges i:j (or i:j@weight, default weight 1), each
+    adding the output of layer i (0 = the input) to the output of layer j, e.g. "0:2,2:3"."""
+    temperature: float = 1e-2
+    """Softmax temperature tau of the ancre rows: P[j] = softmax(theta_j / tau)."""
+    lr_multiplier: float = 1.0
+    """Learning rate of the topology logits as a multiple of train.lr."""
+    backend: str = "auto"
+    """Implementation of the weighted sum: reference (plain PyTorch), triton (fused
+    kernels; CUDA) or auto (triton on CUDA when it imports, else reference)."""
+    dilation: int = 1
+    """For kind denseformer: each average reads the outputs whose depth differs from its
+    own by a multiple of this (the paper's k; 1 reads every earlier output)."""
+    period: int = 1
+    """For kind denseformer: a depth-weighted average after every this-many blocks only
+    (the paper's p; 1 after every block)."""
+    streams: int = 4
+    """For kinds hyper and mhc: n, the number of parallel residual streams."""
+    dynamic: bool = False
+    """For kinds hyper and mhc: add the input-dependent (dynamic) part of the connection
+    weights to the static one."""
+    sinkhorn_iters: int = 20
+    """For kind mhc: Sinkhorn-Knopp iterations projecting the stream-mixing matrix onto
+    the doubly stochastic matrices."""
+    attnres_blocks: int = 0
+    """For kind attnres: 0 attends over every earlier block output (Full AttnRes); N > 0
+    groups the blocks into N groups of equal size whose outputs are summed and attended
+    over as one (Block AttnRes); N must divide the number of blocks."""
+    freeze_at: int = 0
+    """For kind ancre: after this many optimiser steps the learned matrix is frozen
+    (pruned by topology.prune); the logits then get no gradient and no update, and the
+    mix reads only the kept states (ancre/model/freeze.py). 0 never freezes."""
+    prune: str = "none"
+    """At the freeze, what each row keeps (renormalised to sum to one): none (every
+    entry), top_k (its topology.prune_k largest) or mass (its fewest largest entries
+    that reach topology.prune_mass of the row)."""
+    prune_k: int = 2
+    """With prune top_k: entries kept per row (rows with fewer keep all of theirs)."""
+    prune_mass: float = 0.9
+    """With prune mass: the fraction of each row's weight the kept entries reach, in
+    (0, 1]."""
+
+    def check(self) -> None:
+        """Raises ConfigError naming the first field of this section that is not allowed."""
+        choice("topology.kind", self.kind, TOPOLOGY_KINDS)
+        choice("topology.backend", self.backend, MIX_BACKENDS)
+        positive("topology.temperature", self.temperature)
+        if self.kind == "fixed" and not self.edges.strip():
+            raise ConfigError("topology.edges", 'kind fixed needs edges, e.g. "0:2,2:3"')
+        non_negative("topology.lr_multiplier", self.lr_multiplier)
+        self._check_kind_options()
+        self._check_freeze()
+
+    def _check_freeze(self) -> None:
+        """freeze_at and prune: only for a learned matrix (the run's length: the root)."""
+        choice("topology.prune", self.prune, PRUNE_MODES)
+        positive("topology.prune_k", self.prune_k)
+        if not 0.0 < self.prune_mass <= 1.0:
+            raise ConfigError("topology.prune_mass", f"is {self.prune_mass}; allowed: (0, 1]")
+        non_negative("topology.freeze_at", self.freeze_at)
+        if self.freeze_at and self.kind != "ancre":
+            raise ConfigError(
+                "topology.freeze_at",
+                f"is {self.freeze_at} with topology.kind={self.kind}, whose matrix is "
+                "never learned; freezing applies to kind ancre (or set freeze_at=0)",
+            )
+        if self.prune != "none" and not self.freeze_at:
+            raise ConfigError(
+                "topology.prune", f"is {self.prune}: pruning happens at the freeze; set "
+                "topology.freeze_at to a step",
+            )  # fmt: skip
+
+    def _check_kind_options(self) -> None:
+        """Options of the learned-wiring kinds: in range, and set only for a kind reading them."""
+        for key in ("dilation", "period", "streams", "sinkhorn_iters"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(
+                    f"topology.{key}", f"is {value!r}; it must be a whole number >= 1"
+                )
+        blocks = self.attnres_blocks
+        if not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 0:
+            raise ConfigError("topology.attnres_blocks", f"is {blocks!r}; it must be 0 or more")
+        defaults = TopologyConfig()
+        for key, kinds in TOPOLOGY_OPTIONS.items():
+            if self.kind not in kinds and getattr(self, key) != getattr(defaults, key):
+                raise ConfigError(
+                    f"topology.{key}",
+                    f"is read only by kind {' or '.join(kinds)}, and topology.kind is "
+                    f"{self.kind}: remove the key or change the kind",
+                )

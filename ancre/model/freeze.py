@@ -1,0 +1,121 @@
+"""Learn, then freeze: the learned connection matrix fixed at a step, optionally pruned.
+
+At ``topology.freeze_at`` the softmax matrix P = softmax(theta / tau) of an Ancre
+topology is fixed. ``topology.prune`` then keeps, in each row, only its largest entries:
+
+- ``none``: every entry (all j+1 of row j, unless one underflowed to zero);
+- ``top_k``: the ``topology.prune_k`` largest;
+- ``mass``: the fewest largest whose sum reaches ``topology.prune_mass`` of the row's.
+
+The kept entries are renormalised to sum to one. From then on block j reads only the
+states of its kept edges, with the frozen weights as constants: the mix costs O(kept
+edges) instead of O(L^2) and computes no gradient for the matrix. Ties go to the
+earlier state (a stable sort), so the result depends on the logits alone and a resumed
+run recomputes exactly the matrix an uninterrupted run froze.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ancre.config import PRUNE_MODES
+from ancre.kernels import Mixer
+from ancre.kernels.reference import lean_mix
+
+
+def prune_matrix(matrix: torch.Tensor, mode: str, k: int = 1, mass: float = 1.0) -> torch.Tensor:
+    """Keeps the largest entries of each row of P, renormalised to sum to one.
+
+    Args:
+        matrix: The (L, L+1) connection matrix, zero above the diagonal.
+        mode: ``none``, ``top_k`` or ``mass``.
+        k: With ``top_k``: entries kept per row (a row with fewer keeps them all).
+        mass: With ``mass``: the fraction of each row's sum the kept entries reach.
+
+    Returns:
+        The pruned (L, L+1) matrix (fp32 or wider); a row of zeros stays zero.
+
+    Raises:
+        ValueError: An unknown mode, k < 1 or mass outside (0, 1].
+    """
+    if mode not in PRUNE_MODES:
+        raise ValueError(f"prune mode {mode!r}; allowed: {', '.join(PRUNE_MODES)}")
+    if k < 1 or not 0.0 < mass <= 1.0:
+        raise ValueError(f"prune needs k >= 1 and 0 < mass <= 1, got k={k}, mass={mass}")
+    wide = torch.promote_types(matrix.dtype, torch.float32)
+    out = torch.zeros_like(matrix, dtype=wide)  # (L, L+1)
+    for j, row in enumerate(matrix.to(wide)):
+        values = row[: j + 1]  # (j+1,)
+        order = torch.argsort(values, descending=True, stable=True)  # (j+1,)
+        ranked = values[order]
+        if mode == "none":
+            count = j + 1
+        elif mode == "top_k":
+            count = min(k, j + 1)
+        else:
+            reached = ranked.cumsum(0) >= mass * ranked.sum() * (1 - 1e-6)  # (j+1,)
+            count = int(reached.int().argmax()) + 1 if bool(reached.any()) else j + 1
+        keep = order[:count][ranked[:count] > 0]
+        total = values[keep].sum()
+        if keep.numel() and total > 0:
+            out[j, keep] = values[keep] / total
+    return out
+
+
+@dataclass(frozen=True)
+class FrozenWiring:
+    """A fixed, possibly pruned connection matrix and the edges it keeps.
+
+    Attributes:
+        matrix: The (L, L+1) matrix (rows sum to one over the kept edges).
+        edges: For each block j, the states i (0 = the embeddings) it reads, ascending.
+        values: The kept weights row after row, (number of edges,), for the mix.
+        offsets: Row j's weights are ``values[offsets[j]:offsets[j + 1]]``.
+    """
+
+    matrix: torch.Tensor
+    edges: tuple[tuple[int, ...], ...]
+    values: torch.Tensor
+    offsets: tuple[int, ...]
+
+    @classmethod
+    def of(cls, matrix: torch.Tensor) -> FrozenWiring:
+        """The wiring of a (pruned) matrix: its non-zero entries are the kept edges."""
+        matrix = matrix.detach()
+        edges = tuple(
+            tuple(int(i) for i in torch.nonzero(row[: j + 1]).flatten())
+            for j, row in enumerate(matrix)
+        )
+        offsets = [0]
+        for row in edges:
+            offsets.append(offsets[-1] + len(row))
+        values = torch.cat(
+            [matrix[j, list(row)] for j, row in enumerate(edges)] or [matrix.new_zeros(0)]
+        )  # (edges,)
+        return cls(matrix, edges, values, tuple(offsets))
+
+    @property
+    def num_edges(self) -> int:
+        """How many entries of the matrix are kept."""
+        return self.offsets[-1]
+
+    def to(self, device: torch.device) -> FrozenWiring:
+        """The same wiring with its tensors on ``device``."""
+        return FrozenWiring(
+            self.matrix.to(device), self.edges, self.values.to(device), self.offsets
+        )
+
+    def mixer(self) -> Mixer:
+        """h_{j+1} = y_j + sum over the kept edges i of P[j, i] h_i (constant weights)."""
+
+        def mix(j: int, y: torch.Tensor, states: Sequence[torch.Tensor]) -> torch.Tensor:
+            kept = self.edges[j]
+            if not kept:
+                return y
+            weights = self.values[self.offsets[j] : self.offsets[j + 1]]  # (edges of row j,)
+            return lean_mix(y, [states[i] for i in kept], weights)  # (..., D)
+
+        return mix
