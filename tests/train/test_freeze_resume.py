@@ -32,7 +32,8 @@ def snapshots(run_dir: Path) -> dict[int, dict]:
 def frozen_run(request, tmp_path_factory, subprocess_env, sample_tokenizer):
     """An uninterrupted 12-step run frozen at step 6, checkpoints every 2 steps."""
     out = tmp_path_factory.mktemp("frozen")
-    args = train_args(out, "ref", sample_tokenizer.path, *FREEZE, f"train.zero_stage={request.param}")
+    zero = f"train.zero_stage={request.param}"
+    args = train_args(out, "ref", sample_tokenizer.path, *FREEZE, zero)
     result = run_ancre("train", *args, env=subprocess_env)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "topology frozen at step 6 (topology.prune=top_k): 11 of 21" in result.stderr
