@@ -105,7 +105,7 @@ def test_only_the_engine_imports_deepspeed():
         for p in PACKAGE.rglob("*.py")
         if any(n.startswith(DISTRIBUTED) for n in imports_of(p))
     }
-    assert importers == {"ancre.train.engine"}
+    assert importers and all(name.startswith("ancre.train.engine.") for name in importers)
 
 
 def test_modules_import_only_what_the_layering_allows():

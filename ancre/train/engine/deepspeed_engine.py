@@ -1,49 +1,27 @@
-"""Everything distributed: process-group setup and the DeepSpeed engine.
-
-This is the only module of ancre that imports deepspeed or torch.distributed.
-
-Precision: ``train.precision: bf16`` runs DeepSpeed's ``torch_autocast`` mode. The
-parameters stay fp32 (they are the master weights the optimiser updates), matrix
-work runs in bf16 under autocast, and the topology logits and their softmax stay
-fp32 as docs/method.md requires. DeepSpeed's ``bf16`` section is not used because it casts
-every parameter, the topology logits included, to bf16.
-"""
+"""The model and its optimiser inside a DeepSpeed engine: one optimiser step, save, load."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
-import io
 import logging
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import deepspeed
 import torch
-from torch.utils.cpp_extension import get_default_build_root
+import torch.distributed as dist
+from deepspeed.runtime.zero.utils import ZeRORuntimeException
 
-if not torch.cuda.is_available():
-    # DeepSpeed picks its accelerator when imported; without a GPU it must be the CPU.
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-
-import deepspeed  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal  # noqa: E402
-from deepspeed.runtime.zero.utils import ZeRORuntimeException  # noqa: E402
-from deepspeed.utils import logger as deepspeed_logger  # noqa: E402
-from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint  # noqa: E402
-
-from ancre.checkpoint import CheckpointError  # noqa: E402
-from ancre.config import AncreConfig, TopologyConfig, check_world_size  # noqa: E402
-from ancre.model import FrozenWiring, Transformer, freeze_if_due  # noqa: E402
-from ancre.snapshot import TopologySnapshot  # noqa: E402
-from ancre.train.launcher import launcher_variables  # noqa: E402
-from ancre.train.optimizers import SkipsFlaggedSteps, build_optimizer  # noqa: E402
+from ancre.checkpoint import CheckpointError
+from ancre.config import AncreConfig, TopologyConfig, check_world_size
+from ancre.model import FrozenWiring, Transformer, freeze_if_due
+from ancre.snapshot import TopologySnapshot
+from ancre.train.engine.group import DistributedContext, any_process
+from ancre.train.optimizers import SkipsFlaggedSteps, build_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -70,97 +48,6 @@ class StepResult:
 
 
 @dataclass(frozen=True)
-class DistributedContext:
-    """Where this process stands among the training processes.
-
-    Attributes:
-        rank: Global rank.
-        local_rank: Rank on this machine.
-        world_size: Number of processes.
-        device: The device this process computes on.
-    """
-
-    rank: int
-    local_rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        """True on the process that writes shared files (rank 0)."""
-        return self.rank == 0
-
-
-def describe_device(context: DistributedContext) -> str:
-    """A line for the log: the device, and on a CPU how to use a GPU instead."""
-    if context.device.type == "cuda":
-        return f"device: {context.device} ({torch.cuda.get_device_name(context.device)})"
-    return (
-        "device: CPU (no CUDA GPU found: on a machine with one, a torch build with CUDA and "
-        "the same command use it; pip install 'ancre[gpu]' adds the fused kernels)"
-    )
-
-
-def init_distributed(timeout_s: int = 300) -> DistributedContext:
-    """Joins the process group that a launcher (DeepSpeed, torchrun, srun) describes.
-
-    The variables come from the launcher, from SLURM, or make a world of one
-    (:func:`ancre.train.launcher.launcher_variables`); they are set in os.environ,
-    where DeepSpeed reads them.
-
-    Args:
-        timeout_s: Seconds a collective waits for the other processes before it fails
-            (``train.dist_timeout_s``), so a lost peer ends the run instead of hanging it.
-
-    Returns:
-        This process's place in the world.
-    """
-    os.environ.update(launcher_variables(os.environ))
-    deepspeed_logger.setLevel(logging.WARNING)
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "gloo" and not _shm_op_is_built():
-        logger.info(
-            "building DeepSpeed's CPU communication op (once per machine; about a minute on "
-            "two cores; cached in %s)", get_default_build_root(),
-        )  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):  # DeepSpeed prints "built successfully"
-        deepspeed.init_distributed(
-            dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(seconds=timeout_s)
-        )
-    local_rank = int(os.environ["LOCAL_RANK"])
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    return DistributedContext(dist.get_rank(), local_rank, dist.get_world_size(), device)
-
-
-def _shm_op_is_built() -> bool:
-    """Whether DeepSpeed's CPU shared-memory op is in the torch extensions cache."""
-    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
-    return any(root.glob("*/deepspeed_shm_comm/*.so")) or any(root.glob("deepspeed_shm_comm/*.so"))
-
-
-def barrier() -> None:
-    """Waits until every process of the group gets here."""
-    dist.barrier()
-
-
-def any_process(flag: bool, device: torch.device) -> bool:
-    """True on every process when ``flag`` is true on at least one (collective)."""
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item() > 0)
-
-
-def broadcast_from_main(value: Any) -> Any:
-    """Every process gets the main process's ``value`` (any picklable object)."""
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def deepspeed_config(
     config: AncreConfig, accumulation_steps: int, load_universal: bool = False
 ) -> dict[str, Any]:
@@ -467,47 +354,3 @@ class Engine:
         self._engine.destroy()
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def engine_to_universal(engine_folder: Path, out: Path) -> None:
-    """Writes DeepSpeed's universal checkpoint of a ZeRO 1-3 engine folder into ``out``.
-
-    Needs no process group. DeepSpeed's converter gathers every parameter's fp32 weights
-    and Adam moments from all partitions into one folder per parameter
-    (``out/zero/<name>/fp32.pt, exp_avg.pt, exp_avg_sq.pt``). It also writes a
-    ``latest_universal`` file beside ``out``, naming it.
-    """
-    args = argparse.Namespace(
-        input_folder=str(engine_folder), output_folder=str(out), num_extract_workers=1,
-        num_merge_workers=1, keep_temp_folder=False, strict=True,
-        # the version tag DeepSpeed asks of clients that save for conversion; ancre's
-        # checkpoints are plain data parallel, for which the tag is all there is
-        inject_missing_state=True,
-    )  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        ds_to_universal(args)
-
-
-def consolidated_weights(engine_folder: Path, zero_stage: int) -> dict[str, torch.Tensor]:
-    """The full fp32 weights of a checkpoint's engine/ folder, from any ZeRO stage.
-
-    Needs no process group. Without ZeRO the weights are read from the model file
-    (tensors only, nothing else unpickled); with ZeRO 1-3 they are gathered from the
-    fp32 master partitions of every process by DeepSpeed's own reader.
-
-    Args:
-        engine_folder: ``<checkpoint>/engine``.
-        zero_stage: The ZeRO stage the checkpoint was written with.
-
-    Returns:
-        Parameter name -> fp32 tensor, as in the model's state_dict.
-    """
-    if zero_stage == 0:
-        states = torch.load(
-            engine_folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True
-        )
-        return {k: v.float() for k, v in states["module"].items()}
-    state = get_fp32_state_dict_from_zero_checkpoint(
-        str(engine_folder.parent), tag=engine_folder.name
-    )
-    return dict(state)
