@@ -168,3 +168,11 @@ def test_only_the_run_folder_spells_run_folder_paths():
         if name in p.read_text()
     ]
     assert offenders == []
+
+
+def test_every_module_imports():
+    # a module that cannot even be imported fails here, not in the first run that needs it
+    names = sorted(module_name(p) for p in PACKAGE.rglob("*.py"))
+    code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)"
+    out = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]

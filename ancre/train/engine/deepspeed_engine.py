@@ -47,7 +47,6 @@ class StepResult:
     grad_norm: float | torch.Tensor | None
 
 
-@dataclass(frozen=True)
 def deepspeed_config(
     config: AncreConfig, accumulation_steps: int, load_universal: bool = False
 ) -> dict[str, Any]:

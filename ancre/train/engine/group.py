@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import os
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ancre.train.launcher import launcher_variables
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
 class DistributedContext:
     """Where this process stands among the training processes.
 
