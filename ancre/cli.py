@@ -47,6 +47,11 @@ def _without_local_rank(argv: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ancre`` console script.
 
+    ``ancre train`` turns stop signals into requests from its first line on. As the
+    program of its process (``argv`` None) it keeps them so until the process exits, so
+    a signal that arrives while a finished run shuts down is not a kill; called with
+    ``argv`` from other code, it gives that code its handlers back when it returns.
+
     Args:
         argv: Arguments (without the program name); None reads sys.argv.
 
@@ -68,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         module.add_arguments(command, parser)
         return module.run(command, parser.parse_args(args[1:]))
     finally:
-        release_stop_signals()  # the handlers that were there before, for a caller in-process
+        if argv is not None:
+            release_stop_signals()
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from ancre.train.engine import (
 from ancre.train.flops import flops_per_token
 from ancre.train.launcher import launcher_rank
 from ancre.train.metrics import JsonlSink, MetricsLogger, MetricsSink, WandbSink
-from ancre.train.preemption import StopRequested, StopSignals, release_stop_signals, stop_signals
+from ancre.train.preemption import StopRequested, StopSignals, stop_signals
 from ancre.train.prepare import (
     check_inputs,
     claim_folder,
@@ -111,7 +111,6 @@ def train(config: AncreConfig) -> Path:
     stop = stop_signals()
     stop.on_abort = lock.release if lock else None
     if any_process(stop.requested, context.device):  # before anything is written
-        release_stop_signals()
         raise StopRequested(stop.signal_name, None, None, stop.received_at)
 
     created: list[Path] = []
@@ -130,7 +129,7 @@ def train(config: AncreConfig) -> Path:
             raise
         raise DiskFullError(_disk_full(error, folder)) from error
     finally:
-        release_stop_signals()
+        stop.on_abort = None  # the handlers stay to the end of the process (ancre.cli)
         if lock is not None:
             lock.release()
             remove_empty_folders(created)  # a run that failed before writing anything

@@ -122,6 +122,7 @@ class Trainer:
         self.tokenizer = tokenizer
         self.metrics = metrics
         self.state = state or TrainerState(0, 0, engine.context.world_size)
+        self.state.world_size = engine.context.world_size  # a resume may change it
         self.tokens_per_step = config.train.global_batch_size * config.data.seq_len
         self.flops_per_token = flops_per_token(engine.model, config.data.seq_len)
         self.peak_flops = device_peak_flops(config.train.peak_flops)
