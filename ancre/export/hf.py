@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from ancre.export.card import write_card
 from ancre.model.topology import FixedTopology
+from ancre.train.convert import check_output_folder
 from ancre.train.trained import TrainedModel, load_trained
 
 REMOTE = Path(__file__).parent / "remote"
@@ -54,7 +55,7 @@ def export_hf(source: Path, out_dir: Path, dtype: str = "fp32") -> Path:
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
-    check_output(source, out_dir)
+    check_output_folder(source, out_dir, WRITTEN, "export")
     trained = load_trained(source)
     weights = {
         name: (t if name.startswith("topology.") else t.to(DTYPES[dtype])).contiguous()
@@ -138,33 +139,6 @@ def tokenizer_config(trained: TrainedModel, tokens: dict[str, tuple[str, int]]) 
         "clean_up_tokenization_spaces": False,
         "model_max_length": trained.model.shape.max_seq_len,
     }
-
-
-def check_output(source: Path, out_dir: Path) -> None:
-    """Refuses an output folder inside the source, or one holding other files.
-
-    Raises:
-        FileExistsError: Writing there could change or mix with files the export did not
-            write; the message says what to do.
-    """
-    src, target = source.resolve(), out_dir.resolve()
-    if target == src or src in target.parents:
-        raise FileExistsError(
-            f"{out_dir} is inside {source}: writing there would change it; choose a folder "
-            "outside it"
-        )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} is a file; give a folder to write the export to")
-    foreign = (
-        sorted(p.name for p in out_dir.iterdir() if p.name not in WRITTEN)
-        if out_dir.is_dir()
-        else []
-    )
-    if foreign:
-        raise FileExistsError(
-            f"{out_dir} holds files an export does not write ({', '.join(foreign[:5])}); give "
-            "an empty or new folder (or an earlier export's, which is replaced)"
-        )
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:

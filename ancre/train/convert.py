@@ -42,7 +42,7 @@ def convert_checkpoint(folder: Path, out_dir: Path, dtype: str = "fp32") -> Path
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
-    _check_output(folder, out_dir)
+    check_output_folder(folder, out_dir, WRITTEN)
     manifest = verify_checkpoint(folder)
     weights = consolidated_weights(folder / "engine", manifest["zero_stage"])
     weights = {
@@ -57,23 +57,37 @@ def convert_checkpoint(folder: Path, out_dir: Path, dtype: str = "fp32") -> Path
     return out_dir / WEIGHTS
 
 
-def _check_output(folder: Path, out_dir: Path) -> None:
-    """Refuses an output folder inside the checkpoint, or one holding other files."""
-    source, target = folder.resolve(), out_dir.resolve()
-    if target == source or source in target.parents:
+def check_output_folder(
+    source: Path, out_dir: Path, written: tuple[str, ...], what: str = "conversion"
+) -> None:
+    """Refuses an output folder inside ``source``, or one holding files ``what`` does not write.
+
+    Args:
+        source: The checkpoint or folder read.
+        out_dir: The folder to write.
+        written: The names a ``what`` writes (an earlier one's folder is replaced).
+        what: ``conversion`` or ``export``, for the message.
+
+    Raises:
+        FileExistsError: Writing there could change ``source`` (a checkpoint's manifest
+            would no longer verify) or mix with files it did not write.
+    """
+    src, target = source.resolve(), out_dir.resolve()
+    if target == src or src in target.parents:
         raise FileExistsError(
-            f"{out_dir} is inside the checkpoint {folder}: writing there would change the "
-            "checkpoint (its manifest would no longer verify); choose a folder outside it"
+            f"{out_dir} is inside {source}: writing there would change it (a checkpoint's "
+            "manifest would no longer verify); choose a folder outside it"
         )
     if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} is a file; give a folder to write the conversion to")
+        raise FileExistsError(f"{out_dir} is a file; give a folder to write the {what} to")
     foreign = (
-        sorted(p.name for p in out_dir.iterdir() if p.name not in WRITTEN)
+        sorted(p.name for p in out_dir.iterdir() if p.name not in written)
         if out_dir.is_dir()
         else []
     )
     if foreign:
         raise FileExistsError(
-            f"{out_dir} holds files a conversion does not write ({', '.join(foreign[:5])}); "
-            "give an empty or new folder (or an earlier conversion's, which is replaced)"
+            f"{out_dir} holds files a{'n' if what[0] in 'aeiou' else ''} {what} does not write "
+            f"({', '.join(foreign[:5])}); give an empty or new folder (or an earlier "
+            f"{what}'s, which is replaced)"
         )
