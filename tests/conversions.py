@@ -8,11 +8,13 @@ import torch
 from safetensors.torch import save_file
 
 from ancre.config import AncreConfig, load_config, save_config
-from ancre.model import Transformer, build_model
+from ancre.model import Transformer, build_model, freeze_if_due
 from ancre.pretrained import PRETRAINED_FORMAT, WEIGHTS
 from tests.conftest import REPO
 
-KINDS = ("cascaded", "ancre", "uniform", "fixed")
+KINDS = ("cascaded", "ancre", "uniform", "fixed", "ancre-frozen")
+"""The kinds the export covers; ancre-frozen is Ancre frozen at step 5 to its top-2 edges."""
+FROZEN = ("topology.freeze_at=5", "topology.prune=top_k", "topology.prune_k=2")
 
 
 def tiny_config(kind: str, *overrides: str) -> AncreConfig:
@@ -27,13 +29,18 @@ def tiny_config(kind: str, *overrides: str) -> AncreConfig:
 
 
 def tiny_model(kind: str, vocab_size: int, seed: int = 0) -> tuple[Transformer, AncreConfig]:
-    """A randomly initialised model; an Ancre topology gets random (non-uniform) logits."""
-    config = tiny_config(kind)
+    """A randomly initialised model; an Ancre topology gets random (non-uniform) logits.
+
+    ``ancre-frozen`` is frozen as at step 7, and its conversion (step 7) loads frozen.
+    """
+    config = tiny_config("ancre", *FROZEN) if kind == "ancre-frozen" else tiny_config(kind)
     torch.manual_seed(seed)
     model = build_model(config, vocab_size).eval()
-    if kind == "ancre":
+    if config.topology.kind == "ancre":
         with torch.no_grad():
             model.topology.logits.normal_(0.0, 1.0)
+    if kind == "ancre-frozen":
+        freeze_if_due(model.topology, config.topology, step=7)
     return model, config
 
 

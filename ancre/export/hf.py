@@ -20,8 +20,9 @@ import sentencepiece as spm
 import torch
 from safetensors.torch import save_file
 
+from ancre.config import ConfigError
 from ancre.export.card import write_card
-from ancre.model.topology import FixedTopology
+from ancre.model.topology import FixedTopology, Topology
 from ancre.train.convert import check_output_folder
 from ancre.train.trained import TrainedModel, load_trained
 
@@ -32,6 +33,8 @@ WRITTEN = (
     "tokenizer_config.json", "special_tokens_map.json", "README.md", *CODE,
 )  # fmt: skip
 """What an export writes: an output folder holding only these is replaced."""
+EXPORTABLE = ("cascaded", "ancre", "uniform", "fixed")
+"""The topology kinds the exported modeling code computes (a frozen Ancre goes as fixed)."""
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
 
@@ -51,15 +54,26 @@ def export_hf(source: Path, out_dir: Path, dtype: str = "fp32") -> Path:
         FileExistsError: ``out_dir`` is inside the source, or holds other files.
         FileNotFoundError: The source is neither a checkpoint nor a conversion.
         CheckpointError: The checkpoint does not verify.
+        ConfigError: The model's topology kind is one the exported code does not compute.
         ValueError: An unknown dtype.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
     check_output_folder(source, out_dir, WRITTEN, "export")
     trained = load_trained(source)
+    kind = trained.config.topology.kind
+    if kind not in EXPORTABLE:
+        raise ConfigError(
+            "topology.kind",
+            f"is {kind} in {source}; the exported modeling code computes "
+            f"{', '.join(EXPORTABLE)} only. ancre convert (safetensors) and ancre generate "
+            "read this model",
+        )
+    frozen = frozen_edges(trained.model.topology)
     weights = {
         name: (t if name.startswith("topology.") else t.to(DTYPES[dtype])).contiguous()
         for name, t in trained.model.state_dict().items()
+        if frozen is None or not name.startswith("topology.")  # frozen: its edges say all
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", "exported_by": "ancre", "step": str(trained.step)}
@@ -83,6 +97,23 @@ def export_hf(source: Path, out_dir: Path, dtype: str = "fp32") -> Path:
     return out_dir
 
 
+def frozen_edges(topology: Topology) -> list[tuple[int, int, float]] | None:
+    """A frozen (and pruned) Ancre matrix as fixed edges i:j@w, or None when not frozen.
+
+    Edge i:j adds h_i to block j-1's output with weight P[j-1, i] (``topology.edges``),
+    so the fixed wiring computes exactly the frozen matrix.
+    """
+    if getattr(topology, "wiring", None) is None:
+        return None
+    matrix = topology.matrix().tolist()  # (L, L+1)
+    return [
+        (i, j + 1, weight)
+        for j, row in enumerate(matrix)
+        for i, weight in enumerate(row[: j + 1])
+        if weight != 0.0
+    ]
+
+
 def special_tokens(tokenizer_file: Path) -> dict[str, tuple[str, int]]:
     """(piece, id) of the sentencepiece model's special tokens; pad is EOS when it has none."""
     sp = spm.SentencePieceProcessor(model_file=str(tokenizer_file))
@@ -97,6 +128,9 @@ def hf_config(
     """config.json: the shape, the topology and the special token ids."""
     shape, topology = trained.model.shape, trained.model.topology
     edges = topology.edges if isinstance(topology, FixedTopology) else None
+    kind, frozen = trained.config.topology.kind, frozen_edges(topology)
+    if frozen is not None:
+        kind, edges = "fixed", frozen
     return {
         "architectures": ["AncreForCausalLM"],
         "model_type": "ancre",
@@ -113,8 +147,8 @@ def hf_config(
         "rotary_base": shape.rope_theta,
         "rms_norm_eps": shape.norm_eps,
         "initializer_range": shape.init_std,
-        "topology_kind": trained.config.topology.kind,
-        "topology_temperature": topology.temperature,
+        "topology_kind": kind,
+        "topology_temperature": None if frozen is not None else topology.temperature,
         "topology_edges": [list(edge) for edge in edges] if edges is not None else None,
         "use_cache": True,
         "tie_word_embeddings": False,

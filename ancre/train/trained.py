@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from ancre.checkpoint import MANIFEST, read_trainer_state, verify_checkpoint
 from ancre.config import AncreConfig, load_config
 from ancre.data.tokenizer import Tokenizer
-from ancre.model import Transformer, build_model
+from ancre.model import Transformer, build_model, freeze_if_due
 from ancre.pretrained import PRETRAINED_FORMAT, WEIGHTS
 from ancre.train.engine import consolidated_weights
 
@@ -102,6 +102,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     config = load_config(folder / CONFIG)
     model = build_model(for_inference(config), vocab_size=weights["embed.weight"].shape[0])
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
+    if step is not None:  # a matrix frozen at topology.freeze_at, recomputed from its logits
+        freeze_if_due(model.topology, config.topology, step)
     model = model.to(device).eval()
     return TrainedModel(
         model, Tokenizer(folder / TOKENIZER), config, folder, step, tokens, is_checkpoint

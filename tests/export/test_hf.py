@@ -9,12 +9,14 @@ import sys
 import pytest
 import torch
 
+from ancre.config import ConfigError
 from ancre.export.hf import WRITTEN, export_hf
 from ancre.generate.commands import encode_prompt
 from ancre.generate.decode import generate_tokens
 from ancre.generate.sampler import Sampling
+from ancre.model import build_model
 from ancre.train.trained import load_trained
-from tests.conversions import KINDS, tiny_model, write_conversion
+from tests.conversions import KINDS, tiny_config, tiny_model, write_conversion
 
 pytest.importorskip("transformers")
 
@@ -98,6 +100,23 @@ def test_greedy_generate_gives_ancre_generate_s_tokens(exported, kind):
     eos = results[kind]["eos"]
     theirs = [row[: row.index(eos)] if eos in row else row for row in results[kind]["new"]]
     assert theirs == ours
+
+
+@pytest.mark.slow
+def test_a_frozen_ancre_travels_as_its_fixed_edges(exported):
+    _, models, _, _ = exported
+    topology = models["ancre-frozen"].topology
+    assert topology.wiring is not None  # the conversion (step 7) loaded frozen
+    assert all(len(row) <= 2 for row in topology.wiring.edges)  # top-2 rows
+
+
+def test_a_wiring_the_exported_code_does_not_compute_is_refused(tmp_path, sample_tokenizer):
+    config = tiny_config("denseformer")
+    model = build_model(config, sample_tokenizer.vocab_size)
+    conversion = write_conversion(model, config, sample_tokenizer.path, tmp_path / "conv")
+    with pytest.raises(ConfigError, match="topology.kind: is denseformer"):
+        export_hf(conversion, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_an_export_refuses_a_folder_holding_other_files(tmp_path, sample_tokenizer):
