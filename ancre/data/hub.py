@@ -1,7 +1,9 @@
 """allenai/c4 (or any dataset) streamed from the Hugging Face hub.
 
 The first contact is bounded to :data:`HUB_TIMEOUT_S`, so a machine without network
-gets a message saying how to use local shards instead of a hang.
+gets a message saying how to use local shards instead of a hang. The ``datasets``
+package is imported when a run streams (its import takes about 0.6 s, which every run
+on local shards would otherwise pay at start).
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
-
-import datasets
-from datasets.distributed import split_dataset_by_node
+from typing import TYPE_CHECKING, Any
 
 from ancre.data.shards import MissingDataError, document_text
+
+if TYPE_CHECKING:
+    import datasets
 
 HUB_TIMEOUT_S = 60.0
 """Longest wait for the hub's first document before a run gives up."""
@@ -58,6 +60,8 @@ def open_hub(name: str, subset: str, split: str) -> datasets.IterableDataset:
     Raises:
         MissingDataError: The hub cannot be reached; the message says what to do instead.
     """
+    import datasets  # only runs that stream pay for this import (see the module docstring)
+
     what = f"{name} ({subset}, {split})"
     outcome: dict[str, Any] = {}
 
@@ -98,6 +102,8 @@ class StreamingDocuments:
         reader: int = 0,
         num_readers: int = 1,
     ) -> None:
+        from datasets.distributed import split_dataset_by_node  # see the module docstring
+
         self.text_field = text_field
         self._dataset = split_dataset_by_node(dataset, rank=reader, world_size=num_readers)
         self._start = self._dataset.state_dict()
