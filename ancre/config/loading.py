@@ -54,12 +54,14 @@ def load_config(
     try:
         for file in paths:
             merged = OmegaConf.merge(merged, _read_yaml(Path(file)))
+        items = []
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(item, "an override must be key=value, e.g. train.steps=100")
             key, _, value = item.partition("=")
-            item = f"{_current_name(key.strip(), 'the command line')}={value}"
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+            items.append(f"{_current_name(key.strip(), 'the command line')}={value}")
+        if items:  # one merge: a later item wins over an earlier one of the same key
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(items))
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         raise _named(error) from None

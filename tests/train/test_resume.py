@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -241,8 +242,9 @@ def test_finished_run_is_left_alone_and_never_refuses_to_overwrite(
     kill_settings, tmp_path, subprocess_env
 ):
     args, expected = kill_settings
+    finished = Path(next(a for a in args if a.startswith("run.out_dir=")).partition("=")[2])
+    shutil.copytree(finished / "ref", tmp_path / "ref")  # a finished run, copied elsewhere
     args = [*args, f"run.out_dir={tmp_path}"]
-    assert run_ancre("train", *args, env=subprocess_env).returncode == 0
     again = run_ancre("train", *args, env=subprocess_env)
     assert again.returncode == 0 and "nothing to do" in again.stderr
     assert records(tmp_path / "ref") == expected
