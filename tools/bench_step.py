@@ -115,7 +115,7 @@ def print_saved_bytes(args: argparse.Namespace, device: torch.device) -> None:
 
 def zoo_models(args: argparse.Namespace, device: torch.device) -> dict[str, Transformer]:
     """The models of :data:`ZOO` at ``args.preset``."""
-    half = PRESETS[args.preset][3] // 2
+    half = PRESETS[args.preset].num_layers // 2
     models = {}
     for name, overrides in ZOO.items():
         extra = [o.format(half=half) for o in overrides if not o.startswith("topology.kind=")]

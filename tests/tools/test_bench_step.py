@@ -19,3 +19,21 @@ def test_bench_step_times_the_frozen_model(subprocess_env) -> None:
     assert "ancre_frozen: pruned by top_k, 6 of 21 connections kept" in result.stdout
     rows = [line.split()[0] for line in result.stdout.splitlines()[-4:]]
     assert rows == ["cascaded", "ancre", "uniform", "ancre_frozen"]
+
+
+def test_bench_step_zoo_prints_every_wiring(subprocess_env) -> None:
+    command = [
+        sys.executable, str(REPO / "tools" / "bench_step.py"), "--zoo", "--presets", "tiny",
+        "--seq-len", "16", "--micro-batch", "2", "--vocab-size", "64", "--steps", "1",
+        "--warmup", "0", "--threads", "1",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=subprocess_env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("wiring"))
+    rows = {line.split()[0]: line.split() for line in lines[header + 1 :] if line.strip()}
+    assert list(rows) == ["cascaded", "ancre", "uniform", "denseformer", "hyper",
+                          "hyper-dynamic", "mhc", "attnres", "attnres-block2"]  # fmt: skip
+    assert rows["cascaded"][1] == "0" and rows["cascaded"][4] == "1.000x"
+    learned = [row for name, row in rows.items() if name not in ("cascaded", "uniform")]
+    assert rows["uniform"][1] == "0" and all(int(row[1].replace(",", "")) > 0 for row in learned)
