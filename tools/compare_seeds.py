@@ -22,7 +22,8 @@ prints one row per setting:
     python tools/compare_seeds.py runs/sweeps/zoo_cpu --baseline cascaded-d0
 
 ``--match PATTERN`` keeps only the runs whose name matches a regular expression (one
-shape of a sweep over shapes, say).
+shape of a sweep over shapes, say). A run counts once it is finished (its metrics hold
+the evaluation at its config's ``train.steps``); the others are named and left out.
 """
 
 from __future__ import annotations
@@ -55,15 +56,20 @@ def model_costs(config: AncreConfig) -> tuple[int, int]:
 
 def read_runs(
     folder: Path, pattern: str = ""
-) -> tuple[dict[str, dict[int, list[dict]]], dict[str, AncreConfig]]:
-    """Metrics by setting and seed, and one config per setting.
+) -> tuple[dict[str, dict[int, list[dict]]], dict[str, AncreConfig], list[str]]:
+    """Metrics by setting and seed of the finished runs, one config per setting.
 
     Args:
         folder: The sweep's folder of ``<setting>-s<seed>`` run folders.
         pattern: Keep only the runs whose name this regular expression finds.
+
+    Returns:
+        (metrics by setting and seed, config by setting, names of the unfinished runs:
+        no evaluation at their ``train.steps`` yet).
     """
     runs: dict[str, dict[int, list[dict]]] = defaultdict(dict)
     configs: dict[str, AncreConfig] = {}
+    unfinished = []
     for run in sorted(folder.iterdir()):
         match = re.fullmatch(r"(.+)-s(\d+)", run.name)
         layout = RunFolder(run)
@@ -71,10 +77,15 @@ def read_runs(
             continue
         if not re.search(pattern, run.name):
             continue
+        config = load_config(layout.config_file)
+        records = read_metrics(layout.metrics_file).records
+        if not any(r.get("step") == config.train.steps and "val_loss" in r for r in records):
+            unfinished.append(run.name)
+            continue
         setting = match.group(1)
-        runs[setting][int(match.group(2))] = read_metrics(layout.metrics_file).records
-        configs.setdefault(setting, load_config(layout.config_file))
-    return runs, configs
+        runs[setting][int(match.group(2))] = records
+        configs.setdefault(setting, config)
+    return runs, configs, unfinished
 
 
 def paired_difference(
@@ -109,7 +120,9 @@ def main() -> None:
     parser.add_argument("--match", default="", help="only runs whose name matches this regex")
     args = parser.parse_args()
 
-    runs, configs = read_runs(args.folder, args.match)
+    runs, configs, unfinished = read_runs(args.folder, args.match)
+    if unfinished:
+        print(f"left out, not finished: {', '.join(unfinished)}\n")
     if args.baseline not in runs:
         raise SystemExit(f"no {args.baseline} runs (<name>-s<seed> with a config) in {args.folder}")
     baseline = runs[args.baseline]

@@ -13,7 +13,8 @@ from tests.conftest import REPO
 
 def write_run(root, name, overrides, losses, rate):
     config = load_config(None, ["model.preset=tiny", "model.vocab_size=256", "data.seq_len=32",
-                                "train.micro_batch_size=2", *overrides])  # fmt: skip
+                                "train.micro_batch_size=2", "train.steps=20",
+                                "train.warmup_steps=2", *overrides])  # fmt: skip
     folder = RunFolder(root / name)
     folder.root.mkdir(parents=True)
     save_config(config, folder.config_file)
@@ -27,13 +28,16 @@ def test_one_row_per_wiring_with_its_costs(tmp_path, subprocess_env):
         write_run(tmp_path, f"cascaded-d0-s{seed}", ["topology.kind=cascaded"], [6, 5, 4], 1000.0)
         dynamic = ["topology.kind=hyper", "topology.dynamic=true"]
         write_run(tmp_path, f"hyper-d1-s{seed}", dynamic, [6, 4, 3 + seed], 500.0)
+    write_run(tmp_path, "hyper-d1-s2", dynamic, [6, 3], 500.0)  # still running: left out
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "compare_seeds.py"), str(tmp_path),
          "--baseline", "cascaded-d0"],
         capture_output=True, text=True, env=subprocess_env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:3]}
+    lines = result.stdout.splitlines()
+    assert lines[0] == "left out, not finished: hyper-d1-s2"
+    rows = {line.split()[0]: line.split() for line in lines[3:5]}
     assert set(rows) == {"cascaded-d0", "hyper-d1"}
     hyper = rows["hyper-d1"]
     assert hyper[1:5] == ["2", "3.5000", "0.7071", "33.12"]
