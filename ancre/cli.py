@@ -12,6 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ancre.stop_signals import ignore_stop_signals
 from ancre.train.preemption import release_stop_signals, stop_signals
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
@@ -75,6 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if argv is not None:
             release_stop_signals()
+        elif command == "train":
+            # Late in its shutdown Python puts SIG_DFL back for every signal that has a
+            # Python handler, so a stop signal then would kill a run that has finished
+            # (exit -15 instead of 0 or 5). The run has nothing left to stop: ignore them.
+            ignore_stop_signals()
 
 
 if __name__ == "__main__":

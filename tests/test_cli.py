@@ -4,6 +4,8 @@ These run the command in this process (nothing is started before the input is re
 """
 
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -47,6 +49,22 @@ def test_a_refused_train_command_gives_back_the_signal_handlers(tmp_path, capsys
     before = signal.getsignal(signal.SIGTERM)
     cli_error(capsys, "train", str(tmp_path / "nope.yaml"))
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_train_program_ignores_stop_signals_once_it_returns(tmp_path, subprocess_env):
+    # as `python -m ancre.cli train`: a stop signal during the interpreter's shutdown,
+    # where Python puts back the default handlers, must not kill a finished run
+    code = (
+        "import signal, sys\n"
+        "from ancre.cli import main\n"
+        f"sys.argv = ['ancre', 'train', {str(tmp_path / 'nope.yaml')!r}]\n"
+        "code = main()\n"
+        "print(code, [signal.getsignal(s) is signal.SIG_IGN for s in "
+        "(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=subprocess_env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.stdout.strip() == "2 [True, True, True]", result.stderr[-2000:]
 
 
 def test_unknown_command_prints_the_usage(capsys):

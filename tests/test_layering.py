@@ -39,7 +39,7 @@ ALLOWED = {
         "ancre.run_folder",
     },  # fmt: skip
     "ancre.viz": {"ancre.viz", "ancre.config", "ancre.run_folder", "ancre.snapshot"},
-    "ancre.cli": {"ancre.train.preemption"},  # every subcommand's module is imported by name
+    "ancre.cli": {"ancre.train.preemption", "ancre.stop_signals"},  # subcommands imported by name
     "ancre.generate": {"ancre.generate", "ancre.config", "ancre.data", "ancre.model"},
     "ancre.tasks": {
         "ancre.tasks",

@@ -219,7 +219,8 @@ def test_text_study_sweeps_expand():
     assert len(uniform) == 12  # once per shape and seed, not per tau and multiplier
     freeze = load_sweep(REPO / "configs/sweeps/text_freeze.yaml")
     variants = {(r.config.topology.freeze_at, r.config.topology.prune) for r in freeze.runs}
-    assert sorted(variants) == [(0, "none"), (100, "top_k"), (200, "top_k")]
+    assert sorted(variants) == [(0, "none"), (75, "top_k"), (150, "top_k")]
+    assert all(r.config.topology.freeze_at < r.config.train.steps for r in freeze.runs)
     optimizers = load_sweep(REPO / "configs/sweeps/text_optimizers.yaml")
     assert {(r.config.train.optimizer, r.config.topology.kind) for r in optimizers.runs} == {
         (o, k) for o in ("adamw", "muon") for k in ("cascaded", "uniform", "ancre")
@@ -228,3 +229,7 @@ def test_text_study_sweeps_expand():
         assert len(sweep.runs) in (18, 72)
         assert all(r.config.data.path == "data/text" for r in sweep.runs)
         assert {r.config.run.seed for r in sweep.runs} == {0, 1, 2}
+        # one scale for the three studies: 16 sequences of 64 tokens per step
+        assert {(r.config.data.seq_len, r.config.train.global_batch_size) for r in sweep.runs} == {
+            (64, 16)
+        }
