@@ -24,6 +24,16 @@ ZOO = {
 """Test configurations: name -> overrides (the kind is the name when not overridden)."""
 
 
+def assert_causal(model: Transformer, vocab: int, position: int = 7) -> None:
+    """Changing the token at ``position`` changes its logits and later ones, none before."""
+    tokens = torch.randint(0, vocab, (1, 12))
+    changed = tokens.clone()
+    changed[0, position] = (tokens[0, position] + 1) % vocab
+    before, after = model(tokens), model(changed)
+    torch.testing.assert_close(before[:, :position], after[:, :position], atol=0, rtol=0)
+    assert not torch.allclose(before[:, position:], after[:, position:])
+
+
 def tiny_model(
     name: str, layers: int = 4, seed: int = 0, extra: tuple[str, ...] = ()
 ) -> Transformer:
