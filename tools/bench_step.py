@@ -71,6 +71,7 @@ def build(
     torch.manual_seed(0)
     overrides = [
         f"model.preset={args.preset}",
+        *([f"model.num_layers={args.layers}"] if args.layers else []),
         f"topology.kind={'ancre' if kind == 'ancre_frozen' else kind}",
         *extra,
         f"data.seq_len={args.seq_len}",
@@ -179,6 +180,7 @@ def main() -> None:
     """Parses the arguments, times the steps and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--layers", type=int, default=0, help="blocks (0: the preset's)")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--micro-batch", type=int, default=8)
     parser.add_argument("--vocab-size", type=int, default=32000)

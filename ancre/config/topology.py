@@ -37,7 +37,9 @@ class TopologyConfig:
     temperature: float = 1e-2
     """Softmax temperature tau of the ancre rows: P[j] = softmax(theta_j / tau)."""
     lr_multiplier: float = 1.0
-    """Learning rate of the topology logits as a multiple of train.lr."""
+    """Learning rate of the topology logits as a multiple of train.lr. For ancre, only
+    train.lr x lr_multiplier / temperature matters under Adam-type optimisers; 0.03 to
+    0.3 did equally well at every shape measured (docs/science.md)."""
     backend: str = "auto"
     """Implementation of the weighted sum: reference (plain PyTorch), triton (fused
     kernels; CUDA) or auto (triton on CUDA when it imports, else reference)."""
