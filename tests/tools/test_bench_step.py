@@ -17,8 +17,9 @@ def test_bench_step_times_the_frozen_model(subprocess_env) -> None:
     result = subprocess.run(command, env=subprocess_env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ancre_frozen: pruned by top_k, 4 of 10 connections kept" in result.stdout
-    rows = [line.split()[0] for line in result.stdout.splitlines()[-4:]]
-    assert rows == ["cascaded", "ancre", "uniform", "ancre_frozen"]
+    rows = [line.split() for line in result.stdout.splitlines()[-4:]]
+    assert [row[0] for row in rows] == ["cascaded", "ancre", "uniform", "ancre_frozen"]
+    assert all(row[3:5] == ["n/a", "n/a"] and row[6] == "n/a" for row in rows)  # no CPU peak
 
 
 def test_bench_step_zoo_prints_every_wiring(subprocess_env) -> None:
