@@ -82,7 +82,7 @@ def export_hf(source: Path, out_dir: Path, dtype: str = "fp32") -> Path:
         shutil.copyfile(REMOTE / name, out_dir / name)
     shutil.copyfile(trained.tokenizer.path, out_dir / "tokenizer.model")
     tokens = special_tokens(trained.tokenizer.path)
-    _write_json(out_dir / "config.json", hf_config(trained, tokens, dtype))
+    _write_json(out_dir / "config.json", hf_config(trained, tokens, dtype, frozen))
     _write_json(out_dir / "tokenizer_config.json", tokenizer_config(trained, tokens))
     _write_json(out_dir / "special_tokens_map.json", {k: v[0] for k, v in tokens.items()})
     _write_json(
@@ -103,15 +103,11 @@ def frozen_edges(topology: Topology) -> list[tuple[int, int, float]] | None:
     Edge i:j adds h_i to block j-1's output with weight P[j-1, i] (``topology.edges``),
     so the fixed wiring computes exactly the frozen matrix.
     """
-    if getattr(topology, "wiring", None) is None:
+    wiring = getattr(topology, "wiring", None)  # a FrozenWiring once frozen
+    if wiring is None:
         return None
-    matrix = topology.matrix().tolist()  # (L, L+1)
-    return [
-        (i, j + 1, weight)
-        for j, row in enumerate(matrix)
-        for i, weight in enumerate(row[: j + 1])
-        if weight != 0.0
-    ]
+    matrix = wiring.matrix.detach().float().cpu()  # (L, L+1)
+    return [(i, j + 1, float(matrix[j, i])) for j, kept in enumerate(wiring.edges) for i in kept]
 
 
 def special_tokens(tokenizer_file: Path) -> dict[str, tuple[str, int]]:
@@ -123,12 +119,18 @@ def special_tokens(tokenizer_file: Path) -> dict[str, tuple[str, int]]:
 
 
 def hf_config(
-    trained: TrainedModel, tokens: dict[str, tuple[str, int]], dtype: str
+    trained: TrainedModel,
+    tokens: dict[str, tuple[str, int]],
+    dtype: str,
+    frozen: list[tuple[int, int, float]] | None,
 ) -> dict[str, Any]:
-    """config.json: the shape, the topology and the special token ids."""
+    """config.json: the shape, the topology and the special token ids.
+
+    ``frozen`` is :func:`frozen_edges` of the model: a frozen Ancre goes as kind fixed.
+    """
     shape, topology = trained.model.shape, trained.model.topology
     edges = topology.edges if isinstance(topology, FixedTopology) else None
-    kind, frozen = trained.config.topology.kind, frozen_edges(topology)
+    kind = trained.config.topology.kind
     if frozen is not None:
         kind, edges = "fixed", frozen
     return {
