@@ -33,7 +33,14 @@ and the wirings of other papers (``denseformer``, ``hyper``, ``mhc``, ``attnres`
      "probe": "..." or null,               # what the average was taken over
      "raw": {"name": nested lists, ...}    # the kind's parameters
 
-Version 1 files (none of them) are still read, as never frozen.
+Version 3 adds the form of the mix (``topology.form``, ``ancre.model.forms``) and the
+gated form's gates::
+
+     "form": "additive",                   # additive, replace or gated
+     "gates": [g_0, ..., g_{L-1}] or null  # the gated form's learned g_j
+
+``matrix`` stays P; the forward pass computes the form from it. Versions 1 and 2 are
+read as the additive form; version 1 files (none of them) as never frozen.
 """
 
 from __future__ import annotations
@@ -62,8 +69,20 @@ FORMULAS_OF_PAPERS = {
 }
 """Formulas of the wirings of other papers (docs/topologies.md)."""
 FORMULAS.update(FORMULAS_OF_PAPERS)
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORM_FORMULAS = {
+    "replace": "h_{j+1} = (y_j - h_j) + sum_{i<=j} P[j, i] h_i",
+    "gated": "h_{j+1} = y_j + g_j sum_{i<=j} P[j, i] h_i",
+}
+"""The formula of each non-additive form (``ancre.model.forms``)."""
+MATRIX_DEFINITIONS = {
+    "softmax": "P[j] = softmax(theta_j / tau)",
+    "uniform": "P[j, i] = 1 / (j+1)",
+    "fixed": "P from the edges",
+}
+"""What P is for the kinds that take a form."""
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+FORMS = ("additive", "replace", "gated")
 PARAMETERISATIONS = ("softmax", "uniform", "cascaded", "fixed", *FORMULAS_OF_PAPERS)
 ROW_SUM_TOLERANCE = 1e-4
 
@@ -110,11 +129,15 @@ class TopologySnapshot:
 
     @property
     def formula(self) -> str:
-        """The formula of the parameterisation (y_j = Block_j(h_j))."""
+        """The formula of the parameterisation and form (y_j = Block_j(h_j))."""
+        if self.form in FORM_FORMULAS and self.parameterisation in MATRIX_DEFINITIONS:
+            return f"{FORM_FORMULAS[self.form]},  {MATRIX_DEFINITIONS[self.parameterisation]}"
         return FORMULAS[self.parameterisation]
 
     frozen_at: int | None = None
     edges: list[list[int]] | None = None
+    form: str = "additive"
+    gates: list[float] | None = None
 
     def to_dict(self) -> dict:
         """Returns the JSON object of the format, header first."""
@@ -148,6 +171,12 @@ class TopologySnapshot:
             raise SnapshotError(f"{source}: logits must be ragged, row j with j+1 entries")
         self._check_effective(source)
         self._check_frozen(source)
+        if self.form not in FORMS:
+            raise SnapshotError(f"{source}: unknown form {self.form!r}; known: {', '.join(FORMS)}")
+        if (self.gates is not None) != (self.form == "gated") or (
+            self.gates is not None and len(self.gates) != n
+        ):
+            raise SnapshotError(f"{source}: the gated form (and only it) has {n} gates")
 
     def _check_effective(self, source: str) -> None:
         """The version-2 fields of the wirings of other papers, where present."""
@@ -221,6 +250,8 @@ def read_snapshot(path: str | Path) -> TopologySnapshot:
         ) from None
     if obj["version"] == 1 and (snapshot.frozen_at is not None or snapshot.edges is not None):
         raise SnapshotError(f"{path}: frozen_at and edges need snapshot version 2")
+    if obj["version"] < 3 and (snapshot.form != "additive" or snapshot.gates is not None):
+        raise SnapshotError(f"{path}: form and gates need snapshot version 3")
     snapshot.check(str(path))
     return snapshot
 

@@ -66,7 +66,7 @@ def test_round_trip(tmp_path: Path, snapshot: TopologySnapshot) -> None:
     write_snapshot(snapshot, path)
     assert read_snapshot(path) == snapshot
     obj = json.loads(path.read_text())
-    assert (obj["format"], obj["version"]) == ("ancre-topology", 2)
+    assert (obj["format"], obj["version"]) == ("ancre-topology", 3)
 
 
 def test_version_1_files_are_still_read_as_never_frozen(tmp_path: Path) -> None:
@@ -105,7 +105,7 @@ def test_not_json(tmp_path: Path) -> None:
 
 BAD_FIELDS = {
     "wrong format": ({"format": "other-topology"}, "not an ancre-topology snapshot"),
-    "wrong version": ({"version": 3}, "version 3"),
+    "wrong version": ({"version": 4}, "version 4"),
     "own output": ({"own_output": [1.0]}, "own_output must have 2 entries"),
     "reads above diagonal": ({"reads": [[1, 1, 0], [0, 1, 0], [0, 0, 1]]}, "reads has weight"),
     "negative spread": ({"spread": [[0, 0, 0], [-1, 0, 0]]}, "negative or non-finite"),

@@ -17,6 +17,7 @@ from ancre.config.topology import TopologyConfig
 MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash_attn")
 RECOMPUTE_MODES = ("none", "blocks", "every_k")
+INIT_SCHEMES = ("normal", "depth_scaled")
 DATA_SOURCES = ("local", "hub")
 PACKING_MODES = ("docs", "none")
 TOKENIZER_MODELS = ("unigram", "bpe")
@@ -70,6 +71,10 @@ class ModelConfig:
     """Epsilon of RMSNorm."""
     init_std: float = 0.02
     """Standard deviation of the normal initialisation of every weight matrix."""
+    init: str = "normal"
+    """normal: every weight matrix from N(0, init_std); depth_scaled: the attention and
+    MLP output projections (wo, down) from N(0, init_std / sqrt(2 L)) instead, as GPT-2
+    and Megatron do, so that the plain residual stream does not grow with depth."""
     attention: str = "auto"
     """Attention implementation: sdpa (torch's scaled_dot_product_attention, causal),
     flash_attn (the flash-attn package; CUDA, bf16) or auto (flash_attn on CUDA when it
@@ -82,6 +87,7 @@ class ModelConfig:
         """Raises ConfigError naming the first field of this section that is not allowed."""
         choice("model.preset", self.preset, MODEL_PRESETS, optional=True)
         choice("model.attention", self.attention, ATTENTION_BACKENDS)
+        choice("model.init", self.init, INIT_SCHEMES)
         shape_keys = ("hidden_size", "intermediate_size", "num_layers", "num_heads")
         if self.preset is None:
             for key in shape_keys:
@@ -186,6 +192,10 @@ class TrainConfig:
     """DeepSpeed ZeRO stage, 0 to 3."""
     log_every: int = 10
     """Write a metrics line every this many steps."""
+    block_stats_every: int = 50
+    """Every this many steps, write the per-block statistics (the RMS of every state,
+    each block's update ratio and its share of the final state, over the first
+    validation sequences; ancre/model/depth_stats.py) into metrics.jsonl; 0 never."""
     recompute: str = "none"
     """Recompute block internals in the backward pass (activation checkpointing): none,
     blocks (every block) or every_k (every train.recompute_every_k-th block). The hidden
@@ -218,7 +228,10 @@ class TrainConfig:
             "dist_timeout_s", "lr", "muon_lr", "eps", "recompute_every_k",
         ):  # fmt: skip
             positive(f"train.{key}", getattr(self, key))
-        for key in ("warmup_steps", "weight_decay", "grad_clip", "peak_flops", "cpu_threads"):
+        for key in (
+            "warmup_steps", "weight_decay", "grad_clip", "peak_flops", "cpu_threads",
+            "block_stats_every",
+        ):  # fmt: skip
             non_negative(f"train.{key}", getattr(self, key))
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError("train.min_lr_ratio", f"is {self.min_lr_ratio}; allowed: 0 to 1")

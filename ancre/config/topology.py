@@ -14,7 +14,11 @@ TOPOLOGY_KINDS = (
 )  # fmt: skip
 MIX_BACKENDS = ("auto", "reference", "triton")
 PRUNE_MODES = ("none", "top_k", "mass")
+TOPOLOGY_FORMS = ("additive", "replace", "gated")
+ROW_INITS = ("uniform", "predecessor")
 TOPOLOGY_OPTIONS = {
+    "form": ("ancre", "uniform", "fixed"), "init": ("ancre",),
+    "predecessor_weight": ("ancre",),
     "dilation": ("denseformer",), "period": ("denseformer",), "streams": ("hyper", "mhc"),
     "dynamic": ("hyper", "mhc"), "sinkhorn_iters": ("mhc",), "attnres_blocks": ("attnres",),
 }  # fmt: skip
@@ -36,6 +40,18 @@ class TopologyConfig:
     adding the output of layer i (0 = the input) to the output of layer j, e.g. "0:2,2:3"."""
     temperature: float = 1e-2
     """Softmax temperature tau of the ancre rows: P[j] = softmax(theta_j / tau)."""
+    form: str = "additive"
+    """How the mix of earlier states enters the stream (kinds ancre, uniform, fixed;
+    docs/method.md): additive (the paper's, h_{j+1} = y_j + sum_i P[j, i] h_i), replace
+    (the mix replaces the block's own identity path, h_{j+1} = y_j - h_j + sum_i
+    P[j, i] h_i, so P one-hot on h_j is the plain residual) or gated (h_{j+1} = y_j +
+    g_j sum_i P[j, i] h_i with a learned g_j per block, 0 at step 0)."""
+    init: str = "uniform"
+    """For kind ancre: the matrix at step 0. uniform (theta = 0: P[j, i] = 1/(j+1)) or
+    predecessor (P[j, j] = topology.predecessor_weight, the rest shared equally)."""
+    predecessor_weight: float = 0.9
+    """With init predecessor: the weight P[j, j] of each block's own input at step 0,
+    in (0, 1); 1 - it is shared equally by the earlier states."""
     lr_multiplier: float = 1.0
     """Learning rate of the topology logits as a multiple of train.lr. For ancre, only
     train.lr x lr_multiplier / temperature matters under Adam-type optimisers; 0.03 to
@@ -83,6 +99,17 @@ class TopologyConfig:
         if self.kind == "fixed" and not self.edges.strip():
             raise ConfigError("topology.edges", 'kind fixed needs edges, e.g. "0:2,2:3"')
         non_negative("topology.lr_multiplier", self.lr_multiplier)
+        choice("topology.form", self.form, TOPOLOGY_FORMS)
+        choice("topology.init", self.init, ROW_INITS)
+        if not 0.0 < self.predecessor_weight < 1.0:
+            raise ConfigError(
+                "topology.predecessor_weight", f"is {self.predecessor_weight}; allowed: (0, 1)"
+            )
+        if self.predecessor_weight != 0.9 and self.init != "predecessor":
+            raise ConfigError(
+                "topology.predecessor_weight",
+                f"is read only with topology.init=predecessor, and topology.init is {self.init}",
+            )
         self._check_kind_options()
         self._check_freeze()
 

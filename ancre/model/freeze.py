@@ -9,7 +9,8 @@ topology is fixed. ``topology.prune`` then keeps, in each row, only its largest 
 
 The kept entries are renormalised to sum to one. From then on block j reads only the
 states of its kept edges, with the frozen weights as constants: the mix costs O(kept
-edges) instead of O(L^2) and computes no gradient for the matrix. Ties go to the
+edges) instead of O(L^2) and computes no gradient for the matrix (in the gated form
+the gates g_j are fixed with it). Ties go to the
 earlier state (a stable sort), so the result depends on the logits alone and a resumed
 run recomputes exactly the matrix an uninterrupted run froze.
 """
@@ -72,30 +73,41 @@ class FrozenWiring:
     Attributes:
         matrix: The (L, L+1) matrix (rows sum to one over the kept edges).
         edges: For each block j, the states i (0 = the embeddings) it reads, ascending.
-        values: The kept weights row after row, (number of edges,), for the mix.
+        values: The mix weights W of the kept edges row after row, (number of mixed
+            states,), for the mix (``ancre.model.forms``; in the gated form, before g_j).
         offsets: Row j's weights are ``values[offsets[j]:offsets[j + 1]]``.
+        form: The topology's form.
+        mixed: For each block j, the states its mix reads: the kept edges, and in the
+            replace form h_j too (its weight P[j, j] - 1).
     """
 
     matrix: torch.Tensor
     edges: tuple[tuple[int, ...], ...]
     values: torch.Tensor
     offsets: tuple[int, ...]
+    form: str = "additive"
+    mixed: tuple[tuple[int, ...], ...] = ()
 
     @classmethod
-    def of(cls, matrix: torch.Tensor) -> FrozenWiring:
+    def of(cls, matrix: torch.Tensor, form: str = "additive") -> FrozenWiring:
         """The wiring of a (pruned) matrix: its non-zero entries are the kept edges."""
         matrix = matrix.detach()
         edges = tuple(
             tuple(int(i) for i in torch.nonzero(row[: j + 1]).flatten())
             for j, row in enumerate(matrix)
         )
+        weights = matrix.clone()
+        mixed = edges
+        if form == "replace":  # W = P - E: every block also reads h_j, with P[j, j] - 1
+            weights[torch.arange(len(edges)), torch.arange(len(edges))] -= 1.0
+            mixed = tuple(tuple(sorted({*row, j})) for j, row in enumerate(edges))
         offsets = [0]
-        for row in edges:
+        for row in mixed:
             offsets.append(offsets[-1] + len(row))
         values = torch.cat(
-            [matrix[j, list(row)] for j, row in enumerate(edges)] or [matrix.new_zeros(0)]
-        )  # (edges,)
-        return cls(matrix, edges, values, tuple(offsets))
+            [weights[j, list(row)] for j, row in enumerate(mixed)] or [matrix.new_zeros(0)]
+        )  # (mixed states,)
+        return cls(matrix, edges, values, tuple(offsets), form, mixed)
 
     @property
     def num_edges(self) -> int:
@@ -105,17 +117,25 @@ class FrozenWiring:
     def to(self, device: torch.device) -> FrozenWiring:
         """The same wiring with its tensors on ``device``."""
         return FrozenWiring(
-            self.matrix.to(device), self.edges, self.values.to(device), self.offsets
-        )
+            self.matrix.to(device), self.edges, self.values.to(device), self.offsets,
+            self.form, self.mixed,
+        )  # fmt: skip
 
-    def mixer(self) -> Mixer:
-        """h_{j+1} = y_j + sum over the kept edges i of P[j, i] h_i (constant weights)."""
+    def mixer(self, gates: torch.Tensor | None = None) -> Mixer:
+        """h_{j+1} = y_j + sum over the mixed states i of W[j, i] h_i (constant W).
+
+        Args:
+            gates: (L,) g_j of the gated form, which multiply row j (and learn).
+        """
+        mixed = self.mixed or self.edges
 
         def mix(j: int, y: torch.Tensor, states: Sequence[torch.Tensor]) -> torch.Tensor:
-            kept = self.edges[j]
+            kept = mixed[j]
             if not kept:
                 return y
-            weights = self.values[self.offsets[j] : self.offsets[j + 1]]  # (edges of row j,)
+            weights = self.values[self.offsets[j] : self.offsets[j + 1]]  # (states of row j,)
+            if self.form == "gated" and gates is not None:
+                weights = gates[j].to(weights.dtype) * weights
             return lean_mix(y, [states[i] for i in kept], weights)  # (..., D)
 
         return mix

@@ -46,12 +46,15 @@ def build_topology(
     kind = config.kind
     if kind in NEEDS_WIDTH and hidden_size is None:
         raise ValueError(f"topology.kind={kind} needs the hidden size to be built")
+    form = config.form
     if kind == "ancre":
-        topology: Topology = AncreTopology(num_layers, mix, config.temperature)
+        topology: Topology = AncreTopology(
+            num_layers, mix, config.temperature, form, config.init, config.predecessor_weight
+        )
     elif kind == "uniform":
-        topology = UniformTopology(num_layers, mix)
+        topology = UniformTopology(num_layers, mix, form)
     elif kind == "fixed":
-        topology = FixedTopology(num_layers, mix, parse_edges(config.edges, num_layers))
+        topology = FixedTopology(num_layers, mix, parse_edges(config.edges, num_layers), form)
     elif kind == "denseformer":
         topology = DenseFormerTopology(num_layers, mix, config.dilation, config.period)
     elif kind == "hyper":

@@ -20,11 +20,19 @@ learned gates a = 0.01; without it the maps are the static biases alone.
 
 Where ancre's reading may depart from the paper, written down (docs/topologies.md):
 
-- Initialisation of the biases: the paper does not fix it in the text ancre follows;
-  ancre takes the hyper-connections package's: b_pre = e_{l mod n}, b_res = I,
-  b_post = 1 (so H_pre = (0.73 on one stream, 0.5 elsewhere), H_post = 1.46 and H_res =
-  SinkhornKnopp(I)). Unlike Hyper-Connections, mHC at step 0 is not the plain residual
-  network.
+- Initialisation: the paper fixes only the gates (a = 0.01, its Table 5) and says
+  that with the mappings disabled H_pre is 1/n, H_post is 1 and H_res the identity.
+  ancre starts every block as the plain residual network exactly, as the paper's
+  aim (the identity mapping) and one public reading of it do: every stream starts as
+  h_0, H_pre sums to one (so h_l is the plain residual state), H_post = 2 sigmoid(0) = 1, and
+  H_res (rows sum to one after Sinkhorn's last, row, step) keeps equal streams equal;
+  the final norm reads their sum, n times the plain stream, which RMSNorm does not
+  see (up to its eps). Two choices are ancre's: H_pre puts 2/(n+1) on stream l mod n
+  and 1/(n+1) on the others, not 1/n on all, because equal weights on equal streams
+  give every stream the same gradient, and a static mHC would then stay the plain
+  residual network for ever; b_res = 4 I (H_res about 0.95 I at n = 4), near the
+  identity without saturating Sinkhorn's gradient. mHC needs n >= 2 (H_pre = 1 on a
+  single stream would need an infinite logit).
 - One connection per decoder block (the paper: per sublayer), as in ``hyper``.
 - The package computes its dynamic weights per stream from that stream alone
   (``RMSNorm(x_s) W``), where the paper projects the whole flattened state; ancre
@@ -45,6 +53,22 @@ from torch import nn
 from ancre.kernels import MixBackend
 from ancre.kernels.reference import accumulation_dtype
 from ancre.model.hyper import DYNAMIC_SCALE_INIT, HyperTopology, StreamMaps
+
+RES_DIAGONAL_INIT = 4.0
+"""b_res at step 0 is this times the identity (H_res about 0.95 I at n = 4)."""
+
+
+def residual_biases(num_layers: int, streams: int) -> tuple[torch.Tensor, ...]:
+    """b_pre (L, n), b_res (L, n, n) and b_post (L, n) that make step 0 the plain residual.
+
+    sigmoid(b_pre) is 2/(n+1) on stream l mod n and 1/(n+1) elsewhere (it sums to one),
+    2 sigmoid(b_post) = 1 and b_res = 4 I (see the module).
+    """
+    share = torch.full((num_layers, streams), 1.0 / (streams + 1))  # (L, n)
+    share[torch.arange(num_layers), torch.arange(num_layers) % streams] = 2.0 / (streams + 1)
+    pre = torch.log(share / (1.0 - share))  # the logit of each share
+    res = RES_DIAGONAL_INIT * torch.eye(streams).repeat(num_layers, 1, 1)  # (L, n, n)
+    return pre, res, torch.zeros(num_layers, streams)
 
 
 def sinkhorn_knopp(logits: torch.Tensor, iters: int) -> torch.Tensor:
@@ -81,8 +105,15 @@ class ManifoldHyperTopology(HyperTopology):
     ) -> None:
         if sinkhorn_iters < 1:
             raise ValueError(f"sinkhorn_iters must be at least 1, got {sinkhorn_iters}")
+        if streams < 2:
+            raise ValueError(f"mHC needs at least 2 streams (topology.streams), got {streams}")
         super().__init__(num_layers, mix, hidden_size, streams, dynamic, eps)
         self.sinkhorn_iters = sinkhorn_iters
+        pre, res, post = residual_biases(num_layers, streams)
+        with torch.no_grad():
+            self.static_pre.copy_(pre)
+            self.static_res.copy_(res)
+            self.static_post.copy_(post)
 
     def _init_dynamic(self, hidden_size: int) -> None:
         n, layers = self.streams, self.num_layers

@@ -25,6 +25,7 @@ class ModelShape:
         rope_theta: Base of the rotary frequencies.
         norm_eps: RMSNorm epsilon.
         init_std: Standard deviation of the weight initialisation.
+        init: ``normal``, or ``depth_scaled`` (output projections at init_std / sqrt(2 L)).
     """
 
     hidden_size: int
@@ -36,6 +37,7 @@ class ModelShape:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     init_std: float = 0.02
+    init: str = "normal"
 
     @property
     def head_dim(self) -> int:
@@ -90,6 +92,7 @@ def resolve_shape(model: ModelConfig, vocab_size: int, seq_len: int) -> ModelSha
         rope_theta=model.rope_theta,
         norm_eps=model.norm_eps,
         init_std=model.init_std,
+        init=model.init,
     )
     if shape.vocab_size != vocab_size:
         raise ConfigError(

@@ -15,6 +15,11 @@ P is the L x (L+1) connection matrix, zero above the diagonal. The parameterisat
   i (0 = the input h_0) to the output of layer j: P[j-1, i] = w. Rows may be all zero
   (the deep-linear-network layouts of docs/method.md, such as 0:2 alone).
 
+``topology.form`` says how the mix enters the stream (``ancre.model.forms``): the
+paper's additive form above, ``replace`` (h_{j+1} = y_j - h_j + sum_i P[j, i] h_i) or
+``gated`` (h_{j+1} = y_j + g_j sum_i P[j, i] h_i, g_j learned from 0); every form runs
+as the additive mix with weights W computed from P.
+
 The logits and the softmax stay in fp32 whatever precision the blocks run in. The
 topology works on any sequence of blocks that map a state to a state of the same shape.
 """
@@ -29,6 +34,7 @@ from torch import nn
 from ancre.config import ConfigError, TopologyConfig
 from ancre.kernels import MixBackend, Mixer
 from ancre.kernels.reference import accumulation_dtype
+from ancre.model.forms import FORMS, mix_weights, predecessor_logits, stream_reads
 from ancre.model.freeze import FrozenWiring, prune_matrix
 from ancre.snapshot import TopologySnapshot
 
@@ -46,6 +52,8 @@ class Topology(nn.Module):
         temperature: Softmax temperature, or None where there is no softmax.
         wiring: The frozen matrix and its kept edges once frozen (ancre.model.freeze).
         frozen_at: The step the matrix was frozen at, or None.
+        form: How the mix enters the stream (``ancre.model.forms``).
+        gates: (L,) fp32 g_j of the gated form (learned, 0 at step 0), else None.
     """
 
     parameterisation = "cascaded"
@@ -54,13 +62,20 @@ class Topology(nn.Module):
     """Name of the mix implementation (``ancre.kernels``), set when built from a config."""
     wiring: FrozenWiring | None = None
     frozen_at: int | None = None
+    form = "additive"
 
-    def __init__(self, num_layers: int, mix: MixBackend) -> None:
+    def __init__(self, num_layers: int, mix: MixBackend, form: str = "additive") -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"a topology needs at least one block, got num_layers={num_layers}")
+        if form not in FORMS:
+            raise ValueError(f"topology.form={form!r}; allowed: {', '.join(FORMS)}")
         self.num_layers = num_layers
         self.mix = mix
+        self.form = form
+        self.gates: nn.Parameter | None = None
+        if form == "gated":
+            self.gates = nn.Parameter(torch.zeros(num_layers, dtype=torch.float32))
 
     def weights(self) -> torch.Tensor | None:
         """The (L, L+1) fp32 connection matrix the forward pass uses, or None for no mix."""
@@ -77,6 +92,27 @@ class Topology(nn.Module):
         """The raw logits as ragged rows (row j has j+1 entries), or None if there are none."""
         return None
 
+    def mix_weights(self) -> torch.Tensor | None:
+        """The (L, L+1) weights W of the additive mix that computes this form, or None.
+
+        h_{j+1} = y_j + sum_i W[j, i] h_i (``ancre.model.forms``); differentiable in the
+        logits and gates.
+        """
+        weights = self.weights()
+        if weights is None:
+            return None
+        return mix_weights(weights, self.form, self.gates)
+
+    def reads(self) -> torch.Tensor:
+        """(1, L+1, L+1): the inputs of the blocks over the embeddings and block outputs.
+
+        The reads matrix of ``ancre.model.effective``, from the mix weights (fp64).
+        """
+        weights = self.mix_weights()
+        if weights is None:
+            weights = torch.zeros(self.num_layers, self.num_layers + 1)
+        return stream_reads(weights.detach().double().cpu()).unsqueeze(0)
+
     def forward(self, blocks: Sequence[Block], h0: torch.Tensor, *block_args) -> list[torch.Tensor]:
         """Runs the blocks wired by this topology.
 
@@ -90,7 +126,7 @@ class Topology(nn.Module):
         """
         if len(blocks) != self.num_layers:
             raise ValueError(f"topology wires {self.num_layers} blocks, got {len(blocks)}")
-        weights = self.weights()  # (L, L+1) fp32, or None
+        weights = self.mix_weights()  # (L, L+1) fp32, or None
         mixer = None if weights is None else self.mixer(weights)
         states = [h0]
         for j, block in enumerate(blocks):
@@ -100,7 +136,7 @@ class Topology(nn.Module):
 
     def mixer(self, weights: torch.Tensor) -> Mixer:
         """The mixer of one forward pass: the backend's, or the frozen wiring's."""
-        return self.mix(weights) if self.wiring is None else self.wiring.mixer()
+        return self.mix(weights) if self.wiring is None else self.wiring.mixer(self.gates)
 
     def snapshot(self, step: int, tokens: int) -> TopologySnapshot:
         """The connection matrix and logits in the snapshot format of ``ancre.snapshot``."""
@@ -115,11 +151,14 @@ class Topology(nn.Module):
             matrix=self.matrix().tolist(),
             frozen_at=self.frozen_at,
             edges=None if self.wiring is None else [list(row) for row in self.wiring.edges],
+            form=self.form,
+            gates=None if self.gates is None else self.gates.detach().float().cpu().tolist(),
         )
 
     def extra_repr(self) -> str:
         """Shown by print(model)."""
-        return f"num_layers={self.num_layers}, parameterisation={self.parameterisation}"
+        text = f"num_layers={self.num_layers}, parameterisation={self.parameterisation}"
+        return text if self.form == "additive" else f"{text}, form={self.form}"
 
 
 class UniformTopology(Topology):
@@ -127,8 +166,8 @@ class UniformTopology(Topology):
 
     parameterisation = "uniform"
 
-    def __init__(self, num_layers: int, mix: MixBackend) -> None:
-        super().__init__(num_layers, mix)
+    def __init__(self, num_layers: int, mix: MixBackend, form: str = "additive") -> None:
+        super().__init__(num_layers, mix, form)
         rows = torch.arange(1, num_layers + 1, dtype=torch.float32).unsqueeze(1)  # (L, 1)
         uniform = torch.ones(num_layers, num_layers + 1).tril() / rows  # (L, L+1)
         self.register_buffer("uniform", uniform, persistent=False)
@@ -143,17 +182,33 @@ class AncreTopology(Topology):
 
     The learnable logits are one flat fp32 parameter holding theta_1 .. theta_{L-1}
     row after row (L(L+1)/2 - 1 numbers: 299 at L = 24); theta_0 is the frozen 0.
+    With ``init="predecessor"`` row j starts with ``predecessor_weight`` on h_j and the
+    rest shared equally (``ancre.model.forms.predecessor_logits``).
     """
 
     parameterisation = "softmax"
 
-    def __init__(self, num_layers: int, mix: MixBackend, temperature: float) -> None:
-        super().__init__(num_layers, mix)
+    def __init__(
+        self,
+        num_layers: int,
+        mix: MixBackend,
+        temperature: float,
+        form: str = "additive",
+        init: str = "uniform",
+        predecessor_weight: float = 0.9,
+    ) -> None:
+        super().__init__(num_layers, mix, form)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if init not in ("uniform", "predecessor"):
+            raise ValueError(f"topology.init={init!r}; allowed: uniform, predecessor")
         self.temperature = temperature
+        self.init = init
         num_entries = num_layers * (num_layers + 1) // 2
-        self.logits = nn.Parameter(torch.zeros(num_entries - 1, dtype=torch.float32))
+        logits = torch.zeros(num_entries - 1, dtype=torch.float32)
+        if init == "predecessor":
+            logits = predecessor_logits(num_layers, temperature, predecessor_weight)
+        self.logits = nn.Parameter(logits)
         rows, cols = torch.tril_indices(num_layers, num_layers + 1)  # row-major, i <= j
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)
@@ -180,7 +235,8 @@ class AncreTopology(Topology):
     def freeze(self, step: int, prune: str = "none", k: int = 1, mass: float = 1.0) -> FrozenWiring:
         """Fixes the matrix at its current value, pruned (``ancre.model.freeze``).
 
-        The logits stop requiring gradients; the forward pass reads only the kept edges.
+        The logits (and the gated form's gates) stop requiring gradients; the forward
+        pass reads only the kept edges.
         Call it after the model has moved to its device.
 
         Args:
@@ -194,9 +250,11 @@ class AncreTopology(Topology):
         """
         with torch.no_grad():
             matrix = prune_matrix(self.weights().detach(), prune, k, mass)  # (L, L+1)
-        self.wiring = FrozenWiring.of(matrix)
+        self.wiring = FrozenWiring.of(matrix, self.form)
         self.frozen_at = step
         self.logits.requires_grad_(False)
+        if self.gates is not None:
+            self.gates.requires_grad_(False)
         return self.wiring
 
     def logit_rows(self) -> list[torch.Tensor]:
@@ -215,9 +273,13 @@ class FixedTopology(Topology):
     parameterisation = "fixed"
 
     def __init__(
-        self, num_layers: int, mix: MixBackend, edges: list[tuple[int, int, float]]
+        self,
+        num_layers: int,
+        mix: MixBackend,
+        edges: list[tuple[int, int, float]],
+        form: str = "additive",
     ) -> None:
-        super().__init__(num_layers, mix)
+        super().__init__(num_layers, mix, form)
         matrix = torch.zeros(num_layers, num_layers + 1)  # (L, L+1)
         for source, target, weight in edges:
             matrix[target - 1, source] += weight

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -18,6 +19,7 @@ from ancre.config import AncreConfig
 from ancre.kernels.attention import Attention, sdpa_attention, select_attention
 from ancre.kernels.reference import accumulation_dtype
 from ancre.model.block import DecoderBlock
+from ancre.model.depth_stats import DepthRecorder
 from ancre.model.kinds import build_topology
 from ancre.model.layers import KeyValueCache, RMSNorm, RotaryEmbedding
 from ancre.model.presets import ModelShape, resolve_shape
@@ -56,11 +58,26 @@ class Transformer(nn.Module):
         self.topology = topology
         self.norm = RMSNorm(shape.hidden_size, shape.norm_eps)
         self.head = nn.Linear(shape.hidden_size, shape.vocab_size, bias=False)
+        self.depth_recorder: DepthRecorder | None = None
+        """Set by ``ancre.model.depth_stats.recording``: records each block's input and update."""
         self.apply(self._init_weights)
+        if shape.init == "depth_scaled":
+            self._scale_output_projections()
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=self.shape.init_std)
+
+    def _scale_output_projections(self) -> None:
+        """``model.init: depth_scaled``: wo and down from N(0, init_std / sqrt(2 L)).
+
+        The two projections that write into the residual stream in each block, as in
+        GPT-2 and Megatron, so that the plain stream's variance does not grow with depth.
+        """
+        std = self.shape.init_std / math.sqrt(2 * self.shape.num_layers)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.wo.weight, mean=0.0, std=std)
+            nn.init.normal_(block.mlp.down.weight, mean=0.0, std=std)
 
     def hidden_states(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """Returns the L+1 states [h_0 (embeddings), ..., h_L], each (B, T, D).
@@ -73,7 +90,12 @@ class Transformer(nn.Module):
         if torch.is_autocast_enabled(device):
             h = h.to(torch.get_autocast_dtype(device))
         rope = self.rope(tokens.shape[1])  # 2 x (T, D/H/2)
-        return self.topology(self._runners(), h, rope)
+        recorder = self.depth_recorder
+        if recorder is None:
+            return self.topology(self._runners(), h, rope)
+        states = self.topology([recorder.wrap(run) for run in self._runners()], h, rope)
+        recorder.final = states[-1].detach()
+        return states
 
     def _runners(self) -> list[Callable[..., torch.Tensor]]:
         """The blocks as the topology calls them, recomputed ones through checkpoint()."""

@@ -146,9 +146,11 @@ class Trainer:
         steps, checkpoint = self.config.train.steps, self.config.checkpoint
         state = self.state
         self._began = (time.perf_counter(), state.step)
+        stats_every = self.config.train.block_stats_every
         if state.step == 0:
             self._log(self.evaluate())
             self.snapshot()
+            self._log_block_stats(stats_every)
         timed_steps, since = 0, time.perf_counter()
         while state.step < steps:
             self._train_step()
@@ -163,6 +165,8 @@ class Trainer:
                 self.run_tasks()
             if self._due(checkpoint.topology_every):
                 self.snapshot()
+            if self._due(stats_every):
+                self._log_block_stats(stats_every)
             if self._due(checkpoint.every):
                 self.save_checkpoint()
             if state.step < steps and self._stop_agreed():
@@ -174,8 +178,15 @@ class Trainer:
             self.run_tasks()
         if not self._due(checkpoint.topology_every):
             self.snapshot()
+        if not self._due(stats_every):
+            self._log_block_stats(stats_every)
         if not self._due(checkpoint.every):
             self.save_checkpoint()
+
+    def _log_block_stats(self, every: int) -> None:
+        """Writes the per-block statistics of the probe batch (collective; 0: never)."""
+        if every:
+            self._log({"block_stats": self.engine.block_stats(self.probe).to_dict()})
 
     def _freeze_if_due(self) -> None:
         """Freezes the learned matrix at ``topology.freeze_at`` (and after it, on resume)."""
@@ -270,6 +281,9 @@ class Trainer:
                 "step %d | val_loss %.4f | val_ppl %.2f",
                 record["step"], record["val_loss"], record["val_ppl"],
             )  # fmt: skip
+        elif "block_stats" in record:
+            rms = record["block_stats"]["state_rms"]
+            logger.debug("step %d | RMS of the final state %.4g", record["step"], rms[-1])
         elif "loss" not in record:  # downstream task values
             values = [(k, v) for k, v in record.items() if k.startswith("task/")]
             logger.info("step %d | %s", record["step"], ", ".join(f"{k} {v}" for k, v in values))

@@ -19,6 +19,7 @@ from deepspeed.runtime.zero.utils import ZeRORuntimeException
 from ancre.checkpoint import CheckpointError
 from ancre.config import AncreConfig, TopologyConfig, check_world_size
 from ancre.model import FrozenWiring, Transformer, freeze_if_due
+from ancre.model.depth_stats import BlockStats, DepthRecorder, recording
 from ancre.snapshot import TopologySnapshot
 from ancre.train.engine.group import DistributedContext, any_process
 from ancre.train.optimizers import SkipsFlaggedSteps, build_optimizer
@@ -261,6 +262,21 @@ class Engine:
         self._engine.eval()
         with self.model.topology.recording():
             self._engine(tokens.to(self.context.device))
+
+    @torch.no_grad()
+    def block_stats(self, tokens: torch.Tensor) -> BlockStats:
+        """Per-block statistics of one forward pass over ``tokens`` (collective under ZeRO-3).
+
+        See ``ancre.model.depth_stats``; an input-dependent wiring records its per-token
+        reads matrices during the same pass.
+        """
+        self._engine.eval()
+        topology, recorder = self.model.topology, DepthRecorder()
+        per_token = topology.recording() if getattr(topology, "dynamic", False) else None
+        with recording(self.model, recorder), per_token or contextlib.nullcontext():
+            self._engine(tokens.to(self.context.device))
+        with self._whole_topology():
+            return recorder.stats(topology.reads())
 
     def save(self, folder: Path) -> None:
         """Writes DeepSpeed's model and optimiser state into ``folder`` (collective).

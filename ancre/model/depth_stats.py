@@ -1,0 +1,140 @@
+"""Per-block statistics of the residual stream: how big each state is, and who wrote it.
+
+Over one forward pass of a probe batch (the first validation sequences), with h_j the
+input of block j, y_j its output, u_j = y_j - h_j its update and h_L what the final
+norm reads:
+
+- ``state_rms``: RMS(h_0), ..., RMS(h_{L-1}), RMS(h_L) (L+1 numbers);
+- ``update_ratio``: ||u_j|| / ||h_j|| per block (L numbers), how much block j changes
+  the state it reads;
+- ``final_share``: the share of h_L that the embeddings and each block's update
+  account for (L+1 numbers, summing to one). Every kind writes h_L as a linear
+  combination h_L = c_0 h_0 + sum_j c_{j+1} u_j, with coefficients from its reads
+  matrix R (``ancre.model.effective``; per token for the input-dependent kinds), and
+  the share of term k is ``sum_t c_k <b_k, h_L> / sum_t ||h_L||^2`` over the tokens t,
+  with b_0 = h_0 and b_{j+1} = u_j: the projection of that term on h_L. A share can be
+  negative (a term that points against the final state).
+
+Norms and products are taken in fp32 (fp64 for the shares) whatever dtype the states
+have. The statistics cost one forward pass without gradients over the probe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+Runner = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class BlockStats:
+    """The statistics of one probe pass (see the module).
+
+    Attributes:
+        state_rms: (L+1,) RMS of h_0 .. h_{L-1} and of the final state.
+        update_ratio: (L,) ||y_j - h_j|| / ||h_j||.
+        final_share: (L+1,) share of the final state of the embeddings and of each
+            block's update; sums to one.
+    """
+
+    state_rms: list[float]
+    update_ratio: list[float]
+    final_share: list[float]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """The record written under ``block_stats`` in metrics.jsonl."""
+        return {
+            "state_rms": self.state_rms,
+            "update_ratio": self.update_ratio,
+            "final_share": self.final_share,
+        }
+
+
+class DepthRecorder:
+    """Keeps what each block read and wrote during one forward pass."""
+
+    def __init__(self) -> None:
+        self.inputs: list[torch.Tensor] = []
+        self.updates: list[torch.Tensor] = []
+        self.final: torch.Tensor | None = None
+
+    def wrap(self, block: Runner) -> Runner:
+        """``block`` as the topology calls it, recording its input and update."""
+
+        def run(h: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            y = block(h, *args, **kwargs)  # (..., D)
+            self.inputs.append(h.detach())
+            self.updates.append((y.detach().float() - h.detach().float()).to(h.dtype))
+            return y
+
+        return run
+
+    def stats(self, reads: torch.Tensor) -> BlockStats:
+        """The statistics of the recorded pass.
+
+        Args:
+            reads: (1 or N, L+1, L+1) reads matrix R of the topology: one for a static
+                wiring, or one per token (N = B * T) for an input-dependent one.
+
+        Returns:
+            The statistics.
+
+        Raises:
+            RuntimeError: No forward pass was recorded.
+        """
+        if self.final is None or not self.inputs:
+            raise RuntimeError("no forward pass was recorded")
+        inputs = [h.float() for h in self.inputs]
+        updates = [u.float() for u in self.updates]
+        final = self.final.float()
+        rms = [float(h.pow(2).mean().sqrt()) for h in (*inputs, final)]
+        pairs = zip(updates, inputs, strict=True)
+        ratio = [float(u.norm() / h.norm().clamp_min(1e-30)) for u, h in pairs]
+        return BlockStats(rms, ratio, final_shares(reads, [inputs[0], *updates], final))
+
+
+def final_shares(
+    reads: torch.Tensor, terms: list[torch.Tensor], final: torch.Tensor
+) -> list[float]:
+    """The share of the final state of each term (h_0, u_0, ..., u_{L-1}), see the module.
+
+    Args:
+        reads: (1 or N, L+1, L+1) R over x_0 and the block outputs x_{j+1} = y_j.
+        terms: The L+1 terms h_0, u_0 .. u_{L-1}, each (..., D) with N positions.
+        final: The final state (..., D).
+
+    Returns:
+        L+1 shares.
+    """
+    n = len(terms) - 1
+    reads = reads.double().to(final.device)
+    tokens = reads.shape[0]
+    # coefficients of x_0 .. x_L over the terms: x_0 = h_0, x_{k+1} = h_k + u_k
+    outputs = torch.zeros(tokens, n + 1, n + 1, dtype=torch.float64, device=final.device)
+    outputs[:, 0, 0] = 1.0
+    for k in range(n):
+        block_input = torch.einsum("tm,tmc->tc", reads[:, k, : k + 1], outputs[:, : k + 1])
+        outputs[:, k + 1] = block_input
+        outputs[:, k + 1, k + 1] += 1.0
+    coefficients = torch.einsum("tm,tmc->tc", reads[:, n], outputs)  # (1 or N, L+1)
+    flat = final.reshape(-1, final.shape[-1]).double()  # (N, D)
+    dots = torch.stack([(t.reshape(-1, t.shape[-1]).double() * flat).sum(-1) for t in terms])
+    weighted = coefficients.T * dots  # (L+1, N)
+    return (weighted.sum(1) / flat.pow(2).sum()).tolist()
+
+
+@contextlib.contextmanager
+def recording(model: torch.nn.Module, recorder: DepthRecorder) -> Iterator[None]:
+    """While open, the model's forward passes record into ``recorder``.
+
+    The model (``ancre.model.transformer.Transformer``) reads ``model.depth_recorder``.
+    """
+    model.depth_recorder = recorder
+    try:
+        yield
+    finally:
+        model.depth_recorder = None
