@@ -12,8 +12,12 @@ norm reads:
   combination h_L = c_0 h_0 + sum_j c_{j+1} u_j, with coefficients from its reads
   matrix R (``ancre.model.effective``; per token for the input-dependent kinds), and
   the share of term k is ``sum_t c_k <b_k, h_L> / sum_t ||h_L||^2`` over the tokens t,
-  with b_0 = h_0 and b_{j+1} = u_j: the projection of that term on h_L. A share can be
+  with b_0 = h_0 (the embeddings) and b_{j+1} = u_j: the projection of that term on h_L. A share can be
   negative (a term that points against the final state).
+- ``bf16_rounding``: ||bf16(h_{j+1}) - h_{j+1}|| / ||u_j|| per block (h_L the final
+  state): the part of block j's update that storing the state it writes in bf16
+  would round away, relative to the update. Measured on a run whose states are
+  wider than bf16 (in a bf16 run the rounding has already happened, and this reads 0).
 
 Norms and products are taken in fp32 (fp64 for the shares) whatever dtype the states
 have. The statistics cost one forward pass without gradients over the probe.
@@ -35,15 +39,18 @@ class BlockStats:
     """The statistics of one probe pass (see the module).
 
     Attributes:
-        state_rms: (L+1,) RMS of h_0 .. h_{L-1} and of the final state.
+        state_rms: (L+1,) RMS of h_0 .. h_{L-1} (the blocks' inputs) and of the final
+            state.
         update_ratio: (L,) ||y_j - h_j|| / ||h_j||.
         final_share: (L+1,) share of the final state of the embeddings and of each
             block's update; sums to one.
+        bf16_rounding: (L,) ||bf16(h_{j+1}) - h_{j+1}|| / ||y_j - h_j||.
     """
 
     state_rms: list[float]
     update_ratio: list[float]
     final_share: list[float]
+    bf16_rounding: list[float]
 
     def to_dict(self) -> dict[str, list[float]]:
         """The record written under ``block_stats`` in metrics.jsonl."""
@@ -51,6 +58,7 @@ class BlockStats:
             "state_rms": self.state_rms,
             "update_ratio": self.update_ratio,
             "final_share": self.final_share,
+            "bf16_rounding": self.bf16_rounding,
         }
 
 
@@ -58,6 +66,7 @@ class DepthRecorder:
     """Keeps what each block read and wrote during one forward pass."""
 
     def __init__(self) -> None:
+        self.embeddings: torch.Tensor | None = None
         self.inputs: list[torch.Tensor] = []
         self.updates: list[torch.Tensor] = []
         self.final: torch.Tensor | None = None
@@ -86,7 +95,7 @@ class DepthRecorder:
         Raises:
             RuntimeError: No forward pass was recorded.
         """
-        if self.final is None or not self.inputs:
+        if self.final is None or self.embeddings is None or not self.inputs:
             raise RuntimeError("no forward pass was recorded")
         inputs = [h.float() for h in self.inputs]
         updates = [u.float() for u in self.updates]
@@ -94,7 +103,12 @@ class DepthRecorder:
         rms = [float(h.pow(2).mean().sqrt()) for h in (*inputs, final)]
         pairs = zip(updates, inputs, strict=True)
         ratio = [float(u.norm() / h.norm().clamp_min(1e-30)) for u, h in pairs]
-        return BlockStats(rms, ratio, final_shares(reads, [inputs[0], *updates], final))
+        written = zip(updates, (*inputs[1:], final), strict=True)  # u_j, h_{j+1}
+        rounding = [
+            float((h.bfloat16().float() - h).norm() / u.norm().clamp_min(1e-30)) for u, h in written
+        ]
+        shares = final_shares(reads, [self.embeddings.float(), *updates], final)
+        return BlockStats(rms, ratio, shares, rounding)
 
 
 def final_shares(

@@ -93,6 +93,7 @@ class Transformer(nn.Module):
         recorder = self.depth_recorder
         if recorder is None:
             return self.topology(self._runners(), h, rope)
+        recorder.embeddings = h.detach()
         states = self.topology([recorder.wrap(run) for run in self._runners()], h, rope)
         recorder.final = states[-1].detach()
         return states

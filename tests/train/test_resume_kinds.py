@@ -1,4 +1,5 @@
-"""The learned wirings of other papers resume exactly after a kill, like the others."""
+"""The learned wirings of other papers, and the forms of topology.form, resume exactly
+after a kill, like the others; the per-block statistics resume with them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ KINDS = {
     "hyper-dynamic": ["topology.kind=hyper", "topology.streams=2", "topology.dynamic=true"],
     "mhc-dynamic": ["topology.kind=mhc", "topology.streams=2", "topology.dynamic=true"],
     "attnres-blocks": ["topology.kind=attnres", "topology.attnres_blocks=3"],
+    "ancre-replace": ["topology.kind=ancre", "topology.form=replace", "topology.init=predecessor"],
+    "ancre-gated": ["topology.kind=ancre", "topology.form=gated", "train.block_stats_every=4"],
 }
 
 
@@ -37,10 +40,18 @@ def test_killed_run_resumes_to_the_uninterrupted_metrics(
                      == "step_00000004")  # fmt: skip
     result = run_ancre("train", *args(tmp_path / "killed"), env=subprocess_env)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert records(run_dir) == expected  # losses, grad norms, val loss: equal
+    assert records(run_dir) == expected  # losses, grad norms, val loss, block stats: equal
+    stats_steps = [r["step"] for r in expected if "block_stats" in r]
+    assert stats_steps == ([0, 4, 8] if "train.block_stats_every=4" in overrides else [0, 8])
+    kind = overrides[0].split("=")[1]
     for step in (0, 4, 8):
         snapshot = read_snapshot(folder.snapshot_path(step))
-        assert snapshot.parameterisation == overrides[0].split("=")[1]
+        assert snapshot.parameterisation == {"ancre": "softmax"}.get(kind, kind)
         assert (snapshot.probe is not None) == (
             "dynamic" in str(overrides) or "attnres" in str(overrides)
         )
+        form = next((o.split("=")[1] for o in overrides if o.startswith("topology.form=")), None)
+        assert snapshot.form == (form or "additive")
+        assert (snapshot.gates is not None) == (form == "gated")
+        if snapshot.gates is not None:  # zero at step 0, learned after
+            assert any(snapshot.gates) == (step > 0)
