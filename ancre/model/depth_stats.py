@@ -12,8 +12,8 @@ norm reads:
   combination h_L = c_0 h_0 + sum_j c_{j+1} u_j, with coefficients from its reads
   matrix R (``ancre.model.effective``; per token for the input-dependent kinds), and
   the share of term k is ``sum_t c_k <b_k, h_L> / sum_t ||h_L||^2`` over the tokens t,
-  with b_0 = h_0 (the embeddings) and b_{j+1} = u_j: the projection of that term on h_L. A share can be
-  negative (a term that points against the final state).
+  with b_0 = h_0 (the embeddings) and b_{j+1} = u_j: the projection of that term on
+  h_L. A share can be negative (a term that points against the final state).
 - ``bf16_rounding``: ||bf16(h_{j+1}) - h_{j+1}|| / ||u_j|| per block (h_L the final
   state): the part of block j's update that storing the state it writes in bf16
   would round away, relative to the update. Measured on a run whose states are
