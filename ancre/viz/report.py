@@ -32,6 +32,7 @@ from ancre.viz.run_data import (
 )
 from ancre.viz.statistics import STATISTICS, statistics_rows, write_statistics_csv
 from ancre.viz.statplots import depth_figure, training_figure
+from ancre.viz.streamplots import stream_depth_figure, stream_stats, stream_training_figure
 from ancre.viz.wiring import DEFAULT_TOP_K, wiring_figure
 
 EVOLUTION_PANELS = 6
@@ -182,6 +183,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path, options: ReportOption
     sections = _topology_sections(run, shown, names[0], figures)
     sections.append(_animation_section(run, names[0], figures))
     sections += _statistics_sections(run, shown, names[0], figures)
+    sections += _stream_sections(run, names[0], figures)
     report.files.append(write_statistics_csv(run.snapshots, out / "block_statistics.csv"))
     runs = list(zip(names, [run.records] + [o.records for o in others], strict=True))
     if others:
@@ -279,6 +281,29 @@ def _statistics_sections(
         Section(
             "Per-block statistics over training",
             figures.save(training_figure(run.snapshots, name), "block_stats_training"),
+        ),
+    ]
+
+
+def _stream_sections(run: RunData, name: str, figures: _Figures) -> list[Section]:
+    """The residual stream's statistics (train.block_stats_every), where the run has them."""
+    stats = stream_stats(run.records)
+    if not stats:
+        return []
+    caption = (
+        "From metrics.jsonl (train.block_stats_every), over the first validation sequences: "
+        "the RMS of each state, each block's update ratio, each term's share of the final "
+        "state (projections summing to one) and the part of each update bf16 would round away."
+    )
+    return [
+        Section(
+            "The residual stream against depth",
+            figures.save(stream_depth_figure(stats, name), "stream_depth"),
+            caption,
+        ),
+        Section(
+            "The residual stream over training",
+            figures.save(stream_training_figure(stats, name), "stream_training"),
         ),
     ]
 

@@ -72,7 +72,7 @@ def depth_figure(
     return figure
 
 
-def _edges(values: Sequence[float]) -> np.ndarray:
+def cell_edges(values: Sequence[float]) -> np.ndarray:
     """Cell edges around sorted centres (midpoints; +-0.5 for a single centre)."""
     centres = np.asarray(values, dtype=np.float64)
     if len(centres) == 1:
@@ -106,7 +106,7 @@ def training_figure(snapshots: Sequence[TopologySnapshot], run_name: str = "") -
     for ax, name in zip(axes, PLOTTED, strict=True):
         data = np.array([st.get(name) for st in stats]).T  # (L, snapshots)
         mesh = ax.pcolormesh(
-            _edges(steps), _edges(range(num_layers)), np.ma.masked_invalid(data), cmap=cmap
+            cell_edges(steps), cell_edges(range(num_layers)), np.ma.masked_invalid(data), cmap=cmap
         )
         ax.set_ylim(num_layers - 0.5, -0.5)
         ax.set_xlabel("step")

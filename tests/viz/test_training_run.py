@@ -19,6 +19,7 @@ def trained_run(tmp_path_factory, subprocess_env, sample_tokenizer) -> Path:
     args = train_args(
         out, "r", sample_tokenizer.path, "train.steps=30", "train.warmup_steps=3",
         "checkpoint.topology_every=10", "eval.every=10", "eval.tokens=2048", "checkpoint.every=0",
+        "train.block_stats_every=10",
     )  # fmt: skip
     train_run(*args, env=subprocess_env)
     return out / "r"
@@ -43,3 +44,7 @@ def test_report_of_a_trained_run(trained_run, tmp_path, subprocess_env):
     assert "as many steps as" in result.stdout
     rows = (out / "block_statistics.csv").read_text().splitlines()
     assert len(rows) == 1 + 4 * run["blocks L"]
+    # the residual stream's statistics (steps 0, 10, 20, 30) against depth and over training
+    page = (out / "report.html").read_text()
+    assert "The residual stream against depth" in page and (out / "stream_depth.png").exists()
+    assert (out / "stream_training.png").exists()
