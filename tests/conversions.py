@@ -12,9 +12,20 @@ from ancre.model import Transformer, build_model, freeze_if_due
 from ancre.pretrained import PRETRAINED_FORMAT, WEIGHTS
 from tests.conftest import REPO
 
-KINDS = ("cascaded", "ancre", "uniform", "fixed", "ancre-frozen")
-"""The kinds the export covers; ancre-frozen is Ancre frozen at step 5 to its top-2 edges."""
+KINDS = (
+    "cascaded", "ancre", "uniform", "fixed", "ancre-frozen", "ancre-replace", "uniform-gated",
+    "ancre-gated-frozen",
+)  # fmt: skip
+"""The kinds the export covers; ancre-frozen is Ancre frozen at step 5 to its top-2 edges;
+the others name a kind and a topology.form."""
 FROZEN = ("topology.freeze_at=5", "topology.prune=top_k", "topology.prune_k=2")
+SETTINGS = {
+    "ancre-frozen": ("ancre", FROZEN),
+    "ancre-replace": ("ancre", ("topology.form=replace",)),
+    "uniform-gated": ("uniform", ("topology.form=gated",)),
+    "ancre-gated-frozen": ("ancre", ("topology.form=gated", *FROZEN)),
+}
+"""Names of KINDS that are not a kind alone: the kind and its overrides."""
 
 
 def tiny_config(kind: str, *overrides: str) -> AncreConfig:
@@ -31,15 +42,19 @@ def tiny_config(kind: str, *overrides: str) -> AncreConfig:
 def tiny_model(kind: str, vocab_size: int, seed: int = 0) -> tuple[Transformer, AncreConfig]:
     """A randomly initialised model; an Ancre topology gets random (non-uniform) logits.
 
-    ``ancre-frozen`` is frozen as at step 7, and its conversion (step 7) loads frozen.
+    The gated form gets random gates. The ``-frozen`` ones are frozen as at step 7, and
+    their conversions (step 7) load frozen.
     """
-    config = tiny_config("ancre", *FROZEN) if kind == "ancre-frozen" else tiny_config(kind)
+    name, overrides = SETTINGS.get(kind, (kind, ()))
+    config = tiny_config(name, *overrides)
     torch.manual_seed(seed)
     model = build_model(config, vocab_size).eval()
-    if config.topology.kind == "ancre":
-        with torch.no_grad():
+    with torch.no_grad():
+        if config.topology.kind == "ancre":
             model.topology.logits.normal_(0.0, 1.0)
-    if kind == "ancre-frozen":
+        if model.topology.gates is not None:
+            model.topology.gates.normal_(0.0, 1.0)
+    if kind.endswith("-frozen"):
         freeze_if_due(model.topology, config.topology, step=7)
     return model, config
 

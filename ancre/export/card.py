@@ -8,6 +8,9 @@ import yaml
 
 from ancre.config import config_dict
 from ancre.run_folder import RunFolder, read_metrics
+
+FORMED = ("ancre", "uniform", "fixed")
+"""The kinds that take a topology.form."""
 from ancre.train.trained import TrainedModel
 
 
@@ -66,7 +69,11 @@ def model_card(trained: TrainedModel, matrix: list[list[float]]) -> str:
         f"| topology | {topology.kind}"
         + (f", temperature {topology.temperature}" if topology.kind == "ancre" else "")
         + (f", edges {topology.edges}" if topology.kind == "fixed" else "")
+        + (f", form {topology.form}" if topology.kind in FORMED else "")
         + " |",
+        f"| formula | `{trained.model.topology.snapshot(0, 0).formula}` |"
+        if topology.kind in FORMED
+        else "| formula | `h_{j+1} = y_j` |",
         f"| final validation loss | {loss} |",
         "",
         "## Loading",

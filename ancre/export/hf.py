@@ -100,14 +100,22 @@ def export_hf(source: Path, out_dir: Path, dtype: str = "fp32") -> Path:
 def frozen_edges(topology: Topology) -> list[tuple[int, int, float]] | None:
     """A frozen (and pruned) Ancre matrix as fixed edges i:j@w, or None when not frozen.
 
-    Edge i:j adds h_i to block j-1's output with weight P[j-1, i] (``topology.edges``),
-    so the fixed wiring computes exactly the frozen matrix.
+    Edge i:j adds h_i to block j-1's output with weight W[j-1, i] (``topology.edges``),
+    W the mix weights of the topology's form (``ancre.model.forms``: P itself in the
+    additive form, P - E in the replace form, g_j P[j] in the gated form), so the
+    fixed wiring in the additive form computes exactly the frozen model.
     """
     wiring = getattr(topology, "wiring", None)  # a FrozenWiring once frozen
     if wiring is None:
         return None
-    matrix = wiring.matrix.detach().float().cpu()  # (L, L+1)
-    return [(i, j + 1, float(matrix[j, i])) for j, kept in enumerate(wiring.edges) for i in kept]
+    values = wiring.values.detach().double().cpu()  # W of the mixed states, row after row
+    gates = None if topology.gates is None else topology.gates.detach().double().cpu()
+    edges = []
+    for j, row in enumerate(wiring.mixed or wiring.edges):
+        scale = float(gates[j]) if gates is not None and wiring.form == "gated" else 1.0
+        weights = values[wiring.offsets[j] : wiring.offsets[j + 1]]
+        edges += [(i, j + 1, float(w) * scale) for i, w in zip(row, weights.tolist(), strict=True)]
+    return edges
 
 
 def special_tokens(tokenizer_file: Path) -> dict[str, tuple[str, int]]:
@@ -126,7 +134,8 @@ def hf_config(
 ) -> dict[str, Any]:
     """config.json: the shape, the topology and the special token ids.
 
-    ``frozen`` is :func:`frozen_edges` of the model: a frozen Ancre goes as kind fixed.
+    ``frozen`` is :func:`frozen_edges` of the model: a frozen Ancre goes as kind fixed
+    in the additive form (its edges carry the form's weights).
     """
     shape, topology = trained.model.shape, trained.model.topology
     edges = topology.edges if isinstance(topology, FixedTopology) else None
@@ -150,6 +159,7 @@ def hf_config(
         "rms_norm_eps": shape.norm_eps,
         "initializer_range": shape.init_std,
         "topology_kind": kind,
+        "topology_form": "additive" if frozen is not None else topology.form,
         "topology_temperature": None if frozen is not None else topology.temperature,
         "topology_edges": [list(edge) for edge in edges] if edges is not None else None,
         "use_cache": True,

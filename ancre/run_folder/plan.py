@@ -37,13 +37,14 @@ REFUSED_ON_RESUME = (
     "model.preset", "model.hidden_size", "model.intermediate_size", "model.num_layers",
     "model.num_heads", "model.vocab_size", "topology.kind", "topology.edges", "data.source",
     "topology.dilation", "topology.period", "topology.streams", "topology.dynamic",
-    "topology.sinkhorn_iters", "topology.attnres_blocks",
+    "topology.sinkhorn_iters", "topology.attnres_blocks", "topology.form",
 )  # fmt: skip
 """Keys that decide what the checkpoint's weights mean: a resume must keep them."""
 BATCH = "train.global_batch_size"
 """Kept on resume unless ``checkpoint.allow_batch_change``: it changes the optimisation."""
 FREE_ON_RESUME = (
     "train.steps", "train.log_every", "train.max_bad_steps", "train.dist_timeout_s",
+    "train.block_stats_every", "model.init", "topology.init", "topology.predecessor_weight",
     "eval.", "checkpoint.", "logging.", "run.",
 )  # fmt: skip
 """Keys (or prefixes) that a resume may change without changing the training itself."""

@@ -1,7 +1,9 @@
 """Configuration of an Ancre language model for transformers (travels with modeling_ancre.py).
 
 An Ancre model is a Llama decoder whose blocks are wired by an L x (L+1) connection
-matrix P: h_{j+1} = Block_j(h_j) + sum_{i<=j} P[j, i] h_i. This file and
+matrix P: h_{j+1} = Block_j(h_j) + sum_{i<=j} P[j, i] h_i (the additive form; the
+replace form subtracts the block's input h_j, the gated form scales the sum by a
+learned g_j per block). This file and
 modeling_ancre.py stand alone: they need torch and transformers only.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform", "fixed")
+TOPOLOGY_FORMS = ("additive", "replace", "gated")
 
 
 class AncreLMConfig(PretrainedConfig):
@@ -28,6 +31,9 @@ class AncreLMConfig(PretrainedConfig):
         topology_kind: cascaded (plain residual stream), ancre (learned softmax rows,
             the logits are the ``topology.logits`` weight), uniform (P[j, i] = 1/(j+1)) or
             fixed (the edges below).
+        topology_form: additive (h_{j+1} = y_j + sum_i P[j, i] h_i), replace
+            (h_{j+1} = y_j - h_j + sum_i P[j, i] h_i) or gated (h_{j+1} = y_j + g_j
+            sum_i P[j, i] h_i; the g_j are the ``topology.gates`` weight).
         topology_temperature: Softmax temperature of the ancre rows.
         topology_edges: Fixed edges [i, j, w]: P[j-1, i] += w.
     """
@@ -44,6 +50,7 @@ class AncreLMConfig(PretrainedConfig):
     rms_norm_eps: float = 1e-6
     initializer_range: float = 0.02
     topology_kind: str = "ancre"
+    topology_form: str = "additive"
     topology_temperature: float | None = 1.0
     topology_edges: list | None = None
     use_cache: bool = True
@@ -56,6 +63,8 @@ class AncreLMConfig(PretrainedConfig):
         """Checks the topology kind and the heads against the width."""
         if self.topology_kind not in TOPOLOGY_KINDS:
             raise ValueError(f"topology_kind {self.topology_kind!r}; allowed: {TOPOLOGY_KINDS}")
+        if self.topology_form not in TOPOLOGY_FORMS:
+            raise ValueError(f"topology_form {self.topology_form!r}; allowed: {TOPOLOGY_FORMS}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"{self.num_attention_heads} heads do not divide hidden_size {self.hidden_size}"

@@ -143,10 +143,26 @@ class Topology(nn.Module):
         self.num_layers = n = config.num_hidden_layers
         self.temperature = config.topology_temperature
         self.edges = [tuple(edge) for edge in config.topology_edges or []]
+        self.form = getattr(config, "topology_form", "additive")
         if self.kind == "ancre":  # theta_1 .. theta_{L-1} row after row; theta_0 is 0
             self.logits = nn.Parameter(torch.zeros(n * (n + 1) // 2 - 1, dtype=torch.float32))
+        if self.form == "gated" and self.kind != "cascaded":  # g_j, one per block
+            self.gates = nn.Parameter(torch.zeros(n, dtype=torch.float32))
 
     def weights(self, device: torch.device) -> torch.Tensor | None:
+        """The mix weights W (L, L+1) in fp32, or None for the cascaded stack (no mix).
+
+        h_{j+1} = y_j + sum_i W[j, i] h_i: W = P (additive), P - E with E[j, j] = 1
+        (replace) or g_j P[j] (gated).
+        """
+        matrix = self.matrix(device)
+        if matrix is None or self.form == "additive":
+            return matrix
+        if self.form == "replace":
+            return matrix - torch.eye(self.num_layers, self.num_layers + 1, device=device)
+        return self.gates.to(device, torch.float32).unsqueeze(1) * matrix  # (L, L+1)
+
+    def matrix(self, device: torch.device) -> torch.Tensor | None:
         """P (L, L+1) in fp32, or None for the cascaded stack (no mix)."""
         n = self.num_layers
         if self.kind == "ancre":
