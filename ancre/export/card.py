@@ -8,10 +8,10 @@ import yaml
 
 from ancre.config import config_dict
 from ancre.run_folder import RunFolder, read_metrics
+from ancre.train.trained import TrainedModel
 
 FORMED = ("ancre", "uniform", "fixed")
 """The kinds that take a topology.form."""
-from ancre.train.trained import TrainedModel
 
 
 def final_validation(trained: TrainedModel) -> tuple[int, float] | None:
