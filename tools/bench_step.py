@@ -22,6 +22,14 @@ Ancre's before it. (Its matrix is the initial uniform one, pruned; the cost depe
 the number of kept edges only.)
     python tools/bench_step.py --preset tiny --frozen top_k --prune-k 2
 
+``--forms`` adds Ancre and uniform in the replace and gated forms of ``topology.form``
+(named ``kind:form``); ``--set KEY=VALUE`` (repeatable) overrides any config key, for
+example the depth study's shape::
+
+    python tools/bench_step.py --preset tiny --layers 24 --seq-len 64 --micro-batch 16 \
+        --vocab-size 1024 --threads 1 --forms --set model.hidden_size=64 \
+        --set model.num_heads=2 --set model.intermediate_size=176
+
 ``--saved-bytes`` times nothing: it counts the bytes autograd keeps for the backward of
 one forward pass (ancre/model/memory.py; device-independent, so it runs on a CPU) for
 cascaded and Ancre, each backend, with and without block recompute, under bf16
@@ -49,6 +57,8 @@ from ancre.train.speedups import apply_speedups
 from ancre.train.threads import apply_cpu_threads
 
 TOPOLOGIES = ("cascaded", "ancre", "uniform")
+FORMED = ("ancre:replace", "uniform:replace", "ancre:gated", "uniform:gated")
+"""The wirings ``--forms`` adds: kind:form."""
 ZOO = {
     "cascaded": [], "ancre": [], "uniform": [], "denseformer": [],
     "hyper": ["topology.streams=4"],
@@ -66,14 +76,18 @@ def build(
 ) -> Transformer:
     """One model of the preset, wired by ``kind`` and the topology overrides ``extra``.
 
-    ``ancre_frozen`` is Ancre with its matrix frozen and pruned (``--frozen``).
+    ``ancre_frozen`` is Ancre with its matrix frozen and pruned (``--frozen``);
+    ``kind:form`` the kind in that ``topology.form``.
     """
     torch.manual_seed(0)
+    name, _, form = kind.partition(":")
     overrides = [
         f"model.preset={args.preset}",
         *([f"model.num_layers={args.layers}"] if args.layers else []),
-        f"topology.kind={'ancre' if kind == 'ancre_frozen' else kind}",
+        f"topology.kind={'ancre' if name == 'ancre_frozen' else name}",
+        *([f"topology.form={form}"] if form else []),
         *extra,
+        *args.set,
         f"data.seq_len={args.seq_len}",
         f"topology.backend={args.backend}",
         f"model.attention={args.attention}",
@@ -204,6 +218,10 @@ def main() -> None:
     parser.add_argument("--zoo", action="store_true",
                         help="compare the wirings of docs/topologies.md (see above)")  # fmt: skip
     parser.add_argument("--presets", default="tiny,60m", help="presets of --zoo")
+    parser.add_argument("--forms", action="store_true",
+                        help="also time Ancre and uniform in the other forms")  # fmt: skip
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every model (repeatable)")  # fmt: skip
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -215,7 +233,8 @@ def main() -> None:
     if args.zoo:
         print_zoo_costs(args, device)
         return
-    kinds = (*TOPOLOGIES, "ancre_frozen") if args.frozen else TOPOLOGIES
+    kinds = (*TOPOLOGIES, *(FORMED if args.forms else ()))
+    kinds = (*kinds, "ancre_frozen") if args.frozen else kinds
     models = {kind: build(kind, args, device) for kind in kinds}
     optimizers = {
         k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
@@ -272,7 +291,7 @@ def main() -> None:
         assert wiring is not None
         print(f"ancre_frozen: pruned by {args.frozen}, {wiring.num_edges} of "
               f"{shape_.num_layers * (shape_.num_layers + 1) // 2} connections kept")  # fmt: skip
-    print(f"{'topology':<12} {'step ms':>9} {'tokens/s':>10} {'MFU':>6} {'peak GB':>8} "
+    print(f"{'topology':<15} {'step ms':>9} {'tokens/s':>10} {'MFU':>6} {'peak GB':>8} "
           f"{'time vs cascaded':>17} {'memory vs cascaded':>19}")  # fmt: skip
     for kind in kinds:
         median = statistics.median(times[kind])
@@ -282,7 +301,7 @@ def main() -> None:
         # peak memory is measured on CUDA only (the CPU allocator keeps no peak)
         peak = f"{peaks[kind] / 1e9:8.2f}" if peaks else f"{'n/a':>8}"
         ratio = f"{peaks[kind] / peaks['cascaded']:18.3f}x" if peaks else f"{'n/a':>19}"
-        print(f"{kind:<12} {median * 1e3:9.2f} {rate:10.0f} {use_text} {peak} "
+        print(f"{kind:<15} {median * 1e3:9.2f} {rate:10.0f} {use_text} {peak} "
               f"{median / base:16.3f}x {ratio}")  # fmt: skip
 
 

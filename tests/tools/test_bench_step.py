@@ -1,4 +1,4 @@
-"""tools/bench_step.py times a frozen, pruned Ancre beside the three topologies."""
+"""tools/bench_step.py times a frozen, pruned Ancre and the forms beside the three topologies."""
 
 from __future__ import annotations
 
@@ -13,12 +13,17 @@ def test_bench_step_times_the_frozen_model(subprocess_env) -> None:
         sys.executable, str(REPO / "tools" / "bench_step.py"), "--preset", "tiny",
         "--layers", "4", "--seq-len", "16", "--micro-batch", "2", "--vocab-size", "64",
         "--steps", "1", "--warmup", "1", "--threads", "1", "--frozen", "top_k", "--prune-k", "1",
+        "--forms", "--set", "model.hidden_size=64", "--set", "model.num_heads=2",
     ]  # fmt: skip
     result = subprocess.run(command, env=subprocess_env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ancre_frozen: pruned by top_k, 4 of 10 connections kept" in result.stdout
-    rows = [line.split() for line in result.stdout.splitlines()[-4:]]
-    assert [row[0] for row in rows] == ["cascaded", "ancre", "uniform", "ancre_frozen"]
+    assert "L=4 D=64" in result.stdout  # --set reached the models
+    rows = [line.split() for line in result.stdout.splitlines()[-8:]]
+    assert [row[0] for row in rows] == [
+        "cascaded", "ancre", "uniform", "ancre:replace", "uniform:replace", "ancre:gated",
+        "uniform:gated", "ancre_frozen",
+    ]  # fmt: skip
     assert all(row[3:5] == ["n/a", "n/a"] and row[6] == "n/a" for row in rows)  # no CPU peak
 
 
