@@ -30,6 +30,10 @@ example the depth study's shape::
         --vocab-size 1024 --threads 1 --forms --set model.hidden_size=64 \
         --set model.num_heads=2 --set model.intermediate_size=176
 
+``--block-stats EVERY`` also times the per-block statistics of ``train.block_stats_every``
+(one forward pass without gradients over 4 sequences, ancre/model/depth_stats.py) and
+prints their cost per step when taken every EVERY steps.
+
 ``--saved-bytes`` times nothing: it counts the bytes autograd keeps for the backward of
 one forward pass (ancre/model/memory.py; device-independent, so it runs on a CPU) for
 cascaded and Ancre, each backend, with and without block recompute, under bf16
@@ -51,6 +55,8 @@ import torch
 from ancre.config import load_config
 from ancre.kernels import triton_unavailable
 from ancre.model import PRESETS, AncreTopology, Transformer, build_model
+from ancre.model.depth_stats import DepthRecorder, recording
+from ancre.model.effective import PROBE_SEQUENCES
 from ancre.model.memory import saved_for_backward_bytes
 from ancre.train.flops import device_peak_flops, flops_per_token, mfu
 from ancre.train.speedups import apply_speedups
@@ -190,6 +196,20 @@ def print_zoo_costs(args: argparse.Namespace, device: torch.device) -> None:
                   f"{saved[name] / 1e6:9.1f} {saved[name] / saved['cascaded']:10.3f}x")  # fmt: skip
 
 
+def stats_seconds(model: Transformer, batch: torch.Tensor, device: torch.device) -> float:
+    """Seconds of one record of the per-block statistics over the probe's sequences."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    recorder = DepthRecorder()
+    with torch.no_grad(), recording(model, recorder):
+        model(batch[:PROBE_SEQUENCES, :-1])
+    recorder.stats(model.topology.reads())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     """Parses the arguments, times the steps and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -220,6 +240,8 @@ def main() -> None:
     parser.add_argument("--presets", default="tiny,60m", help="presets of --zoo")
     parser.add_argument("--forms", action="store_true",
                         help="also time Ancre and uniform in the other forms")  # fmt: skip
+    parser.add_argument("--block-stats", type=int, default=0, metavar="EVERY",
+                        help="also time the per-block statistics, every EVERY steps")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every model (repeatable)")  # fmt: skip
     args = parser.parse_args()
@@ -303,6 +325,16 @@ def main() -> None:
         ratio = f"{peaks[kind] / peaks['cascaded']:18.3f}x" if peaks else f"{'n/a':>19}"
         print(f"{kind:<15} {median * 1e3:9.2f} {rate:10.0f} {use_text} {peak} "
               f"{median / base:16.3f}x {ratio}")  # fmt: skip
+    if args.block_stats:
+        print(f"per-block statistics ({PROBE_SEQUENCES} sequences, no gradients), median of "
+              f"{args.steps}; share of a step, every {args.block_stats} steps:")  # fmt: skip
+        for kind in kinds:
+            models[kind].eval()
+            seconds = statistics.median(
+                stats_seconds(models[kind], batches[0], device) for _ in range(args.steps)
+            )
+            share = seconds / args.block_stats / statistics.median(times[kind])
+            print(f"{kind:<15} {seconds * 1e3:9.2f} ms per record, {share:.2%} per step")
 
 
 if __name__ == "__main__":

@@ -14,12 +14,17 @@ def test_bench_step_times_the_frozen_model(subprocess_env) -> None:
         "--layers", "4", "--seq-len", "16", "--micro-batch", "2", "--vocab-size", "64",
         "--steps", "1", "--warmup", "1", "--threads", "1", "--frozen", "top_k", "--prune-k", "1",
         "--forms", "--set", "model.hidden_size=64", "--set", "model.num_heads=2",
+        "--block-stats", "50",
     ]  # fmt: skip
     result = subprocess.run(command, env=subprocess_env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ancre_frozen: pruned by top_k, 4 of 10 connections kept" in result.stdout
     assert "L=4 D=64" in result.stdout  # --set reached the models
-    rows = [line.split() for line in result.stdout.splitlines()[-8:]]
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("per-block statistics"))
+    costs = [line.split() for line in lines[header + 1 :]]
+    assert len(costs) == 8 and all(row[2:5] == ["ms", "per", "record,"] for row in costs)
+    rows = [line.split() for line in lines[header - 8 : header]]
     assert [row[0] for row in rows] == [
         "cascaded", "ancre", "uniform", "ancre:replace", "uniform:replace", "ancre:gated",
         "uniform:gated", "ancre_frozen",
