@@ -114,14 +114,20 @@ def test_triton_asked_for_where_it_cannot_run_fails_at_build(monkeypatch):
     assert select_mix("auto")[0] == "reference"
 
 
-def test_transformer_with_the_fused_mix_matches_the_reference():
+@pytest.mark.parametrize("form", ["additive", "replace", "gated"])
+def test_transformer_with_the_fused_mix_matches_the_reference(form):
+    """Every form runs through the fused mix as its weights W (negative for replace)."""
     losses, grads = {}, {}
     for backend in ("reference", "triton"):
         torch.manual_seed(0)
-        config = load_config(None, [f"topology.backend={backend}", "data.seq_len=32"])
+        config = load_config(
+            None, [f"topology.backend={backend}", "data.seq_len=32", f"topology.form={form}"]
+        )
         model = build_model(config, 97).to(DEVICE)
         with torch.no_grad():
             model.topology.logits.normal_()
+            if model.topology.gates is not None:
+                model.topology.gates.normal_()
         tokens = torch.randint(0, 97, (2, 33), generator=torch.Generator().manual_seed(1))
         loss = model(tokens[:, :-1].to(DEVICE), tokens[:, 1:].to(DEVICE))
         loss.backward()

@@ -53,7 +53,8 @@ def test_resumed_run_equals_the_uninterrupted_one(reference, subprocess_env, tmp
     assert result.returncode == 0, result.stderr[-4000:]
     expected = [r for r in records(run_dir) if r["step"] > 4]
     assert records(tmp_path / "ref") == expected  # losses, grad norms, lr, val loss: equal
-    assert len(expected) == 5  # steps 5..8, evaluation at 8
+    assert len(expected) == 6  # steps 5..8, evaluation at 8, the stream statistics at 8
+    assert [r["step"] for r in expected if "block_stats" in r] == [8]
 
 
 def test_converted_weights_give_the_training_model(reference, tmp_path, subprocess_env):
