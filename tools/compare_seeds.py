@@ -11,6 +11,8 @@ prints one row per setting:
 - steps to reach the baseline's final val_loss, as a fraction of the baseline's own
   steps, seed by seed and then averaged (read off the val_loss curve between
   evaluations, by interpolation: ancre/viz/curves.py);
+- the RMS of the last state (what the final norm reads) at the run's last per-block
+  statistics record (``train.block_stats_every``), mean over the seeds; n/a without;
 - costs: parameters added to the baseline's model; step time as the ratio of the
   baseline's median training tokens/s to the wiring's, from the runs' own metrics (so
   only as fair as the machine was quiet: the sweep runs one run after another); and
@@ -111,6 +113,18 @@ def tokens_per_s(by_seed: dict[int, list[dict]]) -> float:
     return statistics.median(rates) if rates else float("nan")
 
 
+def last_state_rms(by_seed: dict[int, list[dict]]) -> str:
+    """Mean over the seeds of RMS(h_L) at each run's last block_stats record, or n/a."""
+    values = []
+    for records in by_seed.values():
+        stats = [r["block_stats"] for r in records if isinstance(r.get("block_stats"), dict)]
+        rms = stats[-1].get("state_rms") if stats else None
+        if not isinstance(rms, list) or not rms:
+            return "n/a"
+        values.append(float(rms[-1]))
+    return f"{statistics.mean(values):.4g}"
+
+
 def main() -> None:
     """Parses the arguments, reads the runs and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -131,8 +145,8 @@ def main() -> None:
 
     width = max(16, *(len(name) for name in runs))
     print(f"{'setting':<{width}} {'seeds':>5} {'final val_loss':>14} {'sd':>7} {'ppl':>7} "
-          f"{'paired diff':>11} {'sd':>7} {'steps to base':>13} {'params added':>12} "
-          f"{'time ratio':>10} {'saved ratio':>11}")  # fmt: skip
+          f"{'paired diff':>11} {'sd':>7} {'steps to base':>13} {'last RMS':>9} "
+          f"{'params added':>12} {'time ratio':>10} {'saved ratio':>11}")  # fmt: skip
     within = []
     details = []
     for name, by_seed in runs.items():
@@ -161,9 +175,10 @@ def main() -> None:
         if paired is not None and paired[2] > 1 and abs(paired[0]) <= paired[1]:
             within.append(name)
             diff += "*"
+        rms = last_state_rms(by_seed)
         print(f"{name:<{width}} {len(finals):>5} {mean:14.4f} {spread:7.4f} "
-              f"{math.exp(mean):7.2f} {diff:>11} {diff_sd:>7} {reach:>13} {params:>12} "
-              f"{time_ratio:9.3f}x {saved:>11}")  # fmt: skip
+              f"{math.exp(mean):7.2f} {diff:>11} {diff_sd:>7} {reach:>13} "
+              f"{rms:>9} {params:>12} {time_ratio:9.3f}x {saved:>11}")  # fmt: skip
     print(f"\npaired diff: final val_loss minus {args.baseline}'s of the same seed, mean and "
           "sample sd over the shared seeds" + (f"; * within one sd of zero: {', '.join(within)}"
                                                if within else ""))  # fmt: skip

@@ -11,7 +11,7 @@ from ancre.run_folder import RunFolder
 from tests.conftest import REPO
 
 
-def write_run(root, name, overrides, losses, rate):
+def write_run(root, name, overrides, losses, rate, last_rms=None):
     config = load_config(None, ["model.preset=tiny", "model.vocab_size=256", "data.seq_len=32",
                                 "train.micro_batch_size=2", "train.steps=20",
                                 "train.warmup_steps=2", *overrides])  # fmt: skip
@@ -20,6 +20,9 @@ def write_run(root, name, overrides, losses, rate):
     save_config(config, folder.config_file)
     lines = [{"step": 10 * k, "tokens": 640 * k, "val_loss": loss} for k, loss in enumerate(losses)]
     lines.insert(1, {"step": 5, "tokens": 320, "loss": 5.0, "tokens_per_s": rate})
+    if last_rms is not None:  # the per-block statistics: the last record counts
+        for step, rms in ((0, 0.02), (20, last_rms)):
+            lines.append({"step": step, "block_stats": {"state_rms": [0.02, 1.0, rms]}})
     folder.metrics_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
@@ -27,7 +30,7 @@ def test_one_row_per_wiring_with_its_costs(tmp_path, subprocess_env):
     for seed in (0, 1):
         write_run(tmp_path, f"cascaded-d0-s{seed}", ["topology.kind=cascaded"], [6, 5, 4], 1000.0)
         dynamic = ["topology.kind=hyper", "topology.dynamic=true"]
-        write_run(tmp_path, f"hyper-d1-s{seed}", dynamic, [6, 4, 3 + seed], 500.0)
+        write_run(tmp_path, f"hyper-d1-s{seed}", dynamic, [6, 4, 3 + seed], 500.0, 2.0 + seed)
     write_run(tmp_path, "hyper-d1-s2", dynamic, [6, 3], 500.0)  # still running: left out
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "compare_seeds.py"), str(tmp_path),
@@ -46,7 +49,8 @@ def test_one_row_per_wiring_with_its_costs(tmp_path, subprocess_env):
     assert "within one sd of zero: hyper-d1" in result.stdout
     # cascaded ends at 4 at step 20; hyper passes 4 at step 10 in both seeds: half the steps
     assert hyper[7] == "0.500"
-    assert hyper[8] == f"{6 * (128 * 7 + 2) + 6 * 4 * 6:,d}"
-    assert hyper[9] == "2.000x"  # half the tokens per second
-    assert float(hyper[10].rstrip("x")) > 1.0  # the streams are kept
-    assert rows["cascaded-d0"][5:9] == ["1.000", "0", "1.000x", "1.000x"]  # no paired diff
+    assert hyper[8] == "2.5"  # RMS of the last state at the last record, mean over seeds
+    assert hyper[9] == f"{6 * (128 * 7 + 2) + 6 * 4 * 6:,d}"
+    assert hyper[10] == "2.000x"  # half the tokens per second
+    assert float(hyper[11].rstrip("x")) > 1.0  # the streams are kept
+    assert rows["cascaded-d0"][5:10] == ["1.000", "n/a", "0", "1.000x", "1.000x"]
