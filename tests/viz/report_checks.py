@@ -11,6 +11,8 @@ from matplotlib.image import imread
 
 CHROMIUM = Path("/usr/bin/chromium")
 FIGURES = ("matrix", "evolution", "wiring", "block_stats_depth", "block_stats_training", "losses")
+STREAM_FIGURES = ("stream_depth", "stream_training")
+"""Drawn when the run's metrics hold the per-block statistics (train.block_stats_every)."""
 
 
 class PageParser(HTMLParser):
@@ -38,7 +40,8 @@ def parse_page(text: str) -> PageParser:
 
 def check_report(out: Path, svg: bool = False) -> PageParser:
     """Every figure exists, is non-blank PNG, and report.html embeds them all."""
-    for stem in FIGURES:
+    figures = FIGURES + tuple(s for s in STREAM_FIGURES if (out / f"{s}.png").exists())
+    for stem in figures:
         image = imread(out / f"{stem}.png")
         assert image.shape[0] > 200 and image.shape[1] > 300, stem
         assert image[..., :3].var() > 0.005, f"{stem}.png is blank"
@@ -46,7 +49,7 @@ def check_report(out: Path, svg: bool = False) -> PageParser:
     assert (out / "topology_evolution.gif").read_bytes()[:3] == b"GIF"
     assert (out / "block_statistics.csv").read_text().startswith("step,tokens,block,")
     page = parse_page((out / "report.html").read_text())
-    assert len(page.images) == len(FIGURES) + 1  # + the animation
+    assert len(page.images) == len(figures) + 1  # + the animation
     assert all(
         src.startswith(("data:image/png;base64,", "data:image/gif;base64,")) for src in page.images
     )
