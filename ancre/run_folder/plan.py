@@ -6,8 +6,11 @@ is raised here, so a run that cannot go ahead has changed nothing.
 
 ``checkpoint.resume``:
 
-- ``auto``: continue from the checkpoint ``latest`` names; start from scratch when
-  the run has none (what an attempt without a complete checkpoint wrote is replaced).
+- ``auto``: continue from the checkpoint ``latest`` names; without ``latest`` (lost,
+  or deleted by hand), from the newest checkpoint that verifies, saying so; start from
+  scratch only when the run has no complete checkpoint at all (what an attempt
+  without one wrote is replaced). Complete checkpoints that all fail verification
+  are refused: a run never starts over on its own where one was written.
 - ``never``: start from scratch; a folder that holds a run is refused unless
   ``run.overwrite: true``.
 - a checkpoint folder: continue from it. An older checkpoint of this run rewinds the
@@ -24,7 +27,7 @@ kept unless ``checkpoint.allow_batch_change: true``, because it changes the opti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,8 @@ class RunPlan:
         overwrite: Starting over deletes set-aside checkpoints too (``run.overwrite``).
         set_aside: Complete checkpoints newer than ``resume_from`` that move to
             ``superseded/``.
+        recovered: Why ``resume_from`` is not the checkpoint ``latest`` names (it was
+            missing), for the run to say; empty otherwise.
         changes: Settings that differ from the checkpoint's and may (``key: old -> new``).
         diverging: Those of ``changes`` that make the continuation differ from the run
             the checkpoint came from (learning rate, data, ...).
@@ -78,6 +83,7 @@ class RunPlan:
     set_aside: tuple[Path, ...] = ()
     changes: tuple[str, ...] = ()
     diverging: tuple[str, ...] = ()
+    recovered: str = ""
 
 
 def plan_run(config: AncreConfig, world_size: int) -> RunPlan:
@@ -111,9 +117,13 @@ def plan_run(config: AncreConfig, world_size: int) -> RunPlan:
     if resume == "auto":
         _check_owned(folder, "a run writes only into a new, empty or ancre run folder")
         latest = folder.latest()
-        if latest is None:
+        if latest is not None:
+            return _resume_plan(folder, latest, config, world_size)
+        newest, why = _newest_verified(folder)
+        if newest is None:
             return RunPlan(folder, start_over=bool(folder.entries()))
-        return _resume_plan(folder, latest, config, world_size)
+        plan = _resume_plan(folder, newest, config, world_size)
+        return replace(plan, recovered=why)
     checkpoint = Path(resume)
     verify_checkpoint(checkpoint)
     own = checkpoint.resolve().parent == folder.checkpoints_dir.resolve()
@@ -123,6 +133,36 @@ def plan_run(config: AncreConfig, world_size: int) -> RunPlan:
             f"into {folder.root}, which is not empty; choose a new run.name"
         )
     return _resume_plan(folder, checkpoint, config, world_size)
+
+
+def _newest_verified(folder: RunFolder) -> tuple[Path | None, str]:
+    """Without ``latest``: the newest complete checkpoint that verifies, and why it is used.
+
+    Raises:
+        RunFolderError: Complete checkpoints exist but none verifies (nothing is started
+            over on its own).
+    """
+    complete = folder.with_manifest()
+    failures = []
+    for checkpoint in reversed(complete):
+        try:
+            verify_checkpoint(checkpoint)
+        except CheckpointError as error:
+            failures.append(f"{checkpoint.name}: {error}")
+            continue
+        skipped = f" ({len(failures)} newer did not verify)" if failures else ""
+        return checkpoint, (
+            f"{folder.latest_file} is missing; resuming from the newest complete checkpoint "
+            f"that verifies, {checkpoint.name}{skipped}"
+        )
+    if complete:
+        raise RunFolderError(
+            f"{folder.latest_file} is missing and none of the {len(complete)} complete "
+            f"checkpoints of {folder.root} verifies ({'; '.join(failures[:3])}); nothing was "
+            "changed. Resume from one explicitly with checkpoint.resume=PATH once it is "
+            "repaired, or start over with run.overwrite=true (it deletes them)"
+        )
+    return None, ""
 
 
 def _check_location(folder: RunFolder, config: AncreConfig) -> None:

@@ -155,6 +155,8 @@ def prepare_folder(plan: RunPlan, config: AncreConfig) -> None:
     folder.topology_dir.mkdir(exist_ok=True)
     folder.checkpoints_dir.mkdir(exist_ok=True)
     if plan.resume_from is not None:
+        if plan.recovered:
+            logger.warning("%s", plan.recovered)
         rewind(folder, plan.resume_from, plan.step)
         logger.info("resuming from %s (step %d)", plan.resume_from, plan.step)
 

@@ -40,6 +40,29 @@ def test_auto_without_a_checkpoint_starts_over_in_a_run_folder(run):
     assert plan.start_over and not plan.overwrite and plan.resume_from is None
 
 
+def test_a_lost_latest_resumes_from_the_newest_checkpoint_that_verifies(run, checkpoint_at):
+    checkpoint_at(run, 2)
+    newest = checkpoint_at(run, 4)
+    broken = checkpoint_at(run, 6)
+    (broken / "engine" / "weights.pt").write_bytes(b"torn")  # fails its sha256
+    run.latest_file.unlink()
+    before = snapshot_of(run.root)
+    plan = plan_run(config_for(run), world_size=1)
+    assert (plan.resume_from, plan.step, plan.start_over) == (newest, 4, False)
+    assert "latest is missing" in plan.recovered and "1 newer did not verify" in plan.recovered
+    assert snapshot_of(run.root) == before  # planning changed nothing
+
+
+def test_a_lost_latest_with_no_checkpoint_that_verifies_is_refused(run, checkpoint_at):
+    broken = checkpoint_at(run, 2)
+    (broken / "engine" / "weights.pt").write_bytes(b"torn")
+    run.latest_file.unlink()
+    before = snapshot_of(run.root)
+    with pytest.raises(RunFolderError, match="none of the 1 complete checkpoints"):
+        plan_run(config_for(run), world_size=1)
+    assert snapshot_of(run.root) == before
+
+
 @pytest.mark.parametrize("resume", ["auto", "never"])
 def test_a_foreign_folder_is_never_written_into(run, resume):
     foreign = run.root.parent / "mydata"
