@@ -23,14 +23,15 @@ from safetensors.torch import save_file
 from ancre.config import ConfigError
 from ancre.export.card import write_card
 from ancre.model.topology import FixedTopology, Topology
-from ancre.train.convert import check_output_folder
+from ancre.run_folder import EXPORT_MARKER
+from ancre.train.convert import check_output_folder, write_export_marker
 from ancre.train.trained import TrainedModel, load_trained
 
 REMOTE = Path(__file__).parent / "remote"
 CODE = ("configuration_ancre.py", "modeling_ancre.py")
 WRITTEN = (
-    "config.json", "generation_config.json", "model.safetensors", "tokenizer.model",
-    "tokenizer_config.json", "special_tokens_map.json", "README.md", *CODE,
+    EXPORT_MARKER, "config.json", "generation_config.json", "model.safetensors",
+    "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "README.md", *CODE,
 )  # fmt: skip
 """What an export writes: an output folder holding only these is replaced."""
 EXPORTABLE = ("cascaded", "ancre", "uniform", "fixed")
@@ -75,7 +76,7 @@ def export_hf(source: Path, out_dir: Path, dtype: str = "fp32") -> Path:
         for name, t in trained.model.state_dict().items()
         if frozen is None or not name.startswith("topology.")  # frozen: its edges say all
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
+    write_export_marker(out_dir, "export", source, WRITTEN)
     metadata = {"format": "pt", "exported_by": "ancre", "step": str(trained.step)}
     save_file(weights, str(out_dir / "model.safetensors"), metadata=metadata)
     for name in CODE:

@@ -19,7 +19,13 @@ Modules: ``layout`` (paths, ``latest``), ``metrics`` (the one metrics reader),
 ``rewind`` and ``retention`` (what changes). None of them imports torch.
 """
 
-from ancre.run_folder.layout import RUN_ENTRIES, RunFolder, RunFolderError, task_results_file
+from ancre.run_folder.layout import (
+    EXPORT_MARKER,
+    RUN_ENTRIES,
+    RunFolder,
+    RunFolderError,
+    task_results_file,
+)
 from ancre.run_folder.lock import RunLock, RunLockedError
 from ancre.run_folder.metrics import Metrics, read_metrics
 from ancre.run_folder.plan import RunPlan, plan_run
@@ -27,6 +33,7 @@ from ancre.run_folder.retention import prune, start_over
 from ancre.run_folder.rewind import rewind
 
 __all__ = [
+    "EXPORT_MARKER",
     "RUN_ENTRIES",
     "Metrics",
     "RunFolder",

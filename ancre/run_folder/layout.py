@@ -23,6 +23,14 @@ RUN_ENTRIES = (
     "superseded",
 )  # fmt: skip
 """What a run writes into its folder: all that starting over may delete."""
+EXPORT_MARKER = "ancre-export.json"
+"""Written first into every ``ancre convert`` folder (both formats): what may be replaced."""
+NOT_A_RUN = {
+    "manifest.json": "a checkpoint folder",
+    "model.safetensors": "an ancre convert folder (or a Hugging Face export)",
+    EXPORT_MARKER: "an export written by ancre convert",
+}
+"""Files whose presence says a folder is not a run folder, though its config.yaml loads."""
 
 
 class RunFolderError(RuntimeError):
@@ -185,14 +193,23 @@ class RunFolder:
         return (self.root / name for name in RUN_ENTRIES if (self.root / name).exists())
 
     def is_run_folder(self) -> bool:
-        """Whether the folder is recognisably an ancre run's: its config.yaml loads."""
-        if not self.config_file.is_file():
+        """Whether the folder is recognisably an ancre run's.
+
+        Its config.yaml loads and it holds none of :data:`NOT_A_RUN`: a checkpoint
+        folder, a conversion and an export also hold a config.yaml, and are never a run
+        folder to start over in.
+        """
+        if not self.config_file.is_file() or self.looks_like() is not None:
             return False
         try:
             load_config(self.config_file)
         except ConfigError:
             return False
         return True
+
+    def looks_like(self) -> str | None:
+        """What the folder is when one of :data:`NOT_A_RUN` says it is not a run folder."""
+        return next((what for name, what in NOT_A_RUN.items() if (self.root / name).exists()), None)
 
     def _with_advice(self, problem: str, but: Path | None = None) -> str:
         older = [f for f in self.with_manifest() if f != but]

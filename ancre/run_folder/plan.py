@@ -184,6 +184,12 @@ def _check_owned(folder: RunFolder, rule: str) -> None:
     entries = folder.entries()
     if not entries or folder.is_run_folder():
         return
+    if (what := folder.looks_like()) is not None:
+        raise RunFolderError(
+            f"{folder.root} is {what}, not a run folder: a run never writes into it; {rule}. "
+            "Choose another run.name or run.out_dir (to start from a conversion's weights, "
+            "model.init_from=FOLDER)"
+        )
     if all(p.name in EMPTY_AT_FIRST and p.is_dir() and not any(p.iterdir()) for p in entries):
         return  # an earlier attempt that died before writing its config
     raise RunFolderError(

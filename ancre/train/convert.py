@@ -3,6 +3,11 @@
 The output folder holds ``model.safetensors`` (fp32 or bf16; the topology logits stay
 fp32), ``config.yaml``, ``topology.json`` and ``tokenizer.model``;
 :func:`ancre.pretrained.load_pretrained` rebuilds the model from it without DeepSpeed.
+
+Every output folder of ``ancre convert`` (this format and ``--format hf``) starts with
+its marker, ``ancre-export.json`` (what wrote it, from what, which files): a non-empty
+folder is replaced only when it carries one, so a folder of the user's own files is
+never written into, whatever their names.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ancre.atomic import write_json_atomic
 from ancre.checkpoint import verify_checkpoint
 from ancre.pretrained import PRETRAINED_FORMAT, WEIGHTS
+from ancre.run_folder import EXPORT_MARKER
 from ancre.train.engine import consolidated_weights
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 COPIED = ("config.yaml", "topology.json", "tokenizer.model")
-WRITTEN = (WEIGHTS, *COPIED)
+WRITTEN = (EXPORT_MARKER, WEIGHTS, *COPIED)
 """What a conversion writes: an output folder holding only these is replaced."""
 
 
@@ -49,7 +56,7 @@ def convert_checkpoint(folder: Path, out_dir: Path, dtype: str = "fp32") -> Path
         name: (t if name.startswith("topology.") else t.to(DTYPES[dtype])).contiguous()
         for name, t in weights.items()
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
+    write_export_marker(out_dir, "conversion", folder, WRITTEN)
     metadata = {"format": PRETRAINED_FORMAT, "step": str(manifest["step"]), "dtype": dtype}
     save_file(weights, str(out_dir / WEIGHTS), metadata=metadata)
     for name in COPIED:
@@ -80,14 +87,33 @@ def check_output_folder(
         )
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir} is a file; give a folder to write the {what} to")
-    foreign = (
-        sorted(p.name for p in out_dir.iterdir() if p.name not in written)
-        if out_dir.is_dir()
-        else []
-    )
+    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if entries and not (out_dir / EXPORT_MARKER).is_file():
+        raise FileExistsError(
+            f"{out_dir} is not empty and no ancre convert wrote it (it has no {EXPORT_MARKER}; "
+            f"it holds {', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}): "
+            "nothing was written. Give an empty or new folder (an export of an older ancre "
+            "has no marker: delete it yourself to replace it)"
+        )
+    foreign = [name for name in entries if name not in written]
     if foreign:
         raise FileExistsError(
             f"{out_dir} holds files a{'n' if what[0] in 'aeiou' else ''} {what} does not write "
             f"({', '.join(foreign[:5])}); give an empty or new folder (or an earlier "
             f"{what}'s, which is replaced)"
         )
+
+
+def write_export_marker(out_dir: Path, what: str, source: Path, written: tuple[str, ...]) -> None:
+    """Creates ``out_dir`` and writes its marker first (``ancre-export.json``).
+
+    Args:
+        out_dir: The output folder.
+        what: ``conversion`` or ``export``.
+        source: The checkpoint or conversion read.
+        written: The files the output holds once complete.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = {"format": "ancre-export", "what": what, "source": str(source.resolve()),
+              "files": sorted(written)}  # fmt: skip
+    write_json_atomic(out_dir / EXPORT_MARKER, marker)

@@ -139,3 +139,19 @@ def test_an_export_refuses_a_folder_holding_other_files(tmp_path, sample_tokeniz
     with pytest.raises(FileExistsError, match="inside"):
         export_hf(conversion, conversion / "hf")
     assert not (conversion / "hf").exists()
+
+
+def test_an_export_never_replaces_the_users_files_of_the_same_names(tmp_path, sample_tokenizer):
+    model, config = tiny_model("ancre", sample_tokenizer.vocab_size)
+    conversion = write_conversion(model, config, sample_tokenizer.path, tmp_path / "conv")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "README.md").write_text("my notes")
+    (out / "config.json").write_text('{"mine": true}')
+    with pytest.raises(FileExistsError, match="no ancre convert wrote it.*README.md"):
+        export_hf(conversion, out)
+    assert (out / "README.md").read_text() == "my notes"
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json"]
+    fresh = export_hf(conversion, tmp_path / "fresh")
+    marker = json.loads((fresh / "ancre-export.json").read_text())
+    assert marker["what"] == "export" and "README.md" in marker["files"]

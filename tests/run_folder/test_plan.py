@@ -63,6 +63,24 @@ def test_a_lost_latest_with_no_checkpoint_that_verifies_is_refused(run, checkpoi
     assert snapshot_of(run.root) == before
 
 
+@pytest.mark.parametrize("overwrite", ["false", "true"])
+def test_a_checkpoint_or_a_conversion_is_never_a_run_folder(run, checkpoint_at, overwrite):
+    checkpoint = checkpoint_at(run, 4)  # its config.yaml loads, like a run folder's
+    conversion = run.root.parent / "exp"
+    conversion.mkdir()
+    (conversion / "model.safetensors").write_bytes(b"weights")
+    (conversion / "config.yaml").write_text((checkpoint / "config.yaml").read_text())
+    for folder, what in ((checkpoint, "a checkpoint folder"), (conversion, "ancre convert")):
+        before = snapshot_of(folder)
+        config = load_config(
+            None, [*SETTINGS, f"run.out_dir={folder.parent}", f"run.name={folder.name}",
+                   f"run.overwrite={overwrite}"],
+        )  # fmt: skip
+        with pytest.raises(RunFolderError, match=what):
+            plan_run(config, world_size=1)
+        assert snapshot_of(folder) == before
+
+
 @pytest.mark.parametrize("resume", ["auto", "never"])
 def test_a_foreign_folder_is_never_written_into(run, resume):
     foreign = run.root.parent / "mydata"
