@@ -209,6 +209,27 @@ run_name: "{{topology.kind}}-s{{train.steps}}"
     assert again.stdout.count("finished already, skipped") == 2
     assert list(csv.DictReader((folder / "summary.csv").open())) == rows
 
+    # the sweep edited: its runs' folders hold other settings, never reported as these
+    path.write_text(
+        path.read_text().replace(
+            "  train.log_every: 2\n", "  train.log_every: 2\n  train.lr: 2.0e-3\n"
+        )
+    )
+    metrics = (folder / "ancre-s4" / "metrics.jsonl").read_bytes()
+    edited = ancre_sweep(str(path), env=subprocess_env)
+    assert edited.returncode == 2 and "Nothing was started" in edited.stderr
+    assert "cascaded-s4 (train.lr: " in edited.stderr and "-> 0.002)" in edited.stderr
+    assert "--rerun" in edited.stderr
+    assert (folder / "ancre-s4" / "metrics.jsonl").read_bytes() == metrics
+    summary = ancre_sweep(str(path), "--summary", env=subprocess_env)
+    assert summary.returncode == 0
+    rows = list(csv.DictReader((folder / "summary.csv").open()))
+    assert all(r["status"] == "other settings" and r["val_loss"] == "" for r in rows)
+    rerun = ancre_sweep(str(path), "--rerun", env=subprocess_env)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    rows = list(csv.DictReader((folder / "summary.csv").open()))
+    assert all(r["status"] == "done" and float(r["val_loss"]) > 0 for r in rows)
+
 
 def test_text_study_sweeps_expand():
     tau_lr = load_sweep(REPO / "configs/sweeps/text_tau_lr.yaml")

@@ -18,7 +18,7 @@ from pathlib import Path
 from ancre.atomic import write_bytes_atomic
 from ancre.sweep.expand import Sweep, SweepError, load_sweep
 from ancre.sweep.slurm import slurm_array_script
-from ancre.sweep.summary import is_finished
+from ancre.sweep.summary import changed_settings, is_finished
 from ancre.sweep.summary import write_summary as write_summary_files
 
 EXIT_BAD_INPUT = 2
@@ -42,6 +42,11 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--procs", type=int, default=1, help="processes per local run (torchrun when more than 1)"
     )
+    parser.add_argument(
+        "--rerun", action="store_true",
+        help="train again from scratch the runs whose folders hold other settings "
+        "(run.overwrite=true for them: their earlier results are deleted)",
+    )  # fmt: skip
     parser.add_argument("--nodes", type=int, default=1, help="nodes per run (--emit slurm)")
     parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node (--emit slurm)")
 
@@ -73,7 +78,19 @@ def run(command: str, args: argparse.Namespace) -> int:
     if args.summary:
         _report(sweep)
         return 0
-    return run_locally(sweep, args.procs)
+    changed = {run.name: changed_settings(run) for run in sweep.runs}
+    changed = {name: keys for name, keys in changed.items() if keys}
+    if changed and not args.rerun:
+        listed = "; ".join(f"{name} ({', '.join(keys)})" for name, keys in changed.items())
+        print(
+            f"ancre sweep: error: {len(changed)} run folder(s) of {args.sweep} hold runs of "
+            f"other settings than the sweep now gives them: {listed}. Nothing was started. "
+            "Give the changed runs new names (run_name or name in the sweep file), or pass "
+            "--rerun to train them again from scratch (their earlier results are deleted)",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    return run_locally(sweep, args.procs, rerun=set(changed))
 
 
 def train_command(arguments: list[str], procs: int) -> list[str]:
@@ -97,8 +114,13 @@ def describe(sweep: Sweep, procs: int = 1) -> str:
     return "\n".join(lines)
 
 
-def run_locally(sweep: Sweep, procs: int) -> int:
+def run_locally(sweep: Sweep, procs: int, rerun: set[str] = frozenset()) -> int:
     """Trains the sweep's unfinished runs one after another, then writes the summary.
+
+    Args:
+        sweep: The sweep.
+        procs: Processes per run.
+        rerun: Runs to train again from scratch (``run.overwrite=true``).
 
     Returns:
         0 when every run finished, 1 when one failed (the others still ran).
@@ -117,7 +139,8 @@ def run_locally(sweep: Sweep, procs: int) -> int:
         print(f"{prefix}: training (log: {log})", flush=True)
         began = time.monotonic()
         with log.open("a") as out:
-            command = train_command(run.train_args(), procs)
+            again = ["run.overwrite=true"] if run.name in rerun else []
+            command = train_command([*run.train_args(), *again], procs)
             out.write(f"$ {shlex.join(command)}\n")
             out.flush()
             code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode

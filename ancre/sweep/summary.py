@@ -1,4 +1,10 @@
-"""A sweep's state: which runs are finished, and the summary table of all of them."""
+"""A sweep's state: which runs are finished, and the summary table of all of them.
+
+A run counts as finished by its settings as well as its step: a run folder whose saved
+config differs from the sweep's run in a key that changes training (any key but those
+a resume may change freely, ``ancre.run_folder.plan``) holds another run, whatever its
+step. Its results are never reported under the sweep's settings.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,38 @@ from pathlib import Path
 from typing import Any
 
 from ancre.checkpoint import CheckpointError, read_trainer_state
+from ancre.config import ConfigError, flat_config, load_config
 from ancre.run_folder import RunFolder, read_metrics
+from ancre.run_folder.plan import compare_configs
 from ancre.sweep.expand import Sweep, SweepRun
 
 SUMMARY_COLUMNS = ("run", "status", "step", "tokens", "val_loss", "val_ppl", "wall_s")
 
 
+def changed_settings(run: SweepRun) -> list[str]:
+    """The keys (``key: saved -> now``) in which the run folder's config differs from the run's.
+
+    Only keys that change training count; an empty list when the folder holds no config
+    (nothing ran yet) or the same run.
+    """
+    folder = RunFolder(run.folder)
+    if not folder.config_file.is_file():
+        return []
+    try:
+        saved = load_config(folder.config_file)
+    except ConfigError as error:
+        return [f"{folder.config_file} does not load ({error})"]
+    refused, _, diverging = compare_configs(flat_config(saved), flat_config(run.config))
+    return refused + diverging
+
+
 def is_finished(run: SweepRun) -> bool:
-    """True when the run folder holds a complete checkpoint at the run's last step."""
+    """Whether the run is done: a complete checkpoint at its last step, of its settings.
+
+    A folder whose config differs (:func:`changed_settings`) holds another run.
+    """
+    if changed_settings(run):
+        return False
     try:
         latest = RunFolder(run.folder).latest()
         return latest is not None and read_trainer_state(latest).step >= run.config.train.steps
@@ -41,7 +71,13 @@ def summary_rows(sweep: Sweep, wall_times: Mapping[str, float]) -> list[dict[str
         evaluations = [r for r in records if "val_loss" in r]
         last = records[-1] if records else {}
         final = evaluations[-1] if evaluations else {}
-        status = "done" if is_finished(run) else "partial" if records else "not run"
+        changed = changed_settings(run)
+        if changed:  # another run's results: not shown under these settings
+            records, evaluations, last, final = [], [], {}, {}
+        status = (
+            "other settings" if changed
+            else "done" if is_finished(run) else "partial" if records else "not run"
+        )  # fmt: skip
         rows.append({
             "run": run.name, "status": status, "step": last.get("step"),
             "tokens": last.get("tokens"), "val_loss": final.get("val_loss"),
