@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ancre.stop_signals import STOP_SIGNALS
+from ancre.stop_signals import handled_signals
 
 EXIT_STOPPED = 5
 """Exit code of a run that stopped on a signal after writing a checkpoint."""
@@ -105,7 +105,7 @@ class StopSignals:
 
     def install(self) -> StopSignals:
         """Installs the handlers (main thread only); returns self."""
-        for sig in STOP_SIGNALS:
+        for sig in handled_signals():
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 

@@ -34,13 +34,28 @@ def run(signal_name: str, pause: float) -> subprocess.CompletedProcess:
 
 
 def test_first_signal_requests_a_stop_and_a_later_one_exits_at_once():
-    for name in ("SIGTERM", "SIGINT", "SIGUSR1"):
+    for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGHUP"):
         result = run(name, REPEAT_AFTER_S + 0.5)
         assert result.returncode == 128 + getattr(signal, name), result.stderr
         lines = result.stdout.splitlines()
         assert lines == [f"requested True {name}", "still running", "released the lock"]
         assert "stopping after the current step with a checkpoint" in result.stderr
         assert "exiting now; the last complete checkpoint is intact" in result.stderr
+
+
+def test_a_process_started_under_nohup_keeps_ignoring_sighup():
+    program = (
+        "import os, signal, time\n"
+        "from ancre.train.preemption import StopSignals\n"
+        "stop = StopSignals().install()\n"
+        "os.kill(os.getpid(), signal.SIGHUP)\n"
+        "time.sleep(0.05)\n"
+        "print('requested', stop.requested, flush=True)\n"
+    )
+    result = subprocess.run(
+        ["nohup", sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "requested False" in result.stdout, result.stderr
 
 
 def test_stop_message_says_what_is_intact():
