@@ -81,6 +81,7 @@ def run(command: str, args: argparse.Namespace) -> int:
         if args.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens is {args.max_new_tokens}; it must be 1 or more")
         texts = [args.prompt] if args.prompt is not None else _read_prompts(args.prompts)
+        check_device(args.device)
         trained = load_trained(args.source, args.device)
     except (ValueError, ConfigError, CheckpointError, FileNotFoundError) as error:
         print(f"ancre generate: error: {error}", file=sys.stderr)
@@ -118,13 +119,38 @@ def run(command: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def check_device(name: str) -> None:
+    """Refuses a ``--device`` that torch does not know or that this machine lacks.
+
+    Raises:
+        ValueError: The message names the device and what there is.
+    """
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"--device {name!r} is not a device torch knows (cpu, cuda, cuda:1)"
+        ) from None
+    if device.type == "cpu":
+        return
+    if device.type != "cuda":
+        raise ValueError(f"--device {name}: ancre generates on cpu or cuda")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(f"--device {name}: this machine has no CUDA GPU; use --device cpu")
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"--device {name}: this machine has {count} CUDA GPU(s), 0 to {count - 1}")
+
+
 def _read_prompts(path: Path) -> list[str]:
     """The non-empty lines of a prompts file.
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: It holds no prompt, or is not UTF-8 text.
+        ValueError: It is a folder, holds no prompt, or is not UTF-8 text.
     """
+    if path.is_dir():
+        raise ValueError(f"--prompts {path} is a folder; give a text file, one prompt per line")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:

@@ -6,11 +6,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from ancre.generate.commands import encode_prompt
 from ancre.generate.decode import completion_text, generate_tokens
 from ancre.generate.sampler import Sampling
 from tests.conversions import tiny_model, write_conversion
+from tests.training import cli_error
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +65,21 @@ def test_bad_input_is_named_with_exit_code_2(conversion, args, message, subproce
     result = ancre_generate(str(conversion[0]), *args, env=subprocess_env)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prompt", "x", "--device", "tpu9"], "--device 'tpu9' is not a device torch knows"),
+        (["--prompts", "."], "is a folder; give a text file"),
+        pytest.param(
+            ["--prompt", "x", "--device", "cuda"], "this machine has no CUDA GPU",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here"),
+        ),
+    ],
+)  # fmt: skip
+def test_bad_devices_and_prompt_files_are_one_line_errors(conversion, args, message, capsys):
+    assert message in cli_error(capsys, "generate", str(conversion[0]), *args)
 
 
 def test_a_folder_that_is_no_model_is_named(tmp_path, subprocess_env):
