@@ -16,6 +16,7 @@ from ancre.config import ConfigError
 from ancre.data.tokenizer import Tokenizer
 from ancre.generate.decode import completion_text, generate_tokens
 from ancre.generate.sampler import Sampling
+from ancre.run_folder import checkpoint_of
 from ancre.train.trained import load_trained
 
 EXIT_BAD_INPUT = 2
@@ -26,7 +27,10 @@ REPLACEMENT = "\ufffd"
 def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
     """Declares the arguments of ``ancre generate``."""
     parser.add_argument(
-        "source", type=Path, help="a checkpoint folder (any ZeRO stage) or an ancre convert folder"
+        "source",
+        type=Path,
+        help="a checkpoint folder (any ZeRO stage), checkpoints/latest, a run folder (its "
+        "newest checkpoint) or an ancre convert folder",
     )
     prompts = parser.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--prompt", help="the text to continue (streamed as it is produced)")
@@ -82,7 +86,10 @@ def run(command: str, args: argparse.Namespace) -> int:
             raise ValueError(f"--max-new-tokens is {args.max_new_tokens}; it must be 1 or more")
         texts = [args.prompt] if args.prompt is not None else _read_prompts(args.prompts)
         check_device(args.device)
-        trained = load_trained(args.source, args.device)
+        source = checkpoint_of(args.source)
+        if source != args.source:
+            print(f"ancre generate: reading {source}", file=sys.stderr)
+        trained = load_trained(source, args.device)
     except (ValueError, ConfigError, CheckpointError, FileNotFoundError) as error:
         print(f"ancre generate: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -24,6 +24,7 @@ from ancre.run_folder.layout import (
     RUN_ENTRIES,
     RunFolder,
     RunFolderError,
+    checkpoint_of,
     task_results_file,
 )
 from ancre.run_folder.lock import RunLock, RunLockedError
@@ -35,6 +36,7 @@ from ancre.run_folder.rewind import rewind
 __all__ = [
     "EXPORT_MARKER",
     "RUN_ENTRIES",
+    "checkpoint_of",
     "Metrics",
     "RunFolder",
     "RunFolderError",

@@ -223,6 +223,37 @@ class RunFolder:
         return f"{problem}. To resume from an older checkpoint, set checkpoint.resume=PATH ({hint})"
 
 
+def checkpoint_of(path: Path) -> Path:
+    """The checkpoint a user means by a path they typed.
+
+    A step folder is itself; ``checkpoints/latest``, ``checkpoints/`` and a run folder
+    stand for the checkpoint ``latest`` names, or without ``latest`` the run's newest
+    complete one; the caller verifies it. Any other path (a conversion) is returned as
+    it is.
+
+    Raises:
+        CheckpointError: A run folder with no complete checkpoint, or an unreadable
+            ``latest``.
+    """
+    if path.name == "latest" and path.is_file():
+        path = path.parent
+    if path.name == "checkpoints" and path.is_dir() and not (path / "manifest.json").exists():
+        path = path.parent
+    folder = RunFolder(path)
+    if (path / "manifest.json").exists() or not folder.checkpoints_dir.is_dir():
+        return path
+    name = folder.latest_name()
+    if name is not None:
+        return folder.checkpoints_dir / name
+    complete = folder.with_manifest()
+    if not complete:
+        raise CheckpointError(
+            f"{path} is a run folder without a complete checkpoint; give a checkpoint "
+            "folder, <run>/checkpoints/step_XXXXXXXX"
+        )
+    return complete[-1]
+
+
 def task_results_file(checkpoint: Path) -> Path:
     """Where the downstream-task results of a checkpoint (or a conversion) are written.
 

@@ -11,7 +11,7 @@ from ancre.checkpoint import CheckpointError
 from ancre.config import ConfigError, load_config
 from ancre.data.sources import DataError
 from ancre.export.hf import export_hf
-from ancre.run_folder import RunFolderError, RunLockedError
+from ancre.run_folder import RunFolderError, RunLockedError, checkpoint_of
 from ancre.tasks import TaskError
 from ancre.train.convert import convert_checkpoint
 from ancre.train.launcher import lost_peer
@@ -40,7 +40,10 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
             help="YAML files merged in order, then key=value overrides (e.g. train.steps=100)",
         )
     elif command == "eval":
-        parser.add_argument("checkpoint", type=Path, help="a checkpoint folder")
+        parser.add_argument(
+            "checkpoint", type=Path,
+            help="a checkpoint folder, checkpoints/latest, or a run folder (its newest)",
+        )  # fmt: skip
         parser.add_argument("overrides", nargs="*", help="key=value overrides of its config")
         parser.add_argument(
             "--tasks",
@@ -51,7 +54,10 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--limit", type=int, help="at most this many documents per task")
         parser.add_argument("--batch-size", type=int, default=8, help="requests per forward")
     else:
-        parser.add_argument("checkpoint", type=Path, help="a checkpoint folder")
+        parser.add_argument(
+            "checkpoint", type=Path,
+            help="a checkpoint folder, checkpoints/latest, or a run folder (its newest)",
+        )  # fmt: skip
         parser.add_argument("out_dir", type=Path, help="folder to write")
         parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
         parser.add_argument(
@@ -61,6 +67,14 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
             help="ancre: model.safetensors for ancre.load_pretrained; hf: a folder that "
             "transformers loads (docs/export.md)",
         )
+
+
+def _checkpoint_meant(command: str, path: Path) -> Path:
+    """The checkpoint a typed path stands for (``ancre.run_folder.checkpoint_of``), said."""
+    checkpoint = checkpoint_of(path)
+    if checkpoint != path:
+        print(f"ancre {command}: reading {checkpoint}", file=sys.stderr)
+    return checkpoint
 
 
 def run(command: str, args: argparse.Namespace) -> int:
@@ -73,6 +87,8 @@ def run(command: str, args: argparse.Namespace) -> int:
         with a checkpoint, 6 when a disk filled up.
     """
     try:
+        if command != "train":
+            args.checkpoint = _checkpoint_meant(command, args.checkpoint)
         if command == "train":
             files = [item for item in args.settings if "=" not in item]
             overrides = [item for item in args.settings if "=" in item]

@@ -6,7 +6,7 @@ import pytest
 
 from ancre.checkpoint import CheckpointError
 from ancre.config import load_config
-from ancre.run_folder import RunFolder
+from ancre.run_folder import RunFolder, checkpoint_of
 
 
 def test_paths_come_from_the_config(tmp_path):
@@ -61,3 +61,19 @@ def test_a_run_folder_is_recognised_by_its_config(run, tmp_path):
     other.root.mkdir()
     (other.root / "config.yaml").write_text("my: own\nsettings: 1\n")
     assert not other.is_run_folder()
+
+
+def test_a_checkpoint_is_whatever_a_user_would_type(run, checkpoint_at, tmp_path):
+    checkpoint_at(run, 2)
+    newest = checkpoint_at(run, 4)
+    for typed in (run.root, run.checkpoints_dir, run.latest_file, newest):
+        assert checkpoint_of(typed) == newest
+    run.latest_file.unlink()  # without latest: the newest complete checkpoint
+    assert checkpoint_of(run.root) == newest
+    conversion = tmp_path / "exp"
+    conversion.mkdir()
+    assert checkpoint_of(conversion) == conversion  # not a run: the loader decides
+    empty = RunFolder(tmp_path / "runs" / "empty")
+    empty.checkpoints_dir.mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="without a complete checkpoint"):
+        checkpoint_of(empty.root)

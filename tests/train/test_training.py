@@ -122,8 +122,9 @@ def test_eval_command_reproduces_the_final_validation_loss(trained, subprocess_e
     assert evaluated["step"] == STEPS and evaluated["val_tokens"] == 4096
     assert evaluated["val_loss"] == pytest.approx(final["val_loss"], rel=1e-6)
     if run.processes == 2 and run.zero_stage == 2:
-        # the same weights give the same validation loss on one and on two processes
-        two = evaluate_with(2, run_dir / "checkpoints" / f"step_{STEPS:08d}", subprocess_env)
+        # the same weights give the same validation loss on one and on two processes; the
+        # run folder stands for its newest complete checkpoint
+        two = evaluate_with(2, run_dir, subprocess_env)
         assert two["val_tokens"] == evaluated["val_tokens"]
         assert two["val_loss"] == pytest.approx(evaluated["val_loss"], rel=1e-6)
 
