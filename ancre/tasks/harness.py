@@ -29,6 +29,7 @@ from ancre.generate.decode import completion_text, generate_tokens
 from ancre.generate.sampler import Sampling
 from ancre.model import Transformer
 from ancre.tasks import TaskError
+from ancre.tasks.data_files import TaskDataError, check_data_files
 
 logger = logging.getLogger(__name__)
 
@@ -197,10 +198,20 @@ class AncreLM(TemplateLM):
 def task_manager(names: Sequence[str], tasks_path: str | Path | None) -> TaskManager:
     """The task index for ``names`` (kept: a run checks its tasks, then uses them).
 
+    A local folder's JSON data files are checked line by line each time
+    (``ancre.tasks.data_files``).
+
     Raises:
-        TaskError: A task is unknown, or the tasks folder does not exist.
+        TaskError: A task is unknown, the tasks folder does not exist, or a local data
+            file is missing or has a line that is not a JSON object (file and line named).
     """
-    return _task_manager(tuple(names), None if tasks_path is None else str(tasks_path))
+    manager = _task_manager(tuple(names), None if tasks_path is None else str(tasks_path))
+    if tasks_path is not None:
+        try:
+            check_data_files(Path(tasks_path))
+        except TaskDataError as error:
+            raise TaskError(str(error)) from None
+    return manager
 
 
 @functools.lru_cache(maxsize=4)
