@@ -70,3 +70,11 @@ def test_the_train_program_ignores_stop_signals_once_it_returns(tmp_path, subpro
 def test_unknown_command_prints_the_usage(capsys):
     assert main(["nope"]) == 2
     assert "usage: ancre COMMAND" in capsys.readouterr().err
+
+
+def test_an_out_dir_under_a_file_is_named(tmp_path, capsys):
+    (tmp_path / "notes").write_text("mine")
+    for out_dir in (tmp_path / "notes", tmp_path / "notes" / "runs"):
+        message = cli_error(capsys, "train", str(QUICKSTART), f"run.out_dir={out_dir}")
+        assert f"run.out_dir: is '{out_dir}', but {tmp_path / 'notes'} is a file" in message
+    assert (tmp_path / "notes").read_text() == "mine"

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from ancre.atomic import write_bytes_atomic, write_text_atomic
 from ancre.checkpoint import read_manifest, read_rank_state
-from ancre.config import AncreConfig, config_yaml
+from ancre.config import AncreConfig, ConfigError, config_yaml
 from ancre.data.positions import check_resume_data
 from ancre.data.sources import check_data, split_texts
 from ancre.data.tokenizer import Tokenizer, train_tokenizer
@@ -50,6 +50,7 @@ def check_inputs(config: AncreConfig) -> None:
         FileNotFoundError: ``data.tokenizer`` or ``model.init_from`` is missing.
         TaskError: ``eval.tasks`` cannot run (lm-eval missing, a task unknown).
     """
+    _check_out_dir(config.run.out_dir)
     check_buildable(config)
     check_tasks(config.eval)
     check_data(config.data)
@@ -62,6 +63,18 @@ def check_inputs(config: AncreConfig) -> None:
                 f"model.init_from={config.model.init_from!r}: needs {WEIGHTS} and config.yaml, "
                 "as `ancre convert CHECKPOINT FOLDER` writes them"
             )
+
+
+def _check_out_dir(out_dir: str) -> None:
+    """Refuses a ``run.out_dir`` that is, or lies under, a file (nothing could be made there)."""
+    path = Path(out_dir)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(
+            "run.out_dir",
+            f"is {out_dir!r}, but {existing} is a file, not a folder; give a folder (new or "
+            "existing) for the run folders",
+        )
 
 
 def on_main(context: DistributedContext, work: Callable[[], T]) -> T:
