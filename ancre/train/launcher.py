@@ -6,9 +6,12 @@ DeepSpeed. ``ancre.train.engine`` joins the group these variables describe.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
+import signal
 import socket
+import sys
 from collections.abc import Mapping
 
 LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -107,6 +110,32 @@ def launcher_variables(env: Mapping[str, str]) -> dict[str, str]:
             f"{', '.join(missing)}. Start with deepspeed, torchrun, srun, or no launcher at all"
         )
     return added
+
+
+PR_SET_PDEATHSIG = 1
+"""Linux prctl option: a signal the kernel sends this process when its parent dies."""
+
+
+def stop_with_launcher(env: Mapping[str, str] = os.environ) -> bool:
+    """Under torchrun, asks the kernel for SIGTERM when the launcher dies (Linux).
+
+    A launcher killed with SIGKILL cannot forward a stop; without this its workers
+    would train on as orphans and hold the run's lock. SIGTERM is a stop request, so
+    the workers stop at the next step boundary with a checkpoint. Only where torchrun
+    started the process (``TORCHELASTIC_RUN_ID``): the parent of a plain run is a
+    shell, whose closing SIGHUP already stops it.
+
+    Returns:
+        Whether the request was made.
+    """
+    if "TORCHELASTIC_RUN_ID" not in env or not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        return False
+    if os.getppid() == 1:  # the launcher died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
 
 
 def launcher_rank(env: Mapping[str, str] = os.environ) -> int:

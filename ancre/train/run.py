@@ -37,7 +37,7 @@ from ancre.train.engine import (
     init_distributed,
 )
 from ancre.train.flops import flops_per_token
-from ancre.train.launcher import launcher_rank
+from ancre.train.launcher import launcher_rank, stop_with_launcher
 from ancre.train.metrics import JsonlSink, MetricsLogger, MetricsSink, WandbSink
 from ancre.train.preemption import StopRequested, StopSignals, stop_signals
 from ancre.train.prepare import (
@@ -109,6 +109,7 @@ def train(config: AncreConfig) -> Path:
     folder = RunFolder.of(config)
     lock = RunLock(folder.lock_file) if context.is_main else None
     stop = stop_signals()
+    stop_with_launcher()  # a launcher killed with SIGKILL stops its workers too
     stop.on_abort = lock.release if lock else None
     if any_process(stop.requested, context.device):  # before anything is written
         raise StopRequested(stop.signal_name, None, None, stop.received_at)

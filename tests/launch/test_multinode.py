@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ancre.run_folder import RunLock
 from tests.conftest import REPO
 from tests.training import latest_checkpoint, records, train_args
 
@@ -214,6 +215,39 @@ def test_a_stop_signal_to_torchrun_reaches_every_process_and_the_run_resumes(
         resumed.stderr
     )
     assert records(run_dir) == reference
+
+
+def workers_of(tmp_path: Path, launcher: int) -> list[int]:
+    """Pids of the training processes (not the launcher) whose arguments name tmp_path."""
+    found = subprocess.run(["pgrep", "-f", f"ancre.cli train .*{tmp_path}"], capture_output=True)
+    return [int(pid) for pid in found.stdout.split() if int(pid) != launcher]
+
+
+def test_workers_do_not_outlive_a_launcher_killed_with_sigkill(
+    tmp_path, subprocess_env, sample_tokenizer
+):
+    args = settings(tmp_path, sample_tokenizer.path)
+    run_dir = tmp_path / "run"
+    command = ["bash", str(LAUNCH / "train.sh"), "--procs", "2", *args]
+    node = start(command, tmp_path / "killed.log", subprocess_env)
+    deadline = time.monotonic() + 240
+    while logged_lines(run_dir) < 3:
+        assert time.monotonic() < deadline and node.poll() is None
+        time.sleep(0.01)
+    assert len(workers_of(tmp_path, node.pid)) == 2
+    os.kill(node.pid, signal.SIGKILL)  # torchrun itself (train.sh execs it): it forwards nothing
+    node.wait()
+    deadline = time.monotonic() + 120
+    while workers_of(tmp_path, node.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = (tmp_path / "killed.log").read_text()
+    assert workers_of(tmp_path, node.pid) == [], log[-3000:]
+    # they stopped as on SIGTERM: with a checkpoint, and the lock is free for a relaunch
+    assert 2 <= stopped_at(run_dir) < 8
+    assert "SIGTERM received" in log
+    lock = RunLock(run_dir / "run.lock")
+    lock.acquire(wait_s=0)  # the lock is free: a relaunch may take it
+    lock.release()
 
 
 def test_a_stop_signal_to_one_deepspeed_node_stops_both_and_they_resume(
