@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +46,15 @@ def _without_local_rank(argv: list[str]) -> list[str]:
     return kept
 
 
+def _tell_launcher(code: int) -> None:
+    """Writes this process's exit code where ``ancre.train.torchrun`` reads it, if it asks."""
+    folder = os.environ.get("ANCRE_EXIT_DIR")
+    rank = os.environ.get("RANK", "0")
+    if folder and os.path.isdir(folder) and rank.isdigit():
+        with open(os.path.join(folder, f"rank_{int(rank):05d}.exit"), "w") as out:
+            out.write(f"{code}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ancre`` console script.
 
@@ -72,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = importlib.import_module(module_name)
         parser = argparse.ArgumentParser(prog=f"ancre {command}", description=summary)
         module.add_arguments(command, parser)
-        return module.run(command, parser.parse_args(args[1:]))
+        code = module.run(command, parser.parse_args(args[1:]))
+        _tell_launcher(code)
+        return code
     finally:
         if argv is not None:
             release_stop_signals()

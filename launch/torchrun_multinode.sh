@@ -65,5 +65,5 @@ case $backend in
     *) ancre_die "RDZV_BACKEND must be static or c10d, not '$backend'" ;;
 esac
 
-ancre_exec "$ANCRE_PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$nproc" \
+ancre_exec "$ANCRE_PYTHON" -m ancre.train.torchrun --nnodes "$NNODES" --nproc_per_node "$nproc" \
     "${rendezvous[@]}" --max_restarts 0 "${ancre_torchrun_signals[@]}" -m ancre.cli train "$@"

@@ -34,5 +34,5 @@ if [ "$gpus" -gt 0 ] && [ "$procs" -gt "$gpus" ]; then
     ancre_die "--procs $procs is more than the $gpus GPU(s) of this machine"
 fi
 
-ancre_exec "$ANCRE_PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$procs" \
+ancre_exec "$ANCRE_PYTHON" -m ancre.train.torchrun --standalone --nproc_per_node "$procs" \
     "${ancre_torchrun_signals[@]}" -m ancre.cli train "$@"

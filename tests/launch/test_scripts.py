@@ -167,3 +167,15 @@ def test_slurm_time_limit_warning_checkpoints_and_requeues(tmp_path, subprocess_
     assert "the time limit is near" in stderr and "requeueing job 4242" in stderr
     header = (LAUNCH / "slurm.sbatch").read_text()
     assert "#SBATCH --signal=B:USR1@300" in header and "#SBATCH --requeue" in header
+
+
+def test_torchrun_wrapper_gives_ancre_s_exit_codes(tmp_path):
+    from ancre.train.torchrun import combined_code, worker_codes
+
+    assert combined_code([5, 4], 1) == 4  # a survivor that lost its peer
+    assert combined_code([5, -9], 143) == 5  # the stop's checkpoint is complete
+    assert combined_code([0, 6], 1) == 6 and combined_code([], 143) == 143
+    assert combined_code([-9], 1) == 1
+    (tmp_path / "rank_00000.exit").write_text("5\n")
+    (tmp_path / "rank_00001.exit").write_text("torn")
+    assert worker_codes(tmp_path) == [5]
