@@ -255,4 +255,35 @@ def verify_checkpoint(folder: Path) -> dict[str, Any]:
             raise CheckpointError(f"{folder / MANIFEST}: the entry of {name} lacks size or sha256")
         if path.stat().st_size != expected["size"] or _sha256(path) != expected["sha256"]:
             raise CheckpointError(f"{path}: differs from the manifest (size or sha256)")
+    _check_complete(folder, manifest)
     return manifest
+
+
+REQUIRED_FILES = (TRAINER_STATE, "config.yaml", "tokenizer.model", "topology.json")
+"""Files every complete checkpoint's manifest lists (beside engine/ and ranks/)."""
+
+
+def _check_complete(folder: Path, manifest: dict[str, Any]) -> None:
+    """The manifest lists a whole checkpoint, and its step agrees with the trainer state's.
+
+    Raises:
+        CheckpointError: A required file or the engine is not listed, or the steps of
+            the manifest, the trainer state and the folder name differ.
+    """
+    listed = manifest["files"]
+    missing = [name for name in REQUIRED_FILES if name not in listed]
+    if not any(name.startswith("engine/") for name in listed):
+        missing.append("engine/")
+    if missing:
+        raise CheckpointError(
+            f"{folder / MANIFEST}: does not list {', '.join(missing[:5])}: not a complete "
+            "checkpoint"
+        )
+    state_step = read_trainer_state(folder).step
+    named = folder.name.removeprefix("step_")
+    steps = {manifest["step"], state_step, *([int(named)] if named.isdigit() else [])}
+    if len(steps) > 1:
+        raise CheckpointError(
+            f"{folder}: the manifest says step {manifest['step']}, {TRAINER_STATE} step "
+            f"{state_step} and the folder name {folder.name}: not one checkpoint"
+        )

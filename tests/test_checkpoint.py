@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from pathlib import Path
 
@@ -146,3 +147,20 @@ def test_rank_state_round_trips_data_and_random_state(tmp_path: Path) -> None:
     assert saved["data"] == {"position": 7}
     set_rng_state(saved["rng"])
     assert random.random() == expected[0] and torch.equal(torch.rand(3), expected[1])
+
+
+def test_a_manifest_that_lists_no_checkpoint_or_another_step_is_refused(published: Path) -> None:
+    manifest_path = published / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "files": {}}))
+    with pytest.raises(CheckpointError, match="does not list trainer_state.json"):
+        verify_checkpoint(published)
+    state_path = published / "trainer_state.json"
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps({**state, "step": 9}))
+    data = state_path.read_bytes()
+    entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    files = {**manifest["files"], "trainer_state.json": entry}
+    manifest_path.write_text(json.dumps({**manifest, "files": files}))
+    with pytest.raises(CheckpointError, match="step 5, trainer_state.json step 9"):
+        verify_checkpoint(published)
