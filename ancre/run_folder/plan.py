@@ -43,12 +43,19 @@ REFUSED_ON_RESUME = (
     "topology.sinkhorn_iters", "topology.attnres_blocks", "topology.form",
 )  # fmt: skip
 """Keys that decide what the checkpoint's weights mean: a resume must keep them."""
+REFUSED_WITH_REASON = {
+    "train.optimizer": "the optimiser's saved state (its parameter groups and moments) "
+    "belongs to the old optimiser; a new one needs a new run (model.init_from a conversion)",
+    "data.shuffle": "it changes the order of the data, so the saved data position no longer "
+    "says which documents were read; keep it for the resume",
+}
+"""Keys a resume must keep, with why (the message gives it)."""
 BATCH = "train.global_batch_size"
 """Kept on resume unless ``checkpoint.allow_batch_change``: it changes the optimisation."""
 FREE_ON_RESUME = (
     "train.steps", "train.log_every", "train.max_bad_steps", "train.dist_timeout_s",
     "train.block_stats_every", "model.init", "topology.init", "topology.predecessor_weight",
-    "eval.", "checkpoint.", "logging.", "run.",
+    "eval.", "checkpoint.", "logging.",
 )  # fmt: skip
 """Keys (or prefixes) that a resume may change without changing the training itself."""
 NOT_COMPARED = ("checkpoint.resume", "run.overwrite", "run.name", "run.out_dir")
@@ -126,7 +133,8 @@ def plan_run(config: AncreConfig, world_size: int) -> RunPlan:
         return replace(plan, recovered=why)
     checkpoint = Path(resume)
     verify_checkpoint(checkpoint)
-    own = checkpoint.resolve().parent == folder.checkpoints_dir.resolve()
+    # this run's: under checkpoints/, or set aside under superseded/ by an earlier rewind
+    own = folder.root.resolve() in checkpoint.resolve().parents
     if not own and folder.entries():
         raise RunFolderError(
             f"checkpoint.resume={resume} is another run's checkpoint, and it would continue "
@@ -229,8 +237,17 @@ def _resume_plan(
             f"start from these weights if the shape is kept: ancre convert {checkpoint} "
             "OUT_DIR, then model.init_from=OUT_DIR"
         )
+    routes = (manifest["world_size"], world_size), (manifest["zero_stage"], config.train.zero_stage)
+    resharded = routes[0][0] != routes[0][1] or routes[1][0] != routes[1][1]
+    if saved.train.optimizer == "muon" and resharded and routes[1] != (0, 0):
+        raise CheckpointError(
+            f"{checkpoint} was trained with train.optimizer=muon on {routes[0][0]} "
+            f"process(es) at ZeRO {routes[1][0]}; its state cannot move to {routes[0][1]} at "
+            f"ZeRO {routes[1][1]}: only Adam-type moments are resharded (the universal form). "
+            f"Resume on {routes[0][0]} process(es) at train.zero_stage={routes[1][0]}"
+        )
     aside = later_complete_checkpoints(folder, step)
-    own = checkpoint.resolve().parent == folder.checkpoints_dir.resolve()
+    own = folder.root.resolve() in checkpoint.resolve().parents
     return RunPlan(
         folder, checkpoint, step, set_aside=tuple(aside) if own else (),
         changes=tuple(changes), diverging=tuple(diverging),
@@ -259,6 +276,8 @@ def compare_configs(
         text = f"{key}: {before.get(key)!r} -> {after[key]!r}"
         if key in REFUSED_ON_RESUME:
             refused.append(text)
+        elif key in REFUSED_WITH_REASON:
+            refused.append(f"{text} ({REFUSED_WITH_REASON[key]})")
         elif key == BATCH and not allow_batch_change:
             refused.append(
                 f"{text} (it changes the optimisation; set checkpoint.allow_batch_change=true "

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ancre.checkpoint import CheckpointError
 from ancre.config import load_config
 from ancre.run_folder import RunFolderError, plan_run
 from ancre.run_folder.plan import compare_configs
+from ancre.run_folder.rewind import rewind
 from tests.run_folder.conftest import SETTINGS
 
 
@@ -115,6 +118,37 @@ def test_resume_refuses_another_model_naming_every_key(run, checkpoint_at):
     assert "train.lr" not in message and "model.init_from" in message and "run.name" in message
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.optimizer=adam_atan2"], "train.optimizer: 'adamw' -> 'adam_atan2' (the optimiser"),
+        (["data.shuffle=false"], "data.shuffle: True -> False (it changes the order of the data"),
+    ],
+)
+def test_resume_refuses_another_optimiser_or_data_order_up_front(
+    run, checkpoint_at, overrides, message
+):
+    checkpoint_at(run, 2)
+    before = snapshot_of(run.root)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        plan_run(config_for(run, *overrides), world_size=1)
+    assert snapshot_of(run.root) == before
+
+
+def test_a_muon_state_is_not_resharded(run, checkpoint_at):
+    muon = ("train.optimizer=muon", "train.grad_clip=0")
+    checkpoint_at(run, 2, *muon)
+    assert plan_run(config_for(run, *muon), world_size=1).step == 2
+    with pytest.raises(CheckpointError, match="only Adam-type moments are resharded"):
+        plan_run(config_for(run, *muon, "train.zero_stage=2"), world_size=1)
+
+
+def test_a_changed_seed_is_named_among_the_changes_that_alter_training(run, checkpoint_at):
+    checkpoint_at(run, 2)
+    plan = plan_run(config_for(run, "run.seed=7"), world_size=1)
+    assert plan.diverging == ("run.seed: 0 -> 7",)
+
+
 def test_resume_takes_another_split_but_not_another_global_batch(run, checkpoint_at):
     checkpoint_at(run, 2)
     plan = plan_run(config_for(run, "data.num_workers=2", "train.zero_stage=3"), world_size=2)
@@ -157,3 +191,13 @@ def test_compare_sorts_changes():
     refused, allowed, diverging = compare_configs(before, after)
     assert refused == [] and diverging == ["train.lr: 0.1 -> 0.2"]
     assert allowed == ["eval.every: 5 -> 10", "train.lr: 0.1 -> 0.2"]
+
+
+def test_a_checkpoint_this_run_set_aside_is_its_own(run, checkpoint_at):
+    first = checkpoint_at(run, 2)
+    checkpoint_at(run, 4)
+    aside = rewind(run, first, 2)  # step 4 moves to superseded/
+    assert aside is not None
+    set_aside = aside / "checkpoints" / "step_00000004"
+    plan = plan_run(config_for(run, f"checkpoint.resume={set_aside}"), world_size=1)
+    assert (plan.resume_from, plan.step) == (set_aside, 4)
