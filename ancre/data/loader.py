@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ancre.config import DataConfig
 from ancre.data.packing import Packer
-from ancre.data.positions import describe_position, digests
+from ancre.data.positions import STATE_FORMAT, STATE_VERSION, describe_position, digests
 from ancre.data.shards import DataError, find_shards, list_digest, shard_list
 from ancre.data.sources import DocumentSource, split_texts, training_source
 from ancre.data.tokenizer import Tokenizer
@@ -51,9 +51,6 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 """Target id of positions left out of the loss (padding): PyTorch's default ignore_index,
 which the model's cross-entropy leaves out."""
-STATE_FORMAT = "ancre-data"
-STATE_VERSION = 2
-"""Version 2 names shards by key and size (version 1 by index; still read)."""
 MAX_TOKENIZER_WARNINGS = 5
 
 

@@ -12,6 +12,31 @@ from typing import Any
 from ancre.config import DataConfig
 from ancre.data.shards import DataError, Shard, epoch_order, find_shards, list_digest, shard_list
 
+STATE_FORMAT = "ancre-data"
+STATE_VERSION = 2
+"""The format of a loader's saved state (``TrainLoader.state_dict``). Version 2 names
+shards by key and size (version 1 by index; still read)."""
+STATE_KEYS = ("rank", "world_size", "num_workers", "readers", "next_reader")
+
+
+def check_state_format(state: Any, where: str) -> None:
+    """Refuses a saved loader state of another format, version or shape.
+
+    Raises:
+        DataError: Naming ``where`` (the rank file) and what is wrong.
+    """
+    if not isinstance(state, dict):
+        raise DataError(f"{where}: the data position is not a JSON object")
+    if state.get("format") != STATE_FORMAT or state.get("version") not in (1, STATE_VERSION):
+        raise DataError(
+            f"{where}: the data position is format {state.get('format')!r} version "
+            f"{state.get('version')!r}, not {STATE_FORMAT} v1 or v{STATE_VERSION}; this "
+            "checkpoint cannot be resumed by this ancre (its weights can: ancre convert)"
+        )
+    missing = [key for key in STATE_KEYS if key not in state]
+    if missing:
+        raise DataError(f"{where}: the data position lacks {', '.join(missing)}")
+
 
 def describe_position(position: dict[str, Any] | None) -> str:
     """Where a document came from, for messages: ``shard:line``, or the hub position."""

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from ancre.atomic import write_bytes_atomic, write_text_atomic
-from ancre.checkpoint import read_manifest, read_rank_state
+from ancre.checkpoint import rank_state_path, read_manifest, read_rank_state
 from ancre.config import AncreConfig, ConfigError, config_yaml
-from ancre.data.positions import check_resume_data
+from ancre.data.positions import check_resume_data, check_state_format
 from ancre.data.sources import check_data, split_texts
 from ancre.data.tokenizer import Tokenizer, train_tokenizer
 from ancre.model import check_buildable
@@ -131,6 +131,8 @@ def claim_folder(config: AncreConfig, lock: RunLock, world_size: int) -> tuple[R
         if plan.resume_from is not None:
             saved_world = read_manifest(plan.resume_from)["world_size"]
             saved = [read_rank_state(plan.resume_from, r)["data"] for r in range(saved_world)]
+            for rank, state in enumerate(saved):
+                check_state_format(state, str(rank_state_path(plan.resume_from, rank)))
             for note in check_resume_data(config.data, config.run.seed, saved):
                 logger.warning("%s", note)
     except BaseException:

@@ -216,6 +216,32 @@ def test_a_damaged_checkpoint_says_how_to_resume_from_an_older_one(
     assert tree(run_copy.root) == before
 
 
+def rewrite_listed(checkpoint: Path, name: str, content: bytes) -> None:
+    """Rewrites one file of a checkpoint and its manifest entry (it still verifies)."""
+    (checkpoint / name).write_bytes(content)
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    manifest["files"][name] = {"size": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.slow
+def test_a_rank_file_of_an_unknown_format_is_refused_before_the_folder_is_touched(
+    run_copy, subprocess_env, sample_tokenizer
+):
+    checkpoint = run_copy.checkpoint_folder(4)
+    state = json.loads((checkpoint / "ranks/rank_00000.json").read_text())
+    state["data"]["format"] = "someone-else"
+    rewrite_listed(checkpoint, "ranks/rank_00000.json", json.dumps(state).encode())
+    before = tree(run_copy.root)
+    result = ancre(
+        "train", *settings(run_copy.root.parent, sample_tokenizer.path, "train.steps=6"),
+        env=subprocess_env,
+    )  # fmt: skip
+    message = one_line_error(result)
+    assert "ranks/rank_00000.json: the data position is format 'someone-else'" in message
+    assert tree(run_copy.root) == before
+
+
 @pytest.mark.slow
 def test_resuming_another_model_is_refused_naming_the_keys(
     run_copy, subprocess_env, sample_tokenizer
