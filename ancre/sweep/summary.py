@@ -67,13 +67,11 @@ def summary_rows(sweep: Sweep, wall_times: Mapping[str, float]) -> list[dict[str
     """
     rows = []
     for run in sweep.runs:
-        records = read_metrics(RunFolder(run.folder).metrics_file).records
+        changed = changed_settings(run)  # another run's results are not shown as these
+        records = [] if changed else read_metrics(RunFolder(run.folder).metrics_file).records
         evaluations = [r for r in records if "val_loss" in r]
         last = records[-1] if records else {}
         final = evaluations[-1] if evaluations else {}
-        changed = changed_settings(run)
-        if changed:  # another run's results: not shown under these settings
-            records, evaluations, last, final = [], [], {}, {}
         status = (
             "other settings" if changed
             else "done" if is_finished(run) else "partial" if records else "not run"
