@@ -13,10 +13,13 @@
       manifest.json        format, version, step, tokens, world size, ZeRO stage,
                            code version, and every file above with size and sha256
       universal/           made on the first resume with another number of processes or
-                           ZeRO stage (ancre.train.reshard); not in the manifest
+                           ZeRO stage (ancre.train.checkpointer); not in the manifest
 
-Where checkpoints live in a run folder, which one is complete (``latest``) and which
-are pruned is :mod:`ancre.run_folder`'s business. This module reads and writes JSON
+:class:`CheckpointFolder` alone spells these names. Its ``verify()`` hashes every file
+once and returns a :class:`VerifiedCheckpoint` (manifest, trainer state, saved config)
+that a resume carries on, so nothing is read twice. Where checkpoints live in a run
+folder, which one is complete (``latest``) and which are pruned is
+:mod:`ancre.run_folder`'s business. This module reads and writes JSON
 and hashes files; it imports no torch, so tools that only look at checkpoints stay
 light. docs/checkpoint-format.md describes the format.
 """
@@ -32,15 +35,22 @@ from pathlib import Path
 from typing import Any
 
 from ancre.atomic import write_json_atomic
-from ancre.config import AncreConfig, save_config
+from ancre.config import AncreConfig, ConfigError, load_config, save_config
 from ancre.snapshot import TopologySnapshot, write_snapshot
 
 FORMAT = "ancre-checkpoint"
 VERSION = 1
-MANIFEST = "manifest.json"
+ENGINE = "engine"
+TOPOLOGY = "topology.json"
+CONFIG = "config.yaml"
+TOKENIZER = "tokenizer.model"
 TRAINER_STATE = "trainer_state.json"
-MANIFEST_KEYS = ("format", "version", "step", "tokens", "world_size", "zero_stage", "files")
+RANKS = "ranks"
+MANIFEST = "manifest.json"
 UNIVERSAL = "universal"
+MANIFEST_KEYS = ("format", "version", "step", "tokens", "world_size", "zero_stage", "files")
+REQUIRED_FILES = (TRAINER_STATE, CONFIG, TOKENIZER, TOPOLOGY)
+"""Files every complete checkpoint's manifest lists (beside engine/ and ranks/)."""
 
 
 class CheckpointError(RuntimeError):
@@ -97,58 +107,6 @@ def _read_json(path: Path, what: str) -> Any:
         raise CheckpointError(f"{path}: {what} is not valid JSON ({error})") from None
 
 
-def write_rank_state(folder: Path, rank: int, data: dict[str, Any], rng: dict[str, Any]) -> None:
-    """Writes one process's data-loader position and RNG states (every rank calls it).
-
-    Args:
-        folder: The checkpoint folder.
-        rank: The process's global rank.
-        data: The loader's ``state_dict()``.
-        rng: The random states (``ancre.train.rng.rng_state()``).
-    """
-    (folder / "ranks").mkdir(parents=True, exist_ok=True)
-    write_json_atomic(rank_state_path(folder, rank), {"data": data, "rng": rng}, indent=None)
-
-
-def universal_path(folder: Path) -> Path:
-    """The checkpoint's universal form (whole tensors per parameter), once it is made."""
-    return folder / UNIVERSAL
-
-
-def rank_state_path(folder: Path, rank: int) -> Path:
-    """The file of one process's state inside a checkpoint."""
-    return folder / "ranks" / f"rank_{rank:05d}.json"
-
-
-def read_rank_state(folder: Path, rank: int) -> dict[str, Any]:
-    """One process's saved state: ``data`` (loader position) and ``rng``.
-
-    Raises:
-        CheckpointError: The file is missing, not JSON, or lacks ``data`` or ``rng``.
-    """
-    path = rank_state_path(folder, rank)
-    state = _read_json(path, "the process state")
-    if not isinstance(state, dict) or not {"data", "rng"} <= state.keys():
-        raise CheckpointError(f"{path}: lacks the keys data and rng")
-    return state
-
-
-def read_trainer_state(folder: Path) -> TrainerState:
-    """The trainer state of a checkpoint.
-
-    Raises:
-        CheckpointError: The file is missing, not JSON, or lacks a key.
-    """
-    path = folder / TRAINER_STATE
-    state = _read_json(path, "the trainer state")
-    known = {f.name for f in fields(TrainerState)}
-    required = {"step", "tokens", "world_size"}
-    if not isinstance(state, dict) or not required <= state.keys():
-        missing = sorted(required - (state.keys() if isinstance(state, dict) else set()))
-        raise CheckpointError(f"{path}: lacks the keys {', '.join(missing)}")
-    return TrainerState(**{k: v for k, v in state.items() if k in known})
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -165,125 +123,272 @@ def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def complete_checkpoint(
-    folder: Path,
-    state: TrainerState,
-    config: AncreConfig,
-    snapshot: TopologySnapshot,
-    tokenizer: Path,
-) -> dict[str, Any]:
-    """Completes a checkpoint whose engine/ and ranks/ files are written; writes its manifest.
-
-    Writes topology.json, config.yaml, tokenizer.model, trainer_state.json and, last,
-    the manifest. The checkpoint is not yet published: the run folder's ``latest``
-    names it only when :meth:`ancre.run_folder.RunFolder.publish` is called. Run on one
-    process, after every process has finished writing its files.
-
-    Args:
-        folder: The checkpoint folder.
-        state: The trainer's position.
-        config: The resolved run config.
-        snapshot: The topology at this step.
-        tokenizer: The run's sentencepiece model file.
-
-    Returns:
-        The manifest.
-    """
-    write_snapshot(snapshot, folder / "topology.json")
-    save_config(config, folder / "config.yaml")
-    shutil.copyfile(tokenizer, folder / "tokenizer.model")
-    write_json_atomic(folder / TRAINER_STATE, asdict(state.saved()))
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        "step": state.step,
-        "tokens": state.tokens,
-        "world_size": state.world_size,
-        "zero_stage": config.train.zero_stage,
-        "code_version": code_version(),
-        "files": _file_table(folder),
+def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
+    return {
+        str(path.relative_to(folder)): {"size": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != MANIFEST
     }
-    write_json_atomic(folder / MANIFEST, manifest)
-    return manifest
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """A checkpoint's manifest, checked for format, version and keys (files not hashed).
+@dataclass(frozen=True)
+class VerifiedCheckpoint:
+    """A checkpoint whose every file matched its manifest, with what it says of itself.
 
-    Raises:
-        CheckpointError: The manifest is missing, not JSON, of another format or version,
-            or lacks a key; the message names the file.
+    Attributes:
+        folder: The checkpoint.
+        manifest: Its manifest.
+        state: Its trainer state.
+        config: The config it was trained with.
     """
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise CheckpointError(f"{folder}: no {MANIFEST}; the checkpoint is incomplete")
-    manifest = _read_json(path, "the manifest")
-    if not isinstance(manifest, dict):
-        raise CheckpointError(f"{path}: not a JSON object")
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise CheckpointError(
-            f"{path}: format {manifest.get('format')!r} version "
-            f"{manifest.get('version')!r}; this ancre reads {FORMAT} version {VERSION}"
-        )
-    missing = [key for key in MANIFEST_KEYS if key not in manifest]
-    if missing or not isinstance(manifest["files"], dict):
-        raise CheckpointError(f"{path}: lacks the keys {', '.join(missing or ['files'])}")
-    return manifest
+
+    folder: CheckpointFolder
+    manifest: dict[str, Any]
+    state: TrainerState
+    config: AncreConfig
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint folder's path."""
+        return self.folder.path
+
+    @property
+    def step(self) -> int:
+        """Optimiser steps taken."""
+        return self.state.step
+
+    @property
+    def world_size(self) -> int:
+        """Processes that wrote it."""
+        return int(self.manifest["world_size"])
+
+    @property
+    def zero_stage(self) -> int:
+        """The ZeRO stage it was written at."""
+        return int(self.manifest["zero_stage"])
 
 
-def verify_checkpoint(folder: Path) -> dict[str, Any]:
-    """Checks a checkpoint's manifest against the files on disk.
+@dataclass(frozen=True)
+class CheckpointFolder:
+    """One checkpoint folder: the one place that spells the names of its files.
 
-    Args:
-        folder: A checkpoint folder.
-
-    Returns:
-        The manifest.
-
-    Raises:
-        CheckpointError: The manifest is missing, garbage, of another format or version,
-            or a file is missing or differs in size or sha256; the message names it.
+    Attributes:
+        path: The folder (``<run>/checkpoints/step_XXXXXXXX``).
     """
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: no such checkpoint folder")
-    manifest = read_manifest(folder)
-    for name, expected in manifest["files"].items():
-        path = folder / name
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def name(self) -> str:
+        """The folder's name (``step_XXXXXXXX``)."""
+        return self.path.name
+
+    @property
+    def engine(self) -> Path:
+        """What DeepSpeed's save_checkpoint wrote."""
+        return self.path / ENGINE
+
+    @property
+    def topology_file(self) -> Path:
+        """The topology snapshot at this step."""
+        return self.path / TOPOLOGY
+
+    @property
+    def config_file(self) -> Path:
+        """The run's resolved config."""
+        return self.path / CONFIG
+
+    @property
+    def tokenizer_file(self) -> Path:
+        """The run's sentencepiece model."""
+        return self.path / TOKENIZER
+
+    @property
+    def trainer_state_file(self) -> Path:
+        """The trainer's position."""
+        return self.path / TRAINER_STATE
+
+    @property
+    def manifest_file(self) -> Path:
+        """The manifest, written last."""
+        return self.path / MANIFEST
+
+    @property
+    def universal(self) -> Path:
+        """The checkpoint's universal form (whole tensors per parameter), once it is made."""
+        return self.path / UNIVERSAL
+
+    def rank_state_file(self, rank: int) -> Path:
+        """The file of one process's state."""
+        return self.path / RANKS / f"rank_{rank:05d}.json"
+
+    def has_manifest(self) -> bool:
+        """Whether the manifest file exists (nothing is read)."""
+        return self.manifest_file.is_file()
+
+    def write_rank_state(self, rank: int, data: dict[str, Any], rng: dict[str, Any]) -> None:
+        """Writes one process's data-loader position and RNG states (every rank calls it).
+
+        Args:
+            rank: The process's global rank.
+            data: The loader's ``state_dict()``.
+            rng: The random states (``ancre.train.rng.rng_state()``).
+        """
+        (self.path / RANKS).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.rank_state_file(rank), {"data": data, "rng": rng}, indent=None)
+
+    def read_rank_state(self, rank: int) -> dict[str, Any]:
+        """One process's saved state: ``data`` (loader position) and ``rng``.
+
+        Raises:
+            CheckpointError: The file is missing, not JSON, or lacks ``data`` or ``rng``.
+        """
+        path = self.rank_state_file(rank)
+        state = _read_json(path, "the process state")
+        if not isinstance(state, dict) or not {"data", "rng"} <= state.keys():
+            raise CheckpointError(f"{path}: lacks the keys data and rng")
+        return state
+
+    def read_trainer_state(self) -> TrainerState:
+        """The trainer state.
+
+        Raises:
+            CheckpointError: The file is missing, not JSON, or lacks a key.
+        """
+        path = self.trainer_state_file
+        state = _read_json(path, "the trainer state")
+        known = {f.name for f in fields(TrainerState)}
+        required = {"step", "tokens", "world_size"}
+        if not isinstance(state, dict) or not required <= state.keys():
+            missing = sorted(required - (state.keys() if isinstance(state, dict) else set()))
+            raise CheckpointError(f"{path}: lacks the keys {', '.join(missing)}")
+        return TrainerState(**{k: v for k, v in state.items() if k in known})
+
+    def read_config(self) -> AncreConfig:
+        """The config the checkpoint was trained with.
+
+        Raises:
+            CheckpointError: It does not read (the message says why).
+        """
+        try:
+            return load_config(self.config_file)
+        except ConfigError as error:
+            raise CheckpointError(f"{self.config_file}: unreadable ({error})") from None
+
+    def complete(
+        self, state: TrainerState, config: AncreConfig, snapshot: TopologySnapshot, tokenizer: Path
+    ) -> dict[str, Any]:
+        """Completes a checkpoint whose engine/ and ranks/ files are written; writes its manifest.
+
+        Writes topology.json, config.yaml, tokenizer.model, trainer_state.json and, last,
+        the manifest. The checkpoint is not yet published: the run folder's ``latest``
+        names it only when :meth:`ancre.run_folder.RunFolder.publish` is called. Run on
+        one process, after every process has finished writing its files.
+
+        Args:
+            state: The trainer's position.
+            config: The resolved run config.
+            snapshot: The topology at this step.
+            tokenizer: The run's sentencepiece model file.
+
+        Returns:
+            The manifest.
+        """
+        write_snapshot(snapshot, self.topology_file)
+        save_config(config, self.config_file)
+        shutil.copyfile(tokenizer, self.tokenizer_file)
+        write_json_atomic(self.trainer_state_file, asdict(state.saved()))
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "step": state.step,
+            "tokens": state.tokens,
+            "world_size": state.world_size,
+            "zero_stage": config.train.zero_stage,
+            "code_version": code_version(),
+            "files": _file_table(self.path),
+        }
+        write_json_atomic(self.manifest_file, manifest)
+        return manifest
+
+    def read_manifest(self) -> dict[str, Any]:
+        """The manifest, checked for format, version and keys (files not hashed).
+
+        Raises:
+            CheckpointError: The manifest is missing, not JSON, of another format or
+                version, or lacks a key; the message names the file.
+        """
+        path = self.manifest_file
         if not path.is_file():
-            raise CheckpointError(f"{path}: listed in the manifest but missing")
-        if not isinstance(expected, dict) or not {"size", "sha256"} <= expected.keys():
-            raise CheckpointError(f"{folder / MANIFEST}: the entry of {name} lacks size or sha256")
-        if path.stat().st_size != expected["size"] or _sha256(path) != expected["sha256"]:
-            raise CheckpointError(f"{path}: differs from the manifest (size or sha256)")
-    _check_complete(folder, manifest)
-    return manifest
+            raise CheckpointError(f"{self.path}: no {MANIFEST}; the checkpoint is incomplete")
+        manifest = _read_json(path, "the manifest")
+        if not isinstance(manifest, dict):
+            raise CheckpointError(f"{path}: not a JSON object")
+        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+            raise CheckpointError(
+                f"{path}: format {manifest.get('format')!r} version "
+                f"{manifest.get('version')!r}; this ancre reads {FORMAT} version {VERSION}"
+            )
+        missing = [key for key in MANIFEST_KEYS if key not in manifest]
+        if missing or not isinstance(manifest["files"], dict):
+            raise CheckpointError(f"{path}: lacks the keys {', '.join(missing or ['files'])}")
+        return manifest
 
+    def verify(self) -> VerifiedCheckpoint:
+        """Checks every file against the manifest (each hashed once) and reads the rest.
 
-REQUIRED_FILES = (TRAINER_STATE, "config.yaml", "tokenizer.model", "topology.json")
-"""Files every complete checkpoint's manifest lists (beside engine/ and ranks/)."""
+        Returns:
+            The manifest, the trainer state and the saved config.
 
+        Raises:
+            CheckpointError: The manifest is missing, garbage, of another format or
+                version; a file is missing or differs in size or sha256; the checkpoint is
+                incomplete, or its config does not read. The message names the file.
+        """
+        if not self.path.is_dir():
+            raise CheckpointError(f"{self.path}: no such checkpoint folder")
+        manifest = self.read_manifest()
+        for name, expected in manifest["files"].items():
+            path = self.path / name
+            if not path.is_file():
+                raise CheckpointError(f"{path}: listed in the manifest but missing")
+            if not isinstance(expected, dict) or not {"size", "sha256"} <= expected.keys():
+                raise CheckpointError(
+                    f"{self.manifest_file}: the entry of {name} lacks size or sha256"
+                )
+            if path.stat().st_size != expected["size"] or _sha256(path) != expected["sha256"]:
+                raise CheckpointError(f"{path}: differs from the manifest (size or sha256)")
+        state = self._check_complete(manifest)
+        return VerifiedCheckpoint(self, manifest, state, self.read_config())
 
-def _check_complete(folder: Path, manifest: dict[str, Any]) -> None:
-    """The manifest lists a whole checkpoint, and its step agrees with the trainer state's.
+    def _check_complete(self, manifest: dict[str, Any]) -> TrainerState:
+        """The manifest lists a whole checkpoint, and its step agrees with the trainer state's.
 
-    Raises:
-        CheckpointError: A required file or the engine is not listed, or the steps of
-            the manifest, the trainer state and the folder name differ.
-    """
-    listed = manifest["files"]
-    missing = [name for name in REQUIRED_FILES if name not in listed]
-    if not any(name.startswith("engine/") for name in listed):
-        missing.append("engine/")
-    if missing:
-        raise CheckpointError(
-            f"{folder / MANIFEST}: does not list {', '.join(missing[:5])}: not a complete "
-            "checkpoint"
-        )
-    state_step = read_trainer_state(folder).step
-    named = folder.name.removeprefix("step_")
-    steps = {manifest["step"], state_step, *([int(named)] if named.isdigit() else [])}
-    if len(steps) > 1:
-        raise CheckpointError(
-            f"{folder}: the manifest says step {manifest['step']}, {TRAINER_STATE} step "
-            f"{state_step} and the folder name {folder.name}: not one checkpoint"
-        )
+        Returns:
+            The trainer state.
+
+        Raises:
+            CheckpointError: A required file or the engine is not listed, or the steps of
+                the manifest, the trainer state and the folder name differ.
+        """
+        listed = manifest["files"]
+        missing = [name for name in REQUIRED_FILES if name not in listed]
+        if not any(name.startswith(f"{ENGINE}/") for name in listed):
+            missing.append(f"{ENGINE}/")
+        if missing:
+            raise CheckpointError(
+                f"{self.manifest_file}: does not list {', '.join(missing[:5])}: not a "
+                "complete checkpoint"
+            )
+        state = self.read_trainer_state()
+        named = self.name.removeprefix("step_")
+        steps = {manifest["step"], state.step, *([int(named)] if named.isdigit() else [])}
+        if len(steps) > 1:
+            raise CheckpointError(
+                f"{self.path}: the manifest says step {manifest['step']}, {TRAINER_STATE} "
+                f"step {state.step} and the folder name {self.name}: not one checkpoint"
+            )
+        return state

@@ -20,7 +20,7 @@ from ancre.train.preemption import release_stop_signals, stop_signals
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ancre.train.commands", "train a model from YAML configs and key=value overrides"),
     "eval": ("ancre.train.commands", "validation loss (or downstream --tasks) of a checkpoint"),
-    "convert": ("ancre.train.commands", "a checkpoint (any ZeRO stage) -> model.safetensors"),
+    "convert": ("ancre.export.commands", "a checkpoint (any ZeRO stage) -> model.safetensors"),
     "generate": ("ancre.generate.commands", "text from a checkpoint or conversion (KV cache)"),
     "sweep": ("ancre.sweep.commands", "expand a sweep YAML; run it locally or emit SLURM"),
     "viz": ("ancre.viz.commands", "figures and report.html of a run's learned topology"),

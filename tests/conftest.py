@@ -16,7 +16,7 @@ if not torch.cuda.is_available():
 
 from ancre.data.tokenizer import Tokenizer
 from ancre.train.threads import affinity_cores
-from tests.training import REPO, SAMPLE, sample_tokenizer_at  # noqa: F401 (REPO, SAMPLE: shared)
+from tests.helpers.training import REPO, SAMPLE, sample_tokenizer_at  # noqa: F401 (REPO, SAMPLE: shared)
 
 # The rule of ancre/train/threads.py for the suite: the cores shared among the pytest
 # workers, so parallel workers (and the training processes they start) never

@@ -10,15 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ancre.checkpoint import (
-    CheckpointError,
-    TrainerState,
-    complete_checkpoint,
-    read_rank_state,
-    read_trainer_state,
-    verify_checkpoint,
-    write_rank_state,
-)
+from ancre.checkpoint import CheckpointError, CheckpointFolder, TrainerState
 from ancre.config import load_config
 from ancre.data.tokenizer import train_tokenizer
 from ancre.kernels import reference_backend
@@ -54,7 +46,7 @@ def published(tmp_path: Path, tokenizer_file: Path) -> Path:
     (folder / "latest").write_text("engine")
     snapshot = AncreTopology(4, reference_backend, 0.01).snapshot(5, 100)
     config = load_config(None, ["train.steps=5", "train.warmup_steps=1", "train.zero_stage=2"])
-    complete_checkpoint(folder, TrainerState(5, 100, 2), config, snapshot, tokenizer_file)
+    CheckpointFolder(folder).complete(TrainerState(5, 100, 2), config, snapshot, tokenizer_file)
     run.publish(folder)
     return folder
 
@@ -66,11 +58,11 @@ def test_publish_writes_everything(published: Path, tokenizer_file: Path) -> Non
     assert read_snapshot(published / "topology.json").step == 5
     assert load_config(published / "config.yaml").train.zero_stage == 2
     assert (published / "tokenizer.model").read_bytes() == tokenizer_file.read_bytes()
-    assert read_trainer_state(published) == TrainerState(5, 100, 2)
+    assert CheckpointFolder(published).read_trainer_state() == TrainerState(5, 100, 2)
 
 
 def test_manifest_lists_every_file(published: Path) -> None:
-    manifest = verify_checkpoint(published)
+    manifest = CheckpointFolder(published).verify().manifest
     assert (manifest["format"], manifest["version"]) == ("ancre-checkpoint", 1)
     assert (manifest["step"], manifest["tokens"], manifest["world_size"]) == (5, 100, 2)
     assert manifest["zero_stage"] == 2
@@ -87,7 +79,7 @@ def test_altered_byte_detected(published: Path) -> None:
     data[10] ^= 0x01
     target.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="differs from the manifest") as info:
-        verify_checkpoint(published)
+        CheckpointFolder(published).verify()
     assert str(target) in str(info.value)
     with pytest.raises(CheckpointError):
         RunFolder(published.parents[1]).latest()
@@ -97,7 +89,7 @@ def test_deleted_file_detected(published: Path) -> None:
     target = published / "topology.json"
     target.unlink()
     with pytest.raises(CheckpointError, match="missing") as info:
-        verify_checkpoint(published)
+        CheckpointFolder(published).verify()
     assert str(target) in str(info.value)
 
 
@@ -106,14 +98,14 @@ def test_corrupt_manifest_detected(published: Path, content: str) -> None:
     manifest = published / "manifest.json"
     manifest.write_text(content)
     with pytest.raises(CheckpointError) as info:
-        verify_checkpoint(published)
+        CheckpointFolder(published).verify()
     assert str(manifest) in str(info.value)
 
 
 def test_missing_manifest_detected(published: Path) -> None:
     (published / "manifest.json").unlink()
     with pytest.raises(CheckpointError, match="incomplete") as info:
-        verify_checkpoint(published)
+        CheckpointFolder(published).verify()
     assert str(published) in str(info.value)
 
 
@@ -124,7 +116,7 @@ def test_manifest_without_its_keys_is_named(published: Path, content: str) -> No
     manifest = published / "manifest.json"
     manifest.write_text(content)
     with pytest.raises(CheckpointError) as info:
-        verify_checkpoint(published)
+        CheckpointFolder(published).verify()
     assert str(manifest) in str(info.value)
 
 
@@ -132,18 +124,18 @@ def test_trainer_state_that_is_garbage_or_lacks_keys_is_named(published: Path) -
     path = published / "trainer_state.json"
     path.write_text('{"step": 5}')
     with pytest.raises(CheckpointError, match="lacks the keys tokens, world_size") as info:
-        read_trainer_state(published)
+        CheckpointFolder(published).read_trainer_state()
     assert str(path) in str(info.value)
     path.write_bytes(b"\xff\xfe garbage")
     with pytest.raises(CheckpointError, match="not valid JSON"):
-        read_trainer_state(published)
+        CheckpointFolder(published).read_trainer_state()
 
 
 def test_rank_state_round_trips_data_and_random_state(tmp_path: Path) -> None:
-    write_rank_state(tmp_path, 3, {"position": 7}, rng_state())
+    CheckpointFolder(tmp_path).write_rank_state(3, {"position": 7}, rng_state())
     expected = (random.random(), torch.rand(3))
     random.random(), torch.rand(5)  # move on, then restore
-    saved = read_rank_state(tmp_path, 3)
+    saved = CheckpointFolder(tmp_path).read_rank_state(3)
     assert saved["data"] == {"position": 7}
     set_rng_state(saved["rng"])
     assert random.random() == expected[0] and torch.equal(torch.rand(3), expected[1])
@@ -154,7 +146,7 @@ def test_a_manifest_that_lists_no_checkpoint_or_another_step_is_refused(publishe
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "files": {}}))
     with pytest.raises(CheckpointError, match="does not list trainer_state.json"):
-        verify_checkpoint(published)
+        CheckpointFolder(published).verify()
     state_path = published / "trainer_state.json"
     state = json.loads(state_path.read_text())
     state_path.write_text(json.dumps({**state, "step": 9}))
@@ -163,4 +155,4 @@ def test_a_manifest_that_lists_no_checkpoint_or_another_step_is_refused(publishe
     files = {**manifest["files"], "trainer_state.json": entry}
     manifest_path.write_text(json.dumps({**manifest, "files": files}))
     with pytest.raises(CheckpointError, match="step 5, trainer_state.json step 9"):
-        verify_checkpoint(published)
+        CheckpointFolder(published).verify()

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from ancre.cli import main
-from tests.training import QUICKSTART, cli_error
+from tests.helpers.training import QUICKSTART, cli_error
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ ALLOWED = {
 ON_TOP = ("ancre", "ancre.train", "ancre.export")
 
 # packages whose subcommand is dispatched from ancre/cli.py as <package>.commands
-SUBCOMMAND_PACKAGES = ("train", "sweep", "viz", "generate")
+SUBCOMMAND_PACKAGES = ("train", "export", "sweep", "viz", "generate")
 
 
 def on_top(name: str) -> bool:
@@ -140,6 +140,14 @@ def test_nothing_below_the_trainer_imports_it():
             assert not imported.startswith("ancre.train"), f"{name} imports {imported}"
 
 
+def test_training_never_imports_the_export():
+    # the export reads what training wrote; training never needs the export (no cycle)
+    for path in (PACKAGE / "train").rglob("*.py"):
+        name = module_name(path)
+        for imported in imports_of(path):
+            assert not imported.startswith("ancre.export"), f"{name} imports {imported}"
+
+
 def test_subcommands_live_in_their_package_commands_module():
     modules = {module for module, _ in COMMANDS.values()}
     assert modules == {f"ancre.{package}.commands" for package in SUBCOMMAND_PACKAGES}
@@ -168,6 +176,28 @@ def test_only_the_run_folder_spells_run_folder_paths():
         if not module_name(p).startswith("ancre.run_folder")
         for name in entries
         if name in p.read_text()
+    ]
+    assert offenders == []
+
+
+CHECKPOINT_NAMES = {
+    '"engine"': (), '"trainer_state.json"': (), '"manifest.json"': (), '"ranks"': (),
+    '"universal"': (), "rank_{": ("ancre.cli",),  # the launcher's exit files, not a checkpoint's
+    # the run folder, a conversion and an HF export hold files of the same names
+    '"topology.json"': ("ancre.pretrained",),
+    '"config.yaml"': ("ancre.pretrained", "ancre.run_folder.layout"),
+    '"tokenizer.model"': ("ancre.pretrained", "ancre.run_folder.layout", "ancre.export.hf"),
+}  # fmt: skip
+
+
+def test_only_the_checkpoint_spells_checkpoint_file_names():
+    # ancre/checkpoint.py's CheckpointFolder is the one owner of a checkpoint's file names
+    offenders = [
+        f"{module_name(p)}: {name}"
+        for p in PACKAGE.rglob("*.py")
+        if module_name(p) != "ancre.checkpoint"
+        for name, formats in CHECKPOINT_NAMES.items()
+        if name in p.read_text() and module_name(p) not in formats
     ]
     assert offenders == []
 

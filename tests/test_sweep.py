@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ancre.sweep import SweepError, load_sweep, slurm_array_script
 from tests.conftest import REPO, SAMPLE
+from tests.helpers.training import run_ancre
 
 
 def sweep_file(tmp_path: Path, body: str) -> Path:
@@ -22,10 +22,7 @@ def sweep_file(tmp_path: Path, body: str) -> Path:
 
 
 def ancre_sweep(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ancre.cli", "sweep", *args],
-        capture_output=True, text=True, env=env, cwd=REPO,
-    )  # fmt: skip
+    return run_ancre("sweep", *args, env=env, cwd=REPO)
 
 
 def test_grid_is_a_cartesian_product_and_zip_pairs(tmp_path):

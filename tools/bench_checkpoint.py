@@ -21,18 +21,12 @@ from pathlib import Path
 
 import torch
 
-from ancre.checkpoint import (
-    TrainerState,
-    complete_checkpoint,
-    universal_path,
-    verify_checkpoint,
-    write_rank_state,
-)
+from ancre.checkpoint import CheckpointFolder, TrainerState
 from ancre.config import load_config
 from ancre.data.tokenizer import train_tokenizer
+from ancre.export.conversion import convert_checkpoint
 from ancre.model import build_model
 from ancre.run_folder import RunFolder
-from ancre.train.convert import convert_checkpoint
 from ancre.train.engine import Engine, init_distributed
 from ancre.train.rng import rng_state
 from ancre.train.threads import apply_cpu_threads
@@ -76,22 +70,23 @@ def main() -> None:
         tokenizer = train_tokenizer(
             ["a small text to make a tokenizer"] * 50, run.root / "t.model", 300
         )
-        folder = run.checkpoint_folder(1)
+        checkpoint = CheckpointFolder(run.checkpoint_folder(1))
+        folder = checkpoint.path
         times = {}
         started = time.perf_counter()
-        engine.save(folder / "engine")
+        engine.save(checkpoint.engine)
         times["deepspeed save"] = time.perf_counter() - started
         started = time.perf_counter()
-        write_rank_state(folder, 0, {}, rng_state())
+        checkpoint.write_rank_state(0, {}, rng_state())
         snapshot = engine.topology_snapshot(1, 0)
-        complete_checkpoint(folder, TrainerState(1, 0, 1), config, snapshot, tokenizer.path)
+        checkpoint.complete(TrainerState(1, 0, 1), config, snapshot, tokenizer.path)
         run.publish(folder)
         times["publish (manifest)"] = time.perf_counter() - started
         started = time.perf_counter()
-        verify_checkpoint(folder)
+        checkpoint.verify()
         times["verify (sha256)"] = time.perf_counter() - started
         started = time.perf_counter()
-        engine.load(folder / "engine")
+        engine.load(checkpoint.engine)
         times["deepspeed load"] = time.perf_counter() - started
         started = time.perf_counter()
         convert_checkpoint(folder, run.root / "converted")
@@ -101,7 +96,7 @@ def main() -> None:
         if args.universal:
             before = folder_bytes(folder)
             started = time.perf_counter()
-            make_universal(folder, args.zero_stage, model, config)
+            make_universal(checkpoint, args.zero_stage, model, config)
             times["universal form"] = time.perf_counter() - started
             added = (folder_bytes(folder) - before) / 1e6
         print(
@@ -113,7 +108,7 @@ def main() -> None:
         print(f"  checkpoint size        {checkpoint_mb:7.1f} MB")
         print(f"  converted size         {size_mb(run.root / 'converted'):7.1f} MB")
         if added is not None:
-            total = folder_bytes(universal_path(folder)) / 1e6
+            total = folder_bytes(checkpoint.universal) / 1e6
             print(f"  universal form         {total:7.1f} MB ({added:.1f} MB added on disk)")
     engine.close()
 

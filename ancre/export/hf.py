@@ -22,9 +22,9 @@ from safetensors.torch import save_file
 
 from ancre.config import ConfigError
 from ancre.export.card import write_card
+from ancre.export.output import check_output_folder, write_export_marker
 from ancre.model.topology import FixedTopology, Topology
 from ancre.run_folder import EXPORT_MARKER
-from ancre.train.convert import check_output_folder, write_export_marker
 from ancre.train.trained import TrainedModel, load_trained
 
 REMOTE = Path(__file__).parent / "remote"

@@ -8,10 +8,11 @@ from ancre.model.topology import (
     FixedTopology,
     Topology,
     UniformTopology,
+    freeze_due,
     freeze_if_due,
     parse_edges,
 )
-from ancre.model.transformer import Transformer, build_model, check_buildable
+from ancre.model.transformer import Transformer, build_model, check_buildable, whole_numel
 
 __all__ = [
     "PRESETS",
@@ -25,8 +26,10 @@ __all__ = [
     "build_model",
     "build_topology",
     "check_buildable",
+    "freeze_due",
     "freeze_if_due",
     "parse_edges",
     "prune_matrix",
     "resolve_shape",
+    "whole_numel",
 ]

@@ -324,6 +324,12 @@ def parse_edges(text: str, num_layers: int) -> list[tuple[int, int, float]]:
     return edges
 
 
+def freeze_due(topology: Topology, config: TopologyConfig, step: int) -> bool:
+    """Whether :func:`freeze_if_due` would freeze now (reads no parameter: no gather)."""
+    due = bool(config.freeze_at) and step >= config.freeze_at
+    return due and isinstance(topology, AncreTopology) and topology.wiring is None
+
+
 def freeze_if_due(topology: Topology, config: TopologyConfig, step: int) -> FrozenWiring | None:
     """Freezes (and prunes) an Ancre matrix once ``step`` reaches ``topology.freeze_at``.
 
@@ -338,7 +344,7 @@ def freeze_if_due(topology: Topology, config: TopologyConfig, step: int) -> Froz
     Returns:
         The wiring when it froze now, else None (not due, no freeze, already frozen).
     """
-    due = config.freeze_at and step >= config.freeze_at
-    if not due or not isinstance(topology, AncreTopology) or topology.wiring is not None:
+    if not freeze_due(topology, config, step):
         return None
+    assert isinstance(topology, AncreTopology)
     return topology.freeze(config.freeze_at, config.prune, config.prune_k, config.prune_mass)

@@ -60,24 +60,30 @@ class Transformer(nn.Module):
         self.head = nn.Linear(shape.hidden_size, shape.vocab_size, bias=False)
         self.depth_recorder: DepthRecorder | None = None
         """Set by ``ancre.model.depth_stats.recording``: records each block's input and update."""
-        self.apply(self._init_weights)
-        if shape.init == "depth_scaled":
-            self._scale_output_projections()
 
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=self.shape.init_std)
+    def init_weights(self) -> None:
+        """Draws every weight matrix from the current RNG state (``model.init``).
 
-    def _scale_output_projections(self) -> None:
-        """``model.init: depth_scaled``: wo and down from N(0, init_std / sqrt(2 L)).
+        Apart from construction, so that a model can be built with its parameters
+        partitioned as they are made (ZeRO-3's ``deepspeed.zero.Init``, which gathers
+        each module's parameters around ``Module.apply``) and initialised afterwards, with
+        the same draws in the same order as on one device. The topology's parameters are
+        constants of its construction (no draw).
 
-        The two projections that write into the residual stream in each block, as in
+        ``normal``: every Linear and Embedding weight from N(0, init_std).
+        ``depth_scaled``: then wo and down, the two projections that write into the
+        residual stream in each block, again from N(0, init_std / sqrt(2 L)), as in
         GPT-2 and Megatron, so that the plain stream's variance does not grow with depth.
         """
-        std = self.shape.init_std / math.sqrt(2 * self.shape.num_layers)
-        for block in self.blocks:
-            nn.init.normal_(block.attn.wo.weight, mean=0.0, std=std)
-            nn.init.normal_(block.mlp.down.weight, mean=0.0, std=std)
+        self.apply(self._init_module)
+        if self.shape.init == "depth_scaled":
+            scaled = {id(m) for b in self.blocks for m in (b.attn.wo, b.mlp.down)}
+            std = self.shape.init_std / math.sqrt(2 * self.shape.num_layers)
+            self.apply(lambda m: nn.init.normal_(m.weight, 0.0, std) if id(m) in scaled else None)
+
+    def _init_module(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.shape.init_std)
 
     def hidden_states(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """Returns the L+1 states [h_0 (embeddings), ..., h_L], each (B, T, D).
@@ -165,8 +171,8 @@ class Transformer(nn.Module):
         return self.head(self.norm(h))  # (B, T, V)
 
     def num_parameters(self) -> int:
-        """Number of parameters, topology logits included."""
-        return sum(p.numel() for p in self.parameters())
+        """Number of parameters, topology logits included (whole, also when partitioned)."""
+        return sum(whole_numel(p) for p in self.parameters())
 
 
 def build_model(config: AncreConfig, vocab_size: int) -> Transformer:
@@ -181,7 +187,8 @@ def build_model(config: AncreConfig, vocab_size: int) -> Transformer:
         vocab_size: The tokenizer's vocabulary size.
 
     Returns:
-        The model, initialised from ``run.seed`` by the caller's RNG state.
+        The model, initialised (:meth:`Transformer.init_weights`) from the caller's RNG
+        state (``run.seed``).
 
     Raises:
         ConfigError: The model section and the tokenizer do not fit together.
@@ -196,7 +203,14 @@ def build_model(config: AncreConfig, vocab_size: int) -> Transformer:
         attention, config.model.attention, config.topology.kind, shape.num_layers,
         topology.mix_backend, config.topology.backend,
     )  # fmt: skip
-    return Transformer(shape, topology, attend)
+    model = Transformer(shape, topology, attend)
+    model.init_weights()
+    return model
+
+
+def whole_numel(parameter: torch.Tensor) -> int:
+    """A parameter's number of elements, whole (ZeRO-3 keeps its count as ``ds_numel``)."""
+    return int(getattr(parameter, "ds_numel", parameter.numel()))
 
 
 def check_buildable(config: AncreConfig) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ancre.atomic import write_text_atomic
-from ancre.checkpoint import CheckpointError, read_manifest, verify_checkpoint
+from ancre.checkpoint import MANIFEST, CheckpointError, CheckpointFolder, VerifiedCheckpoint
 from ancre.config import AncreConfig, ConfigError, load_config
 
 STEP_FOLDER = re.compile(r"^step_(\d{8})$")
@@ -26,7 +26,7 @@ RUN_ENTRIES = (
 EXPORT_MARKER = "ancre-export.json"
 """Written first into every ``ancre convert`` folder (both formats): what may be replaced."""
 NOT_A_RUN = {
-    "manifest.json": "a checkpoint folder",
+    MANIFEST: "a checkpoint folder",
     "model.safetensors": "an ancre convert folder (or a Hugging Face export)",
     EXPORT_MARKER: "an export written by ancre convert",
 }
@@ -160,15 +160,23 @@ class RunFolder:
             CheckpointError: ``latest`` is garbage or names a checkpoint that does not
                 verify; the message says how to resume from an older one.
         """
+        verified = self.latest_verified()
+        return None if verified is None else verified.path
+
+    def latest_verified(self) -> VerifiedCheckpoint | None:
+        """The checkpoint ``latest`` names, with what its verification read; None if none.
+
+        Raises:
+            CheckpointError: As :meth:`latest`.
+        """
         name = self.latest_name()
         if name is None:
             return None
         folder = self.checkpoints_dir / name
         try:
-            verify_checkpoint(folder)
+            return CheckpointFolder(folder).verify()
         except CheckpointError as error:
             raise CheckpointError(self._with_advice(str(error), but=folder)) from None
-        return folder
 
     def latest_or_none(self) -> Path | None:
         """The checkpoint ``latest`` names without verifying it, or None (for messages)."""
@@ -237,10 +245,10 @@ def checkpoint_of(path: Path) -> Path:
     """
     if path.name == "latest" and path.is_file():
         path = path.parent
-    if path.name == "checkpoints" and path.is_dir() and not (path / "manifest.json").exists():
+    if path.name == "checkpoints" and path.is_dir() and not (path / MANIFEST).exists():
         path = path.parent
     folder = RunFolder(path)
-    if (path / "manifest.json").exists() or not folder.checkpoints_dir.is_dir():
+    if (path / MANIFEST).exists() or not folder.checkpoints_dir.is_dir():
         return path
     name = folder.latest_name()
     if name is not None:
@@ -265,7 +273,7 @@ def task_results_file(checkpoint: Path) -> Path:
 def has_manifest(folder: Path) -> bool:
     """Whether a checkpoint folder's manifest reads (its files are not hashed)."""
     try:
-        read_manifest(folder)
+        CheckpointFolder(folder).read_manifest()
     except CheckpointError:
         return False
     return True

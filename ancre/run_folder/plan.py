@@ -21,7 +21,7 @@ is raised here, so a run that cannot go ahead has changed nothing.
 folder that is recognisably an ancre run folder.
 
 A resume may use another number of processes, ZeRO stage, micro-batch size or
-``data.num_workers`` (``ancre.train.reshard`` moves the state); the global batch is
+``data.num_workers`` (``ancre.train.checkpointer`` moves the state); the global batch is
 kept unless ``checkpoint.allow_batch_change: true``, because it changes the optimisation.
 """
 
@@ -29,36 +29,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from ancre.checkpoint import CheckpointError, read_trainer_state, verify_checkpoint
-from ancre.config import AncreConfig, ConfigError, flat_config, load_config
+from ancre.checkpoint import CheckpointError, CheckpointFolder, VerifiedCheckpoint
+from ancre.config import AncreConfig, flat_config
+from ancre.config.resume import compare_configs
 from ancre.run_folder.layout import RunFolder, RunFolderError
 from ancre.run_folder.rewind import later_complete_checkpoints
 
-REFUSED_ON_RESUME = (
-    "model.preset", "model.hidden_size", "model.intermediate_size", "model.num_layers",
-    "model.num_heads", "model.vocab_size", "topology.kind", "topology.edges", "data.source",
-    "topology.dilation", "topology.period", "topology.streams", "topology.dynamic",
-    "topology.sinkhorn_iters", "topology.attnres_blocks", "topology.form",
-)  # fmt: skip
-"""Keys that decide what the checkpoint's weights mean: a resume must keep them."""
-REFUSED_WITH_REASON = {
-    "train.optimizer": "the optimiser's saved state (its parameter groups and moments) "
-    "belongs to the old optimiser; a new one needs a new run (model.init_from a conversion)",
-    "data.shuffle": "it changes the order of the data, so the saved data position no longer "
-    "says which documents were read; keep it for the resume",
-}
-"""Keys a resume must keep, with why (the message gives it)."""
-BATCH = "train.global_batch_size"
-"""Kept on resume unless ``checkpoint.allow_batch_change``: it changes the optimisation."""
-FREE_ON_RESUME = (
-    "train.steps", "train.log_every", "train.max_bad_steps", "train.dist_timeout_s",
-    "train.block_stats_every", "model.init", "topology.init", "topology.predecessor_weight",
-    "eval.", "checkpoint.", "logging.",
-)  # fmt: skip
-"""Keys (or prefixes) that a resume may change without changing the training itself."""
-NOT_COMPARED = ("checkpoint.resume", "run.overwrite", "run.name", "run.out_dir")
 EMPTY_AT_FIRST = ("topology", "checkpoints")
 """Folders a run may have made before its config.yaml, in an older layout."""
 
@@ -69,8 +46,8 @@ class RunPlan:
 
     Attributes:
         folder: The run folder.
-        resume_from: The verified checkpoint to continue from, or None to start.
-        step: The checkpoint's step (0 when starting).
+        checkpoint: The verified checkpoint to continue from (what its verification
+            read: manifest, trainer state, config), or None to start.
         start_over: Delete what an earlier run wrote before starting.
         overwrite: Starting over deletes set-aside checkpoints too (``run.overwrite``).
         set_aside: Complete checkpoints newer than ``resume_from`` that move to
@@ -83,14 +60,23 @@ class RunPlan:
     """
 
     folder: RunFolder
-    resume_from: Path | None = None
-    step: int = 0
+    checkpoint: VerifiedCheckpoint | None = None
     start_over: bool = False
     overwrite: bool = False
     set_aside: tuple[Path, ...] = ()
     changes: tuple[str, ...] = ()
     diverging: tuple[str, ...] = ()
     recovered: str = ""
+
+    @property
+    def resume_from(self) -> Path | None:
+        """The folder of the checkpoint to continue from, or None to start."""
+        return None if self.checkpoint is None else self.checkpoint.path
+
+    @property
+    def step(self) -> int:
+        """The checkpoint's step (0 when starting)."""
+        return 0 if self.checkpoint is None else self.checkpoint.step
 
 
 def plan_run(config: AncreConfig, world_size: int) -> RunPlan:
@@ -123,7 +109,7 @@ def plan_run(config: AncreConfig, world_size: int) -> RunPlan:
         return RunPlan(folder)
     if resume == "auto":
         _check_owned(folder, "a run writes only into a new, empty or ancre run folder")
-        latest = folder.latest()
+        latest = folder.latest_verified()
         if latest is not None:
             return _resume_plan(folder, latest, config, world_size)
         newest, why = _newest_verified(folder)
@@ -131,10 +117,9 @@ def plan_run(config: AncreConfig, world_size: int) -> RunPlan:
             return RunPlan(folder, start_over=bool(folder.entries()))
         plan = _resume_plan(folder, newest, config, world_size)
         return replace(plan, recovered=why)
-    checkpoint = Path(resume)
-    verify_checkpoint(checkpoint)
+    checkpoint = CheckpointFolder(Path(resume)).verify()
     # this run's: under checkpoints/, or set aside under superseded/ by an earlier rewind
-    own = folder.root.resolve() in checkpoint.resolve().parents
+    own = folder.root.resolve() in checkpoint.path.resolve().parents
     if not own and folder.entries():
         raise RunFolderError(
             f"checkpoint.resume={resume} is another run's checkpoint, and it would continue "
@@ -143,7 +128,7 @@ def plan_run(config: AncreConfig, world_size: int) -> RunPlan:
     return _resume_plan(folder, checkpoint, config, world_size)
 
 
-def _newest_verified(folder: RunFolder) -> tuple[Path | None, str]:
+def _newest_verified(folder: RunFolder) -> tuple[VerifiedCheckpoint | None, str]:
     """Without ``latest``: the newest complete checkpoint that verifies, and why it is used.
 
     Raises:
@@ -154,12 +139,12 @@ def _newest_verified(folder: RunFolder) -> tuple[Path | None, str]:
     failures = []
     for checkpoint in reversed(complete):
         try:
-            verify_checkpoint(checkpoint)
+            verified = CheckpointFolder(checkpoint).verify()
         except CheckpointError as error:
             failures.append(f"{checkpoint.name}: {error}")
             continue
         skipped = f" ({len(failures)} newer did not verify)" if failures else ""
-        return checkpoint, (
+        return verified, (
             f"{folder.latest_file} is missing; resuming from the newest complete checkpoint "
             f"that verifies, {checkpoint.name}{skipped}"
         )
@@ -208,14 +193,9 @@ def _check_owned(folder: RunFolder, rule: str) -> None:
 
 
 def _resume_plan(
-    folder: RunFolder, checkpoint: Path, config: AncreConfig, world_size: int
+    folder: RunFolder, verified: VerifiedCheckpoint, config: AncreConfig, world_size: int
 ) -> RunPlan:
-    manifest = verify_checkpoint(checkpoint)
-    step = read_trainer_state(checkpoint).step
-    try:
-        saved = load_config(checkpoint / "config.yaml")
-    except ConfigError as error:
-        raise CheckpointError(f"{checkpoint / 'config.yaml'}: unreadable ({error})") from None
+    checkpoint, manifest, saved = verified.path, verified.manifest, verified.config
     before = flat_config(saved)
     refused, changes, diverging = compare_configs(
         before, flat_config(config), config.checkpoint.allow_batch_change
@@ -246,45 +226,9 @@ def _resume_plan(
             f"ZeRO {routes[1][1]}: only Adam-type moments are resharded (the universal form). "
             f"Resume on {routes[0][0]} process(es) at train.zero_stage={routes[1][0]}"
         )
-    aside = later_complete_checkpoints(folder, step)
+    aside = later_complete_checkpoints(folder, verified.step)
     own = folder.root.resolve() in checkpoint.resolve().parents
     return RunPlan(
-        folder, checkpoint, step, set_aside=tuple(aside) if own else (),
+        folder, verified, set_aside=tuple(aside) if own else (),
         changes=tuple(changes), diverging=tuple(diverging),
     )  # fmt: skip
-
-
-def compare_configs(
-    before: dict[str, Any], after: dict[str, Any], allow_batch_change: bool = False
-) -> tuple[list[str], list[str], list[str]]:
-    """Sorts the differences between a checkpoint's config and a resumed run's.
-
-    Args:
-        before: The checkpoint's config as dotted keys (``flat_config``).
-        after: The new config as dotted keys.
-        allow_batch_change: A new global batch is allowed (``checkpoint.allow_batch_change``).
-
-    Returns:
-        (refused, allowed, diverging): ``key: old -> new`` for keys a resume must keep;
-        for every key that may change; and for those of the allowed ones that make the
-        continuation differ from an uninterrupted run.
-    """
-    refused, allowed, diverging = [], [], []
-    for key in sorted(after):
-        if key in NOT_COMPARED or before.get(key) == after[key]:
-            continue
-        text = f"{key}: {before.get(key)!r} -> {after[key]!r}"
-        if key in REFUSED_ON_RESUME:
-            refused.append(text)
-        elif key in REFUSED_WITH_REASON:
-            refused.append(f"{text} ({REFUSED_WITH_REASON[key]})")
-        elif key == BATCH and not allow_batch_change:
-            refused.append(
-                f"{text} (it changes the optimisation; set checkpoint.allow_batch_change=true "
-                "to continue with the new batch anyway)"
-            )
-        else:
-            allowed.append(text)
-            if not key.startswith(FREE_ON_RESUME):
-                diverging.append(text)
-    return refused, allowed, diverging

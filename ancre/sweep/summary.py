@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ancre.checkpoint import CheckpointError, read_trainer_state
+from ancre.checkpoint import CheckpointError
 from ancre.config import ConfigError, flat_config, load_config
+from ancre.config.resume import compare_configs
 from ancre.run_folder import RunFolder, read_metrics
-from ancre.run_folder.plan import compare_configs
 from ancre.sweep.expand import Sweep, SweepRun
 
 SUMMARY_COLUMNS = ("run", "status", "step", "tokens", "val_loss", "val_ppl", "wall_s")
@@ -49,8 +49,8 @@ def is_finished(run: SweepRun) -> bool:
     if changed_settings(run):
         return False
     try:
-        latest = RunFolder(run.folder).latest()
-        return latest is not None and read_trainer_state(latest).step >= run.config.train.steps
+        latest = RunFolder(run.folder).latest_verified()
+        return latest is not None and latest.step >= run.config.train.steps
     except CheckpointError:
         return False  # a resume says what is wrong
 

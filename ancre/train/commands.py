@@ -1,19 +1,25 @@
-"""The ``ancre train``, ``ancre eval`` and ``ancre convert`` subcommands."""
+"""The ``ancre train`` and ``ancre eval`` subcommands, and how every run of a command ends.
+
+:func:`reported` turns what can go wrong in a command (bad input, a stop signal, a
+full disk, a lost peer) into a message and the exit code of the table below; the
+other packages' commands (``ancre convert`` in :mod:`ancre.export.commands`) end the
+same way.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ancre.checkpoint import CheckpointError
 from ancre.config import ConfigError, load_config
 from ancre.data.sources import DataError
-from ancre.export.hf import export_hf
+from ancre.pretrained import ConversionError
 from ancre.run_folder import RunFolderError, RunLockedError, checkpoint_of
 from ancre.tasks import TaskError
-from ancre.train.convert import convert_checkpoint
 from ancre.train.launcher import lost_peer
 from ancre.train.preemption import EXIT_STOPPED, StopRequested
 from ancre.train.run import DISK_FULL, DiskFullError, evaluate_checkpoint, train
@@ -26,7 +32,7 @@ EXIT_LOST_PEER = 4
 EXIT_DISK_FULL = 6
 BAD_INPUT = (
     ConfigError, CheckpointError, DataError, RunFolderError, RunLockedError, FileNotFoundError,
-    FileExistsError, TaskError,
+    FileExistsError, TaskError, ConversionError,
 )  # fmt: skip
 
 
@@ -39,7 +45,7 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
             metavar="CONFIG_OR_OVERRIDE",
             help="YAML files merged in order, then key=value overrides (e.g. train.steps=100)",
         )
-    elif command == "eval":
+    else:
         parser.add_argument(
             "checkpoint", type=Path,
             help="a checkpoint folder, checkpoints/latest, or a run folder (its newest)",
@@ -53,23 +59,9 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--tasks-path", type=Path, help="a folder of task YAML files")
         parser.add_argument("--limit", type=int, help="at most this many documents per task")
         parser.add_argument("--batch-size", type=int, default=8, help="requests per forward")
-    else:
-        parser.add_argument(
-            "checkpoint", type=Path,
-            help="a checkpoint folder, checkpoints/latest, or a run folder (its newest)",
-        )  # fmt: skip
-        parser.add_argument("out_dir", type=Path, help="folder to write")
-        parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-        parser.add_argument(
-            "--format",
-            choices=("ancre", "hf"),
-            default="ancre",
-            help="ancre: model.safetensors for ancre.load_pretrained; hf: a folder that "
-            "transformers loads (docs/export.md)",
-        )
 
 
-def _checkpoint_meant(command: str, path: Path) -> Path:
+def checkpoint_meant(command: str, path: Path) -> Path:
     """The checkpoint a typed path stands for (``ancre.run_folder.checkpoint_of``), said."""
     checkpoint = checkpoint_of(path)
     if checkpoint != path:
@@ -78,7 +70,32 @@ def _checkpoint_meant(command: str, path: Path) -> Path:
 
 
 def run(command: str, args: argparse.Namespace) -> int:
-    """Runs one subcommand; bad input ends with a message and exit code 2.
+    """Runs ``ancre train`` or ``ancre eval``, ended as :func:`reported` ends it."""
+    return reported(command, lambda: _run(command, args))
+
+
+def _run(command: str, args: argparse.Namespace) -> None:
+    if command == "train":
+        files = [item for item in args.settings if "=" not in item]
+        overrides = [item for item in args.settings if "=" in item]
+        train(load_config(files, overrides))
+        return
+    args.checkpoint = checkpoint_meant(command, args.checkpoint)
+    if args.tasks is not None:
+        _no_overrides(args.overrides)
+        print(json.dumps(evaluate_tasks(
+            args.checkpoint, args.tasks, args.tasks_path, args.limit, args.batch_size
+        )))  # fmt: skip
+    elif (result := evaluate_checkpoint(args.checkpoint, args.overrides)) is not None:
+        print(json.dumps(result))
+
+
+def reported(command: str, work: Callable[[], None]) -> int:
+    """Runs a command's work; what ends it early is said on stderr, with its exit code.
+
+    Args:
+        command: The subcommand, for the messages.
+        work: What it does.
 
     Returns:
         0 on success, 2 for bad input (config, data, files, checkpoints, a run folder
@@ -87,23 +104,7 @@ def run(command: str, args: argparse.Namespace) -> int:
         with a checkpoint, 6 when a disk filled up.
     """
     try:
-        if command != "train":
-            args.checkpoint = _checkpoint_meant(command, args.checkpoint)
-        if command == "train":
-            files = [item for item in args.settings if "=" not in item]
-            overrides = [item for item in args.settings if "=" in item]
-            train(load_config(files, overrides))
-        elif command == "convert" and args.format == "hf":
-            print(export_hf(args.checkpoint, args.out_dir, args.dtype))
-        elif command == "convert":
-            print(convert_checkpoint(args.checkpoint, args.out_dir, args.dtype))
-        elif args.tasks is not None:
-            _no_overrides(args.overrides)
-            print(json.dumps(evaluate_tasks(
-                args.checkpoint, args.tasks, args.tasks_path, args.limit, args.batch_size
-            )))  # fmt: skip
-        elif (result := evaluate_checkpoint(args.checkpoint, args.overrides)) is not None:
-            print(json.dumps(result))
+        work()
     except StopRequested as stop:
         print(f"ancre {command}: stopped: {stop.describe()}", file=sys.stderr)
         return EXIT_STOPPED

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ancre.model import ModelShape, Transformer
+from ancre.model import ModelShape, Transformer, whole_numel
 
 PEAK_BF16_FLOPS = {
     "H200": 989e12,
@@ -36,7 +36,7 @@ PEAK_BF16_FLOPS = {
 
 def flops_per_token(model: Transformer, seq_len: int) -> float:
     """Training FLOPs per token: 6 N + 12 L D T (see the module docstring)."""
-    matmul_params = model.num_parameters() - model.embed.weight.numel()
+    matmul_params = model.num_parameters() - whole_numel(model.embed.weight)
     shape = model.shape
     return 6.0 * matmul_params + 12.0 * shape.num_layers * shape.hidden_size * seq_len
 

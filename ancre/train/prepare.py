@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from ancre.atomic import write_bytes_atomic, write_text_atomic
-from ancre.checkpoint import rank_state_path, read_manifest, read_rank_state
 from ancre.config import AncreConfig, ConfigError, config_yaml
 from ancre.data.positions import check_resume_data, check_state_format
 from ancre.data.sources import check_data, split_texts
 from ancre.data.tokenizer import Tokenizer, train_tokenizer
 from ancre.model import check_buildable
-from ancre.pretrained import WEIGHTS
+from ancre.pretrained import ConversionError, conversion_step
 from ancre.run_folder import RunFolder, RunFolderError, RunLock, RunPlan, plan_run, rewind
 from ancre.run_folder import start_over as clear_run
 from ancre.tasks.in_training import check_tasks
@@ -42,12 +41,13 @@ def check_inputs(config: AncreConfig) -> None:
     """Checks everything a run reads before it touches the disk.
 
     Raises:
-        ConfigError: The model or topology does not fit together.
+        ConfigError: The model or topology does not fit together, or ``model.init_from``
+            is not a folder written by ``ancre convert``.
         ValueError: A backend asked for where it cannot run.
         MissingDataError: No shards, or the hub is unreachable.
         DataError: No record has ``data.text_field``, or ``data.tokenizer`` is not a
             sentencepiece model.
-        FileNotFoundError: ``data.tokenizer`` or ``model.init_from`` is missing.
+        FileNotFoundError: ``data.tokenizer`` is missing.
         TaskError: ``eval.tasks`` cannot run (lm-eval missing, a task unknown).
     """
     _check_out_dir(config.run.out_dir)
@@ -57,12 +57,11 @@ def check_inputs(config: AncreConfig) -> None:
     if config.data.tokenizer is not None:
         Tokenizer(config.data.tokenizer)
     if config.model.init_from is not None:
-        source = Path(config.model.init_from)
-        if not (source / WEIGHTS).is_file() or not (source / "config.yaml").is_file():
-            raise FileNotFoundError(
-                f"model.init_from={config.model.init_from!r}: needs {WEIGHTS} and config.yaml, "
-                "as `ancre convert CHECKPOINT FOLDER` writes them"
-            )
+        try:
+            conversion_step(config.model.init_from)
+        except (FileNotFoundError, ConversionError) as error:
+            message = f"is {config.model.init_from!r}: {error}"
+            raise ConfigError("model.init_from", message) from None
 
 
 def _check_out_dir(out_dir: str) -> None:
@@ -128,11 +127,12 @@ def claim_folder(config: AncreConfig, lock: RunLock, world_size: int) -> tuple[R
         raise
     try:
         plan = plan_run(config, world_size)
-        if plan.resume_from is not None:
-            saved_world = read_manifest(plan.resume_from)["world_size"]
-            saved = [read_rank_state(plan.resume_from, r)["data"] for r in range(saved_world)]
+        if plan.checkpoint is not None:
+            checkpoint = plan.checkpoint.folder
+            ranks = range(plan.checkpoint.world_size)
+            saved = [checkpoint.read_rank_state(r)["data"] for r in ranks]
             for rank, state in enumerate(saved):
-                check_state_format(state, str(rank_state_path(plan.resume_from, rank)))
+                check_state_format(state, str(checkpoint.rank_state_file(rank)))
             for note in check_resume_data(config.data, config.run.seed, saved):
                 logger.warning("%s", note)
     except BaseException:
@@ -183,8 +183,8 @@ def run_tokenizer(config: AncreConfig, plan: RunPlan) -> None:
     stands alone.
     """
     path = plan.folder.tokenizer_file
-    if plan.resume_from is not None:
-        write_bytes_atomic(path, (plan.resume_from / "tokenizer.model").read_bytes())
+    if plan.checkpoint is not None:
+        write_bytes_atomic(path, plan.checkpoint.folder.tokenizer_file.read_bytes())
     elif config.data.tokenizer is not None:
         write_bytes_atomic(path, Path(config.data.tokenizer).read_bytes())
     elif not path.exists():
@@ -206,8 +206,8 @@ def run_tokenizer(config: AncreConfig, plan: RunPlan) -> None:
 
 def known_tokenizer(config: AncreConfig, plan: RunPlan) -> Path | None:
     """The tokenizer file a run will use when it exists before the run writes anything."""
-    if plan.resume_from is not None:
-        return plan.resume_from / "tokenizer.model"
+    if plan.checkpoint is not None:
+        return plan.checkpoint.folder.tokenizer_file
     if config.data.tokenizer is not None:
         return Path(config.data.tokenizer)
     return None

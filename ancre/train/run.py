@@ -7,7 +7,7 @@ Resuming restores the weights, the optimiser (with its fp32 master weights), the
 learning-rate schedule, the data position of every process, the random states and
 the loop's own state, and rewinds the run folder to the checkpoint's step: a run
 killed at any moment and resumed ends with the metrics an uninterrupted run writes.
-Another number of processes or ZeRO stage is resumed too (``ancre.train.reshard``).
+Another number of processes or ZeRO stage is resumed too (``ancre.train.checkpointer``).
 A stop signal (SIGTERM, SIGINT, SIGUSR1) ends the run at the next step boundary with a
 checkpoint (``ancre.train.preemption``).
 """
@@ -19,22 +19,25 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from ancre.checkpoint import read_trainer_state, verify_checkpoint
+from ancre.checkpoint import CheckpointFolder
 from ancre.config import AncreConfig, check_world_size, config_dict, load_config
 from ancre.data.loader import TrainLoader, validation_set
 from ancre.data.tokenizer import Tokenizer
 from ancre.model import Transformer, build_model, resolve_shape
+from ancre.pretrained import read_conversion
 from ancre.run_folder import RunFolder, RunLock, RunPlan
 from ancre.snapshot import matrix_table
 from ancre.tasks.in_training import TaskSchedule
+from ancre.train.checkpointer import Resumption
 from ancre.train.engine import (
     DistributedContext,
     Engine,
     any_process,
     describe_device,
     init_distributed,
+    partitioned_construction,
+    whole_parameters,
 )
 from ancre.train.flops import flops_per_token
 from ancre.train.launcher import launcher_rank, stop_with_launcher
@@ -49,7 +52,6 @@ from ancre.train.prepare import (
     remove_empty_folders,
     run_tokenizer,
 )
-from ancre.train.reshard import prepare_universal, restore, resume_route
 from ancre.train.speedups import apply_speedups
 from ancre.train.threads import apply_cpu_threads
 from ancre.train.trainer import Trainer, evaluate
@@ -65,8 +67,9 @@ class DiskFullError(RuntimeError):
 
 
 def _init_weights(model: Transformer, folder: str) -> None:
-    weights = load_file(str(Path(folder) / "model.safetensors"))
-    model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
+    weights = read_conversion(folder).weights  # the format was checked by check_inputs
+    with whole_parameters(list(model.parameters())):
+        model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
     logger.info("initialised the weights from %s", folder)
 
 
@@ -151,7 +154,9 @@ def _run(
     if validation is None:
         validation = _validation(config, tokenizer)
     torch.manual_seed(config.run.seed)
-    model = apply_speedups(build_model(config, tokenizer.vocab_size), config.train)
+    with partitioned_construction(config):  # ZeRO-3: no process holds the whole model
+        model = build_model(config, tokenizer.vocab_size)
+    model = apply_speedups(model, config.train)
     if config.model.init_from is not None and plan.resume_from is None:
         _init_weights(model, config.model.init_from)
     if context.is_main:
@@ -163,22 +168,15 @@ def _run(
             config.topology.kind, flops_per_token(model, config.data.seq_len), tokens_per_step,
             config.train.global_batch_size, config.data.seq_len, context.world_size, folder.root,
         )  # fmt: skip
-    route = marker = None
-    if plan.resume_from is not None:
-        route = resume_route(plan.resume_from, config, context.world_size)
-        marker = on_main(context, lambda: prepare_universal(plan.resume_from, route, model, config))
-    engine = Engine(model, config, context, route is not None and route.load_universal)
+    pending = None if plan.checkpoint is None else Resumption.prepare(
+        plan.checkpoint, model, config, context
+    )  # fmt: skip
+    engine = Engine(model, config, context, pending is not None and pending.route.load_universal)
     batches = TrainLoader(
         config.data, tokenizer, config.train.micro_batch_size, context.rank, context.world_size,
         config.run.seed,
     )  # fmt: skip
-    state = resumed = None
-    if plan.resume_from is not None:
-        assert route is not None
-        state = read_trainer_state(plan.resume_from)
-        resumed = restore(
-            engine, batches, plan.resume_from, config, route, marker, state.step, state.tokens
-        )
+    state, resumed = (None, None) if pending is None else pending.restore(engine, batches, config)
     metrics = MetricsLogger(_metric_sinks(config, folder) if context.is_main else [])
     if resumed is not None:
         metrics.log(resumed)
@@ -242,24 +240,25 @@ def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float] 
         On the main process, the checkpoint's step and its ``val_loss``, ``val_ppl`` and
         ``val_tokens``; None on the others.
     """
-    manifest = verify_checkpoint(folder)
-    config = load_config(folder / "config.yaml", overrides)
+    checkpoint = CheckpointFolder(folder).verify()
+    config = load_config(checkpoint.folder.config_file, overrides)
     _setup_logging(launcher_rank() == 0)
     context = init_distributed(config.train.dist_timeout_s)
     _setup_logging(context.is_main)
     apply_cpu_threads(config.train.cpu_threads, context.device)
-    tokenizer = Tokenizer(folder / "tokenizer.model")
+    tokenizer = Tokenizer(checkpoint.folder.tokenizer_file)
     torch.manual_seed(config.run.seed)
-    model = build_model(config, tokenizer.vocab_size)
+    with partitioned_construction(config):
+        model = build_model(config, tokenizer.vocab_size)
     engine = Engine(model, config, context)
     try:
-        engine.load(folder / "engine", weights_only=True)
-        engine.freeze_topology(config.topology, manifest["step"])
+        engine.load(checkpoint.folder.engine, weights_only=True)
+        engine.freeze_topology(config.topology, checkpoint.step)
         val = validation_set(config.data, tokenizer, config.eval.tokens)
         result = evaluate(engine, *val, config.eval.micro_batch_size)
     finally:
         engine.close()
-    return {"step": manifest["step"], **result} if context.is_main else None
+    return {"step": checkpoint.step, **result} if context.is_main else None
 
 
 def _setup_logging(is_main: bool) -> None:

@@ -9,39 +9,31 @@ one-number all-reduce that lets every process agree on a stop signal.
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ancre.checkpoint import TrainerState, complete_checkpoint, write_rank_state
+from ancre.checkpoint import TrainerState
 from ancre.config import AncreConfig
 from ancre.data.loader import IGNORE_INDEX, TrainLoader
 from ancre.data.sources import SKIP_REASONS
 from ancre.data.tokenizer import Tokenizer
 from ancre.model.effective import PROBE_SEQUENCES
-from ancre.run_folder import RunFolder, prune
+from ancre.run_folder import RunFolder
 from ancre.snapshot import write_snapshot
 from ancre.tasks.in_training import TaskSchedule
+from ancre.train.checkpointer import Checkpointer
 from ancre.train.engine import Engine, barrier, broadcast_from_main
 from ancre.train.flops import device_peak_flops, flops_per_token, mfu
 from ancre.train.metrics import MetricsLogger
 from ancre.train.preemption import StopRequested, StopSignals
-from ancre.train.rng import rng_state
 from ancre.train.schedule import warmup_cosine
 
 logger = logging.getLogger("ancre")
-
-NEARLY_FULL_BYTES = 64 << 20
-"""Free space under which a failed checkpoint write is put down to a full disk."""
-WRITER_FAILURES = ("PytorchStreamWriter", "write failed", "inline_container")
-"""What torch.save's RuntimeError says when a write failed."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -120,6 +112,7 @@ class Trainer:
         self.validation = validation
         self.probe = validation[0][:PROBE_SEQUENCES]  # what dynamic wirings are averaged over
         self.tokenizer = tokenizer
+        self.checkpointer = Checkpointer(engine, folder, config, tokenizer.path, self.probe)
         self.metrics = metrics
         self.state = state or TrainerState(0, 0, engine.context.world_size)
         self.state.world_size = engine.context.world_size  # a resume may change it
@@ -325,57 +318,10 @@ class Trainer:
             write_snapshot(snapshot, self.folder.snapshot_path(step))
 
     def save_checkpoint(self) -> Path | None:
-        """Writes a complete checkpoint, points ``latest`` at it and prunes (collective).
-
-        Skipped while steps are being skipped for non-finite losses, so that a good
-        checkpoint is never pruned in favour of a suspect one. When writing fails on
-        any process (a full disk), every process raises the error: ``latest`` still
-        names the previous complete checkpoint.
-
-        Raises:
-            OSError: A process could not write its part (the first error is raised on
-                that process; the others raise one that names it).
-        """
-        step = self.state.step
-        if self.state.bad_steps:
-            logger.warning("no checkpoint at step %d: its last step was skipped", step)
-            return None
-        folder = self.folder.checkpoint_folder(step)
-        started = time.perf_counter()
-        snapshot = self.engine.topology_snapshot(step, self.state.tokens, self.probe)
-        error: OSError | None = None
-        try:
-            self.engine.save(folder / "engine")
-            write_rank_state(
-                folder, self.engine.context.rank, self.batches.state_dict(), rng_state()
-            )
-        except OSError as caught:
-            error = caught
-        except RuntimeError as caught:  # torch.save reports a failed write as a RuntimeError
-            if (error := write_error(caught, folder)) is None:
-                raise
-        self._raise_if_any_failed(error, folder)
-        if self.engine.context.is_main:
-            try:
-                complete_checkpoint(folder, self.state, self.config, snapshot, self.tokenizer.path)
-            except OSError as caught:
-                error = caught
-        self._raise_if_any_failed(error, folder)
-        if self.engine.context.is_main:
-            self.folder.publish(folder)
-            for old in prune(self.folder, self.config.checkpoint.keep_last):
-                logger.info("deleted %s (checkpoint.keep_last)", old)
-            logger.info("checkpoint %s (%.1f s)", folder, time.perf_counter() - started)
-        self._checkpointed_step = step
-        barrier()
+        """Writes a complete checkpoint (:meth:`Checkpointer.save`; collective)."""
+        folder = self.checkpointer.save(self.state, self.batches)
+        self._checkpointed_step = self.state.step
         return folder
-
-    def _raise_if_any_failed(self, error: OSError | None, folder: Path) -> None:
-        """Raises on every process when writing failed on one of them (collective)."""
-        if self.engine.any_process(error is not None):
-            if error is not None:
-                raise error
-            raise OSError(f"another process could not write its part of {folder}")
 
 
 def _clock(seconds: float) -> str:
@@ -384,21 +330,3 @@ def _clock(seconds: float) -> str:
         return "?"
     whole = round(seconds)
     return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
-
-
-def write_error(error: RuntimeError, folder: Path) -> OSError | None:
-    """The OSError behind a RuntimeError of torch.save's writer, or None if it is another.
-
-    torch.save reports a failed write as a RuntimeError without the errno (``file write
-    failed``, ``unexpected pos ...``); a disk with almost no space left is taken as the
-    cause, and any writer failure as an I/O error otherwise.
-    """
-    text = str(error)
-    probe = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
-    if shutil.disk_usage(probe).free < NEARLY_FULL_BYTES:
-        code = errno.ENOSPC
-    elif any(mark in text for mark in WRITER_FAILURES):
-        code = errno.EIO
-    else:
-        return None
-    return OSError(code, f"{os.strerror(code)} ({text.splitlines()[0][:200]})", str(folder))

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ancre.atomic import write_json_atomic
-from ancre.checkpoint import CheckpointError, universal_path
+from ancre.checkpoint import CheckpointError, CheckpointFolder
 from ancre.config import AncreConfig
 from ancre.model import Transformer
 from ancre.train.engine import engine_to_universal
@@ -62,16 +62,16 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
-def read_marker(checkpoint: Path) -> dict[str, Any] | None:
+def read_marker(checkpoint: CheckpointFolder) -> dict[str, Any] | None:
     """What making the universal form took (seconds, bytes), or None when it is not made."""
-    path = universal_path(checkpoint) / MARKER
+    path = checkpoint.universal / MARKER
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 def make_universal(
-    checkpoint: Path, zero_stage: int, model: Transformer, config: AncreConfig
+    checkpoint: CheckpointFolder, zero_stage: int, model: Transformer, config: AncreConfig
 ) -> dict[str, Any]:
     """Writes ``<checkpoint>/universal`` unless it is there (main process, no collectives).
 
@@ -91,21 +91,21 @@ def make_universal(
     """
     if (marker := read_marker(checkpoint)) is not None:
         return marker
-    final = universal_path(checkpoint)
+    final = checkpoint.universal
     partial = final.with_name(final.name + ".partial")
     started = time.perf_counter()
     try:
         if partial.exists():
             shutil.rmtree(partial)  # an earlier attempt that died; only ancre writes here
         if zero_stage == 0:
-            _from_whole(checkpoint / "engine", partial, model, parameter_groups(model, config))
+            _from_whole(checkpoint.engine, partial, model, parameter_groups(model, config))
         else:
-            engine_to_universal(checkpoint / "engine", partial)
-            stray = checkpoint / "latest_universal"  # the converter's pointer to partial
+            engine_to_universal(checkpoint.engine, partial)
+            stray = checkpoint.path / "latest_universal"  # the converter's pointer to partial
             if stray.is_file() and stray.read_text().strip() == partial.name:
                 stray.unlink()
             for copied in (partial / name for name in MODEL_STATES):
-                source = checkpoint / "engine" / copied.name
+                source = checkpoint.engine / copied.name
                 if copied.is_file() and source.is_file() and filecmp.cmp(source, copied, False):
                     copied.unlink()  # the converter's copy of a file the checkpoint has
                     _link(source, copied)
@@ -114,7 +114,7 @@ def make_universal(
         _complete(partial, shapes)
     except PermissionError as error:
         raise CheckpointError(
-            f"{checkpoint}: cannot write its universal form there ({error}); copy the "
+            f"{checkpoint.path}: cannot write its universal form there ({error}); copy the "
             "checkpoint folder somewhere writable and resume from the copy"
         ) from None
     marker = {
@@ -224,7 +224,7 @@ def _model_states_version(out: Path) -> str:
 
 
 def read_universal(
-    checkpoint: Path, names: Iterable[str]
+    checkpoint: CheckpointFolder, names: Iterable[str]
 ) -> tuple[dict[str, Mapping[str, torch.Tensor]], int]:
     """Whole fp32 weights and Adam moments of the named parameters, and Adam's step.
 
@@ -235,7 +235,7 @@ def read_universal(
     Returns:
         Name -> ``fp32``, ``exp_avg``, ``exp_avg_sq``; and the step count.
     """
-    zero = universal_path(checkpoint) / "zero"
+    zero = checkpoint.universal / "zero"
     tensors: dict[str, Mapping[str, torch.Tensor]] = {}
     step = None
     for name in names:

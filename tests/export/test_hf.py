@@ -16,7 +16,7 @@ from ancre.generate.decode import generate_tokens
 from ancre.generate.sampler import Sampling
 from ancre.model import build_model
 from ancre.train.trained import load_trained
-from tests.conversions import KINDS, tiny_config, tiny_model, write_conversion
+from tests.helpers.conversions import KINDS, tiny_config, tiny_model, write_conversion
 
 pytest.importorskip("transformers")
 

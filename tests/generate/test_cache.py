@@ -8,7 +8,7 @@ import torch
 from ancre.generate.cache import KVCache
 from ancre.generate.decode import generate_tokens, left_padded
 from ancre.generate.sampler import Sampling
-from tests.conversions import KINDS, tiny_model
+from tests.helpers.conversions import KINDS, tiny_model
 
 VOCAB = 97
 

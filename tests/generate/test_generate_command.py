@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,17 +10,14 @@ import torch
 from ancre.generate.commands import encode_prompt
 from ancre.generate.decode import completion_text, generate_tokens
 from ancre.generate.sampler import Sampling
-from tests.conversions import tiny_model, write_conversion
-from tests.training import cli_error
+from tests.helpers.conversions import tiny_model, write_conversion
+from tests.helpers.training import cli_error, run_ancre
 
 pytestmark = pytest.mark.slow
 
 
 def ancre_generate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ancre.cli", "generate", *args], env=env, capture_output=True,
-        text=True, timeout=120,
-    )  # fmt: skip
+    return run_ancre("generate", *args, env=env)
 
 
 @pytest.fixture(scope="module")

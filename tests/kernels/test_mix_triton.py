@@ -14,7 +14,7 @@ from ancre.config import load_config
 from ancre.kernels import reference_backend, select_mix, triton_unavailable
 from ancre.model import build_model
 from ancre.model.topology import AncreTopology
-from tests.training import records, train_args, train_run
+from tests.helpers.training import records, train_args, train_run
 
 pytestmark = pytest.mark.skipif(triton_unavailable() is not None, reason=str(triton_unavailable()))
 

@@ -20,7 +20,7 @@ import pytest
 
 from ancre.run_folder import RunLock
 from tests.conftest import REPO
-from tests.training import latest_checkpoint, records, train_args
+from tests.helpers.training import latest_checkpoint, records, train_args
 
 pytestmark = pytest.mark.slow
 

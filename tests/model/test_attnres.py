@@ -5,7 +5,7 @@ import torch
 
 from ancre.config import ConfigError
 from ancre.model.attnres import group_size
-from tests.model.zoo_models import VOCAB, capture, perturb, tiny_model
+from tests.helpers.zoo_models import VOCAB, capture, perturb, tiny_model
 
 
 def paper_inputs(queries, h0, outputs, inputs, group, eps):

@@ -7,7 +7,7 @@ from ancre.config import load_config
 from ancre.kernels import select_mix
 from ancre.model import build_model
 from ancre.model.denseformer import DenseFormerTopology, dwa_entries
-from tests.model.zoo_models import VOCAB, capture, perturb, tiny_model
+from tests.helpers.zoo_models import VOCAB, capture, perturb, tiny_model
 
 
 def test_dilation_and_period_choose_the_weights_of_the_paper():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ancre.model.depth_stats import BlockStats, DepthRecorder, recording
-from tests.model.zoo_models import VOCAB, ZOO, capture, perturb, tiny_model
+from tests.helpers.zoo_models import VOCAB, ZOO, capture, perturb, tiny_model
 
 KINDS = {
     "cascaded": (), "ancre": (), "uniform": (), "ancre-replace": ("topology.form=replace",),

@@ -8,7 +8,7 @@ from torch import nn
 
 from ancre.kernels import reference_backend
 from ancre.model.hyper import HyperTopology
-from tests.model.zoo_models import VOCAB, capture, perturb, tiny_model
+from tests.helpers.zoo_models import VOCAB, capture, perturb, tiny_model
 
 
 def paper_streams(topology: HyperTopology, h0, outputs, eps):

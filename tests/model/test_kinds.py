@@ -8,7 +8,7 @@ from ancre.model.effective import method_matrix
 from ancre.model.kinds import build_topology
 from ancre.snapshot import read_snapshot, write_snapshot
 from ancre.train.optimizers import parameter_groups
-from tests.model.zoo_models import VOCAB, ZOO, assert_causal, perturb, tiny_model
+from tests.helpers.zoo_models import VOCAB, ZOO, assert_causal, perturb, tiny_model
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ from torch import nn
 
 from ancre.kernels import reference_backend
 from ancre.model.mhc import ManifoldHyperTopology, sinkhorn_knopp
-from tests.model.zoo_models import VOCAB, capture, perturb, tiny_model
+from tests.helpers.zoo_models import VOCAB, capture, perturb, tiny_model
 
 
 def test_sinkhorn_knopp_gives_doubly_stochastic_matrices():

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from ancre.config import load_config
 from ancre.model import Transformer, build_model
 from ancre.model.topology import AncreTopology
+from tests.helpers.zoo_models import assert_causal
 from tests.model.test_topology import expected_matrix
-from tests.model.zoo_models import assert_causal
 
 VOCAB = 97
 

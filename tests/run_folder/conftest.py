@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ancre.checkpoint import TrainerState, complete_checkpoint
+from ancre.checkpoint import CheckpointFolder, TrainerState
 from ancre.config import load_config, save_config
 from ancre.kernels import reference_backend
 from ancre.model.topology import AncreTopology
@@ -45,8 +45,8 @@ def checkpoint_at(tokenizer_file: Path) -> Callable[..., Path]:
         (path / "ranks" / "rank_00000.json").write_text('{"data": {}, "rng": {}}')
         snapshot = AncreTopology(2, reference_backend, 0.01).snapshot(step, step * 10)
         config = load_config(None, [*SETTINGS, f"run.out_dir={folder.root.parent}", *overrides])
-        complete_checkpoint(
-            path, TrainerState(step, step * 10, 1), config, snapshot, tokenizer_file
+        CheckpointFolder(path).complete(
+            TrainerState(step, step * 10, 1), config, snapshot, tokenizer_file
         )
         if publish:
             folder.publish(path)

@@ -6,10 +6,20 @@ import re
 
 import pytest
 
-from ancre.checkpoint import CheckpointError
-from ancre.config import load_config
+from ancre import checkpoint
+from ancre.checkpoint import CheckpointError, CheckpointFolder
+from ancre.config import AncreConfig, flat_config, load_config
+from ancre.config.resume import (
+    BATCH,
+    DIVERGING_ON_RESUME,
+    FREE_ON_RESUME,
+    NOT_COMPARED,
+    REFUSED_ON_RESUME,
+    REFUSED_WITH_REASON,
+    compare_configs,
+    resume_class,
+)
 from ancre.run_folder import RunFolderError, plan_run
-from ancre.run_folder.plan import compare_configs
 from ancre.run_folder.rewind import rewind
 from tests.run_folder.conftest import SETTINGS
 
@@ -34,7 +44,28 @@ def test_auto_resumes_from_latest(run, checkpoint_at):
     latest = checkpoint_at(run, 4)
     plan = plan_run(config_for(run, "train.steps=80"), world_size=1)
     assert (plan.resume_from, plan.step) == (latest, 4)
-    assert plan.changes == ("train.steps: 50 -> 80",) and plan.diverging == ()
+    # a longer cosine schedule moves every later learning rate: allowed, but said
+    assert plan.changes == ("train.steps: 50 -> 80",) == plan.diverging
+
+
+def test_a_resume_plan_hashes_each_file_once_and_reads_the_manifest_once(
+    run, checkpoint_at, monkeypatch
+):
+    checkpoint_at(run, 2)
+    latest = checkpoint_at(run, 4)
+    hashed, manifests = [], []
+    sha256, read_manifest = checkpoint._sha256, CheckpointFolder.read_manifest
+    monkeypatch.setattr(checkpoint, "_sha256", lambda path: hashed.append(path) or sha256(path))
+    monkeypatch.setattr(
+        CheckpointFolder, "read_manifest",
+        lambda folder: manifests.append(folder.path) or read_manifest(folder),
+    )  # fmt: skip
+    plan = plan_run(config_for(run), world_size=1)
+    files = sorted(p for p in latest.rglob("*") if p.is_file() and p.name != "manifest.json")
+    assert sorted(hashed) == files and manifests == [latest]
+    # what the verification read travels with the plan: the run reads none of it again
+    assert plan.checkpoint.manifest["step"] == 4 == plan.checkpoint.state.step
+    assert plan.checkpoint.config == load_config(latest / "config.yaml")
 
 
 def test_auto_without_a_checkpoint_starts_over_in_a_run_folder(run):
@@ -201,3 +232,15 @@ def test_a_checkpoint_this_run_set_aside_is_its_own(run, checkpoint_at):
     set_aside = aside / "checkpoints" / "step_00000004"
     plan = plan_run(config_for(run, f"checkpoint.resume={set_aside}"), world_size=1)
     assert (plan.resume_from, plan.step) == (set_aside, 4)
+
+
+def test_every_config_key_has_a_resume_class():
+    keys = flat_config(AncreConfig())
+    assert [key for key in keys if resume_class(key) is None] == []
+
+
+def test_the_resume_classes_name_only_keys_that_exist():
+    keys = set(flat_config(AncreConfig()))
+    named = [*REFUSED_ON_RESUME, *REFUSED_WITH_REASON, BATCH, *DIVERGING_ON_RESUME, *NOT_COMPARED]
+    assert sorted(set(named) - keys) == []
+    assert [p for p in FREE_ON_RESUME if not any(k.startswith(p) for k in keys)] == []

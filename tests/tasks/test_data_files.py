@@ -6,7 +6,7 @@ import pytest
 
 from ancre.tasks import TaskError
 from ancre.tasks.data_files import TaskDataError, check_data_files
-from tests.tasks.local_task import write_task
+from tests.helpers.local_task import write_task
 
 DOCS = [{"context": "a", "choices": ["b", "c"], "label": 0}] * 3
 

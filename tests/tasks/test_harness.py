@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ancre.generate.decode import completion_text, generate_tokens
 from ancre.generate.sampler import Sampling
-from tests.conversions import tiny_model
+from tests.helpers.conversions import tiny_model
 
 pytest.importorskip("lm_eval")
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ancre.data.tokenizer import Tokenizer
-from tests.conversions import tiny_model, write_conversion
-from tests.tasks.local_task import TASK, single_piece_words, task_env, write_task
+from tests.helpers.conversions import tiny_model, write_conversion
+from tests.helpers.local_task import TASK, single_piece_words, task_env, write_task
 
 pytest.importorskip("lm_eval")
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO, SAMPLE
-from tests.tasks.local_task import TASK, longer_loses, task_env, write_task
+from tests.helpers.local_task import TASK, longer_loses, task_env, write_task
 
 pytest.importorskip("lm_eval")
 pytestmark = pytest.mark.slow

@@ -16,30 +16,28 @@ from pathlib import Path
 
 import torch
 
-from ancre.checkpoint import read_trainer_state
+from ancre.checkpoint import CheckpointFolder
 from ancre.config import load_config
 from ancre.data.loader import TrainLoader
 from ancre.data.tokenizer import Tokenizer
 from ancre.model import build_model
+from ancre.train.checkpointer import Resumption
 from ancre.train.engine import Engine, init_distributed
-from ancre.train.prepare import on_main
-from ancre.train.reshard import prepare_universal, restore, resume_route
 
 
-def main(checkpoint: Path, out: Path, overrides: list[str]) -> None:
-    config = load_config(checkpoint / "config.yaml", overrides)
+def main(path: Path, out: Path, overrides: list[str]) -> None:
+    checkpoint = CheckpointFolder(path).verify()
+    config = load_config(checkpoint.folder.config_file, overrides)
     context = init_distributed(config.train.dist_timeout_s)
-    tokenizer = Tokenizer(checkpoint / "tokenizer.model")
+    tokenizer = Tokenizer(checkpoint.folder.tokenizer_file)
     torch.manual_seed(config.run.seed + 1)  # other initial weights: all must come from disk
     model = build_model(config, tokenizer.vocab_size)
-    route = resume_route(checkpoint, config, context.world_size)
-    marker = on_main(context, lambda: prepare_universal(checkpoint, route, model, config))
-    engine = Engine(model, config, context, route.load_universal)
+    pending = Resumption.prepare(checkpoint, model, config, context)
+    engine = Engine(model, config, context, pending.route.load_universal)
     batches = TrainLoader(
         config.data, tokenizer, config.train.micro_batch_size, context.rank, context.world_size
     )
-    state = read_trainer_state(checkpoint)
-    restore(engine, batches, checkpoint, config, route, marker, state.step, state.tokens)
+    pending.restore(engine, batches, config)
     engine.save(out / "engine")
     engine.close()
 

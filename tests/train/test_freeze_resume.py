@@ -14,8 +14,8 @@ import ancre
 from ancre.config import load_config
 from ancre.data.loader import validation_set
 from ancre.data.tokenizer import Tokenizer
+from tests.helpers.training import records, run_ancre, train_args
 from tests.train.test_resume import kill_when, logged_step, start
-from tests.training import records, run_ancre, train_args
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training import REPO, records, sample_tokenizer_at, train_args, train_run
+from tests.helpers.training import REPO, records, sample_tokenizer_at, train_args, train_run
 
 GOLDEN = REPO / "tests" / "assets" / "golden_tiny_fp32.json"
 STEPS = 20

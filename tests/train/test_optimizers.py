@@ -11,7 +11,7 @@ from ancre.config import ConfigError, load_config
 from ancre.model import build_model
 from ancre.train.optimizers import AdamAtan2, FiniteAdamAtan2, build_optimizer, parameter_groups
 from tests.conftest import REPO
-from tests.training import records, run_ancre, train_args
+from tests.helpers.training import records, run_ancre, train_args
 
 
 def adam_atan2_by_hand(grads: list[float], lr: float, betas, a: float, b: float) -> list[float]:

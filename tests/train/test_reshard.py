@@ -23,13 +23,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from ancre.checkpoint import CheckpointFolder
 from ancre.config import load_config
 from ancre.data.tokenizer import Tokenizer
 from ancre.model import build_model
 from ancre.train.engine import consolidated_weights
 from ancre.train.universal import make_universal, read_universal
 from tests.conftest import REPO
-from tests.training import records, run_ancre, train_args
+from tests.helpers.training import records, run_ancre, train_args
 
 pytestmark = pytest.mark.slow
 
@@ -135,11 +136,11 @@ def test_weights_and_adam_state_come_back_exactly(change, tmp_path, subprocess_e
     before = load_config(source / "config.yaml")
     after = load_config(source / "config.yaml", changes)
     model = build_model(before, Tokenizer(source / "tokenizer.model").vocab_size)
-    make_universal(source, before.train.zero_stage, model, before)
-    make_universal(tmp_path, after.train.zero_stage, model, after)
+    make_universal(CheckpointFolder(source), before.train.zero_stage, model, before)
+    make_universal(CheckpointFolder(tmp_path), after.train.zero_stage, model, after)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    saved, saved_step = read_universal(source, names)
-    loaded, loaded_step = read_universal(tmp_path, names)
+    saved, saved_step = read_universal(CheckpointFolder(source), names)
+    loaded, loaded_step = read_universal(CheckpointFolder(tmp_path), names)
     assert loaded_step == saved_step > 0
     # the universal form's weights are DeepSpeed's own consolidation of the checkpoint
     weights = consolidated_weights(source / "engine", before.train.zero_stage)

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 import ancre
-from ancre.checkpoint import verify_checkpoint
+from ancre.checkpoint import CheckpointFolder
 from ancre.config import load_config
 from ancre.data.loader import validation_set
 from ancre.data.tokenizer import Tokenizer
-from tests.training import latest_checkpoint, launcher, records, run_ancre, train_args
+from tests.helpers.training import latest_checkpoint, launcher, records, run_ancre, train_args
 
 # latest_checkpoint, records, train_args
 
@@ -62,10 +62,7 @@ def test_converted_weights_give_the_training_model(reference, tmp_path, subproce
     folder = latest_checkpoint(run_dir)
     for dtype in ("fp32", "bf16"):
         out = tmp_path / dtype
-        convert = [*launcher(1), "convert", str(folder), str(out)]
-        result = subprocess.run(
-            [*convert, f"--dtype={dtype}"], env=subprocess_env, capture_output=True, text=True
-        )
+        result = run_ancre("convert", str(folder), str(out), f"--dtype={dtype}", env=subprocess_env)
         assert result.returncode == 0, result.stderr[-3000:]
     model = ancre.load_pretrained(tmp_path / "fp32")
     config = load_config(tmp_path / "fp32" / "config.yaml")
@@ -179,7 +176,7 @@ def test_killed_while_a_checkpoint_is_written(kill_settings, after_step, tmp_pat
     complete = latest_checkpoint(run_dir)
     assert complete is None or complete.name < torn.name
     finish_and_compare(args, expected, run_dir, subprocess_env)
-    assert not torn.exists() or verify_checkpoint(torn)
+    assert not torn.exists() or CheckpointFolder(torn).verify()
 
 
 # --- stopped by a signal at any moment (SLURM preemption, scancel, Ctrl-C) ---
@@ -265,7 +262,7 @@ def test_non_finite_steps_are_skipped_then_the_run_stops(
     assert "3 steps in a row (up to step 8)" in result.stderr
     assert "last complete checkpoint" in result.stderr
     latest = latest_checkpoint(tmp_path / "nan")
-    assert latest.name == "step_00000004" and verify_checkpoint(latest)
+    assert latest.name == "step_00000004" and CheckpointFolder(latest).verify()
     logged = records(tmp_path / "nan")
     assert [r.get("skipped_steps") for r in logged if r["step"] in (6, 7)] == [1, 2]
     assert all(r["loss"] is None for r in logged if r["step"] in (6, 7))

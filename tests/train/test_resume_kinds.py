@@ -7,8 +7,8 @@ import pytest
 
 from ancre.run_folder import RunFolder
 from ancre.snapshot import read_snapshot
+from tests.helpers.training import records, run_ancre, train_args
 from tests.train.test_resume import kill_when, start
-from tests.training import records, run_ancre, train_args
 
 pytestmark = pytest.mark.slow
 

@@ -18,11 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from ancre.run_folder import RunFolder
 from ancre.train.trainer import perplexity
 from tests.conftest import REPO, SAMPLE
-from tests.training import cli_error, run_ancre, train_args
+from tests.helpers.training import cli_error, run_ancre, train_args
 
 CONFIG = str(REPO / "configs/quickstart.yaml")
 
@@ -129,7 +131,8 @@ def test_a_folder_that_is_not_an_ancre_run_is_never_written_into(
         ("data.text_field=body", "data.text_field='body': none of the first"),
         ("data.tokenizer={junk}", "not a sentencepiece model"),
         ("data.path={missing}", "does not exist"),
-        ("model.init_from={missing}", "model.init_from="),
+        ("model.init_from={missing}", "model.init_from: is"),
+        ("model.init_from={junk_folder}", "expected ancre-pretrained-v1"),
     ],
 )
 def test_bad_data_settings_are_one_line_errors_naming_the_key(
@@ -137,7 +140,11 @@ def test_bad_data_settings_are_one_line_errors_naming_the_key(
 ):
     junk = tmp_path / "junk.model"
     junk.write_text("not a model")
-    override = override.format(junk=junk, missing=tmp_path / "missing")
+    junk_folder = tmp_path / "not_a_conversion"  # the names of a conversion, other weights
+    junk_folder.mkdir()
+    save_file({"w": torch.zeros(2)}, str(junk_folder / "model.safetensors"))
+    (junk_folder / "config.yaml").write_text("model: {}\n")
+    override = override.format(junk=junk, missing=tmp_path / "missing", junk_folder=junk_folder)
     message = cli_error(capsys, "train", *settings(tmp_path / "runs", sample_tokenizer.path,
                                                    override))  # fmt: skip
     assert expected in message

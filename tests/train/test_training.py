@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ancre.checkpoint import verify_checkpoint
+from ancre.checkpoint import CheckpointFolder
 from ancre.config import load_config
 from ancre.data.loader import validation_set
 from ancre.data.tokenizer import Tokenizer
@@ -18,7 +18,7 @@ from ancre.model import build_model
 from ancre.snapshot import read_snapshot
 from ancre.train.engine import consolidated_weights
 from tests.conftest import SAMPLE
-from tests.training import latest_checkpoint, records, run_ancre, train_args, train_run
+from tests.helpers.training import latest_checkpoint, records, run_ancre, train_args, train_run
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,7 @@ def test_checkpoint_loads_back_into_an_identical_model(trained):
     run, run_dir = trained
     folder = latest_checkpoint(run_dir)
     assert folder is not None and folder.name == f"step_{STEPS:08d}"
-    manifest = verify_checkpoint(folder)
+    manifest = CheckpointFolder(folder).verify().manifest
     assert (manifest["world_size"], manifest["zero_stage"]) == (run.processes, run.zero_stage)
 
     weights = consolidated_weights(folder / "engine", run.zero_stage)

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from viz_builders import make_snapshot, metrics_lines
 
 from ancre.snapshot import write_snapshot
+from tests.helpers.viz_builders import make_snapshot, metrics_lines
 
 
 @pytest.fixture

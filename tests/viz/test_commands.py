@@ -4,10 +4,10 @@ import json
 import shutil
 
 import pytest
-from report_checks import FIGURES, check_in_chromium, check_report
-from viz_builders import metrics_lines, softmax_matrix
 
 from ancre.cli import main
+from tests.helpers.report_checks import FIGURES, check_in_chromium, check_report
+from tests.helpers.viz_builders import metrics_lines, softmax_matrix
 
 
 def viz(*args):

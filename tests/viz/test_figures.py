@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 from matplotlib.image import imread
-from viz_builders import make_snapshot, metrics_lines, softmax_matrix
 
 from ancre.viz.animation import write_animation
 from ancre.viz.canvas import save_figure
@@ -12,6 +11,7 @@ from ancre.viz.heatmap import evolution_figure, matrix_figure
 from ancre.viz.losses import loss_figure
 from ancre.viz.statplots import depth_figure, training_figure
 from ancre.viz.wiring import strongest_connections, wiring_figure
+from tests.helpers.viz_builders import make_snapshot, metrics_lines, softmax_matrix
 
 
 def fixed_matrix(num_layers):

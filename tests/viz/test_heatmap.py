@@ -5,10 +5,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from matplotlib.image import imread
-from viz_builders import make_snapshot, softmax_matrix
 
 from ancre.viz.canvas import luminance
 from ancre.viz.heatmap import evolution_figure, matrix_figure
+from tests.helpers.viz_builders import make_snapshot, softmax_matrix
 
 
 def cell_colour(image, ax, row, col, dx=0.0, dy=0.0):

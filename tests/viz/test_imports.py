@@ -4,9 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from viz_builders import make_snapshot, softmax_matrix
-
 from ancre.snapshot import write_snapshot
+from tests.helpers.viz_builders import make_snapshot, softmax_matrix
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ancre" / "viz"
 

@@ -5,11 +5,11 @@ from html import escape
 
 import pytest
 import torch
-from report_checks import FIGURES
 
 from ancre.cli import main
 from ancre.snapshot import FORMULAS, write_snapshot
-from tests.model.zoo_models import VOCAB, perturb, tiny_model
+from tests.helpers.report_checks import FIGURES
+from tests.helpers.zoo_models import VOCAB, perturb, tiny_model
 
 
 @pytest.mark.parametrize("name", ["denseformer", "hyper", "mhc-dynamic", "attnres-blocks"])

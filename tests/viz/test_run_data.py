@@ -1,7 +1,6 @@
 import json
 
 import pytest
-from viz_builders import softmax_matrix
 
 from ancre.snapshot import SnapshotError
 from ancre.viz.run_data import (
@@ -10,6 +9,7 @@ from ancre.viz.run_data import (
     load_run,
     select_snapshot,
 )
+from tests.helpers.viz_builders import softmax_matrix
 
 
 def test_torn_metrics_lines_are_skipped_with_a_warning(make_run, caplog):

@@ -3,9 +3,9 @@ import math
 
 import numpy as np
 import pytest
-from viz_builders import make_snapshot
 
 from ancre.viz.statistics import CSV_COLUMNS, block_statistics, write_statistics_csv
+from tests.helpers.viz_builders import make_snapshot
 
 
 def test_statistics_of_a_hand_made_matrix():

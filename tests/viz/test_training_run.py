@@ -1,14 +1,12 @@
 """`ancre viz` on a real tiny training run, and on an Ancre run compared with itself."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from report_checks import check_report
 
-from tests.training import train_args, train_run
+from tests.helpers.report_checks import check_report
+from tests.helpers.training import run_ancre, train_args, train_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,10 +26,9 @@ def trained_run(tmp_path_factory, subprocess_env, sample_tokenizer) -> Path:
 @pytest.mark.slow
 def test_report_of_a_trained_run(trained_run, tmp_path, subprocess_env):
     out = tmp_path / "report"
-    result = subprocess.run(
-        [sys.executable, "-m", "ancre.cli", "viz", str(trained_run), "--out", str(out),
-         "--compare", str(trained_run)],
-        cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=300,
+    result = run_ancre(
+        "viz", str(trained_run), "--out", str(out), "--compare", str(trained_run),
+        env=subprocess_env, cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     check_report(out)

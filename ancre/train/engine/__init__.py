@@ -6,6 +6,7 @@ This package is the only part of ancre that imports deepspeed or torch.distribut
 - ``deepspeed_engine``: the model and its optimiser in a DeepSpeed engine; one
   optimiser step (micro-batches in, one update out); saving and loading.
 - ``files``: an engine folder's weights without a process group, and its universal form.
+- ``construction``: building a model partitioned as it is made (ZeRO-3).
 
 Precision: ``train.precision: bf16`` runs DeepSpeed's ``torch_autocast`` mode. The
 parameters stay fp32 (they are the master weights the optimiser updates), matrix
@@ -22,6 +23,10 @@ if not torch.cuda.is_available():
     # DeepSpeed picks its accelerator when imported; without a GPU it must be the CPU.
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
+from ancre.train.engine.construction import (  # noqa: E402
+    partitioned_construction,
+    whole_parameters,
+)
 from ancre.train.engine.deepspeed_engine import (  # noqa: E402
     Batch,
     Engine,
@@ -53,4 +58,6 @@ __all__ = [
     "describe_device",
     "engine_to_universal",
     "init_distributed",
+    "partitioned_construction",
+    "whole_parameters",
 ]

@@ -18,7 +18,7 @@ from deepspeed.runtime.zero.utils import ZeRORuntimeException
 
 from ancre.checkpoint import CheckpointError
 from ancre.config import AncreConfig, TopologyConfig, check_world_size
-from ancre.model import FrozenWiring, Transformer, freeze_if_due
+from ancre.model import FrozenWiring, Transformer, freeze_due, freeze_if_due
 from ancre.model.depth_stats import BlockStats, DepthRecorder, recording
 from ancre.snapshot import TopologySnapshot
 from ancre.train.engine.group import DistributedContext, any_process
@@ -224,6 +224,8 @@ class Engine:
         Returns:
             The frozen wiring when it froze now, else None.
         """
+        if not freeze_due(self.model.topology, config, step):
+            return None  # every step but one: no gather of the ZeRO-3 partitions
         with self._whole_topology():
             wiring = freeze_if_due(self.model.topology, config, step)
         if wiring is not None:
@@ -365,7 +367,11 @@ class Engine:
         self._config_hyperparameters()
 
     def close(self) -> None:
-        """Leaves the process group."""
+        """Leaves the process group.
+
+        Through DeepSpeed, so that it forgets its groups too: a later run in the same
+        process then joins a new one.
+        """
         self._engine.destroy()
         if dist.is_initialized():
-            dist.destroy_process_group()
+            deepspeed.comm.destroy_process_group()

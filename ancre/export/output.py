@@ -1,67 +1,17 @@
-"""``ancre convert``: a checkpoint of any ZeRO stage -> consolidated safetensors weights.
+"""The output folder of ``ancre convert``, in either format: checked, then marked.
 
-The output folder holds ``model.safetensors`` (fp32 or bf16; the topology logits stay
-fp32), ``config.yaml``, ``topology.json`` and ``tokenizer.model``;
-:func:`ancre.pretrained.load_pretrained` rebuilds the model from it without DeepSpeed.
-
-Every output folder of ``ancre convert`` (this format and ``--format hf``) starts with
-its marker, ``ancre-export.json`` (what wrote it, from what, which files): a non-empty
-folder is replaced only when it carries one, so a folder of the user's own files is
-never written into, whatever their names.
+Every output folder of ``ancre convert`` (``--format ancre`` and ``--format hf``)
+starts with its marker, ``ancre-export.json`` (what wrote it, from what, which files): a
+non-empty folder is replaced only when it carries one, so a folder of the user's own
+files is never written into, whatever their names.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
 from ancre.atomic import write_json_atomic
-from ancre.checkpoint import verify_checkpoint
-from ancre.pretrained import PRETRAINED_FORMAT, WEIGHTS
 from ancre.run_folder import EXPORT_MARKER
-from ancre.train.engine import consolidated_weights
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-COPIED = ("config.yaml", "topology.json", "tokenizer.model")
-WRITTEN = (EXPORT_MARKER, WEIGHTS, *COPIED)
-"""What a conversion writes: an output folder holding only these is replaced."""
-
-
-def convert_checkpoint(folder: Path, out_dir: Path, dtype: str = "fp32") -> Path:
-    """Writes a checkpoint's consolidated weights, config, topology and tokenizer.
-
-    Args:
-        folder: A checkpoint folder (``<run>/checkpoints/step_XXXXXXXX``).
-        out_dir: Where to write; created if missing.
-        dtype: ``fp32`` or ``bf16`` for the weights (topology logits stay fp32).
-
-    Returns:
-        The path of the written ``model.safetensors``.
-
-    Raises:
-        CheckpointError: The checkpoint does not verify.
-        FileExistsError: ``out_dir`` is inside the checkpoint, or holds files that a
-            conversion does not write.
-        ValueError: An unknown dtype.
-    """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
-    check_output_folder(folder, out_dir, WRITTEN)
-    manifest = verify_checkpoint(folder)
-    weights = consolidated_weights(folder / "engine", manifest["zero_stage"])
-    weights = {
-        name: (t if name.startswith("topology.") else t.to(DTYPES[dtype])).contiguous()
-        for name, t in weights.items()
-    }
-    write_export_marker(out_dir, "conversion", folder, WRITTEN)
-    metadata = {"format": PRETRAINED_FORMAT, "step": str(manifest["step"]), "dtype": dtype}
-    save_file(weights, str(out_dir / WEIGHTS), metadata=metadata)
-    for name in COPIED:
-        shutil.copyfile(folder / name, out_dir / name)
-    return out_dir / WEIGHTS
 
 
 def check_output_folder(

@@ -16,8 +16,9 @@ from ancre.cli import main
 from ancre.data.sources import find_shards, iter_documents
 from ancre.data.tokenizer import Tokenizer, train_tokenizer
 from ancre.run_folder import RunFolder
+from tests.helpers.processes import run_in_process, run_ranks
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample"
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 TINY_RUN = REPO / "tests" / "assets" / "tiny_run.yaml"
@@ -56,11 +57,20 @@ def launcher(processes: int = 1) -> list[str]:
 def run_ancre(
     *args: str, env: dict[str, str], processes: int = 1, timeout: float = 600, cwd=None
 ) -> subprocess.CompletedProcess:
-    """Runs ``ancre ARGS`` in a subprocess (several through torchrun) and waits for it."""
-    return subprocess.run(
-        [*launcher(processes), *args], env=env, capture_output=True, text=True,
-        timeout=timeout, cwd=cwd,
-    )  # fmt: skip
+    """Runs ``ancre ARGS`` and waits for it: in this process when it is one process (what
+    a subprocess would print is captured the same way), else on forked ranks.
+
+    Args:
+        *args: The command line after ``ancre``.
+        env: The process environment of the command.
+        processes: 1 runs it here; more start that many ranks (:func:`run_ranks`).
+        timeout: Seconds the ranks may take.
+        cwd: Working folder of the command (None: this one).
+    """
+    if processes == 1:
+        return run_in_process(list(args), env=env, cwd=cwd)
+    assert cwd is None, "ranks run in this folder"
+    return run_ranks(list(args), env=env, processes=processes, timeout=timeout)
 
 
 def train_run(*args: str, env: dict[str, str], processes: int = 1) -> subprocess.CompletedProcess:

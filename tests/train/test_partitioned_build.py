@@ -1,0 +1,33 @@
+"""ZeRO-3 builds the model partitioned (``deepspeed.zero.Init``) with a whole build's weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ancre.checkpoint import CheckpointFolder
+from ancre.train.engine import consolidated_weights
+from tests.helpers.training import records, run_ancre, train_args
+
+
+@pytest.mark.parametrize("init", ["normal", "depth_scaled"])
+def test_a_partitioned_build_starts_from_the_weights_of_a_whole_one(
+    init, tmp_path, subprocess_env, sample_tokenizer
+):
+    runs = {"zero0": (0, 2), "zero3": (3, 2)}  # name: ZeRO stage, processes (the same split)
+    for name, (stage, processes) in runs.items():
+        args = train_args(
+            tmp_path, name, sample_tokenizer.path, f"train.zero_stage={stage}",
+            f"model.init={init}", "train.steps=1", "train.warmup_steps=1", "eval.every=0",
+            "checkpoint.topology_every=0",
+        )  # fmt: skip
+        result = run_ancre("train", *args, env=subprocess_env, processes=processes)
+        assert result.returncode == 0, result.stderr[-3000:]
+    # the step-0 evaluation reads the weights as drawn: the same weights, the same loss
+    initial = {name: records(tmp_path / name)[0] for name in runs}
+    assert initial["zero0"]["step"] == initial["zero3"]["step"] == 0
+    assert initial["zero3"]["val_loss"] == initial["zero0"]["val_loss"]
+    for name, (stage, _) in runs.items():  # both wrote their fp32 master weights
+        folder = CheckpointFolder(tmp_path / name / "checkpoints" / "step_00000001").verify()
+        weights = consolidated_weights(folder.folder.engine, stage)
+        assert {t.dtype for t in weights.values()} == {torch.float32}
