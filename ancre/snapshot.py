@@ -23,7 +23,7 @@ Version 2 adds optional fields. A learned matrix frozen at a step
      "edges": [[0], [0, 1], ...],          # the states each row reads once pruned
 
 and the wirings of other papers (``denseformer``, ``hyper``, ``mhc``, ``attnres``:
-``ancre.model.effective``), whose matrix is their effective P, written
+``ancre.model.topology.effective``), whose matrix is their effective P, written
 ``h_{j+1} = d_j y_j + sum_i P[j, i] h_i``, add::
 
      "own_output": [d_0, ..., d_{L-1}],   # weight of each block's own output
@@ -33,14 +33,22 @@ and the wirings of other papers (``denseformer``, ``hyper``, ``mhc``, ``attnres`
      "probe": "..." or null,               # what the average was taken over
      "raw": {"name": nested lists, ...}    # the kind's parameters
 
-Version 3 adds the form of the mix (``topology.form``, ``ancre.model.forms``) and the
+Version 3 adds the form of the mix (``topology.form``, ``ancre.model.topology.forms``) and the
 gated form's gates::
 
      "form": "additive",                   # additive, replace or gated
      "gates": [g_0, ..., g_{L-1}] or null  # the gated form's learned g_j
 
-``matrix`` stays P; the forward pass computes the form from it. Versions 1 and 2 are
-read as the additive form; version 1 files (none of them) as never frozen.
+``matrix`` stays P; the forward pass computes the form from it.
+
+Version 4 adds the formula, written by the kind itself (``ancre.model.topology``), so a
+new kind needs nothing here::
+
+     "formula": "h_{j+1} = y_j + sum_{i<=j} softmax(theta_j / tau)_i h_i"
+
+Older versions are read with the formula of their parameterisation and form
+(:func:`legacy_formula`); versions 1 and 2 as the additive form, version 1 files (none
+of them) as never frozen.
 """
 
 from __future__ import annotations
@@ -54,36 +62,33 @@ from pathlib import Path
 from ancre.atomic import write_json_atomic
 
 FORMAT = "ancre-topology"
-FORMULAS = {
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+FORMS = ("additive", "replace", "gated")
+ROW_SUMS = {"softmax": 1.0, "uniform": 1.0, "cascaded": 0.0}
+"""What every row of P sums to for the parameterisations whose rows are fixed in sum;
+the others (fixed edges, the wirings of other papers) are not checked."""
+LEGACY_FORMULAS = {
     "cascaded": "h_{j+1} = y_j",
     "softmax": "h_{j+1} = y_j + sum_{i<=j} softmax(theta_j / tau)_i h_i",
     "uniform": "h_{j+1} = y_j + sum_{i<=j} h_i / (j+1)",
     "fixed": "h_{j+1} = y_j + sum_{i<=j} P[j, i] h_i, P from the edges",
-}
-"""The formula of each parameterisation, for reports (y_j = Block_j(h_j))."""
-FORMULAS_OF_PAPERS = {
     "denseformer": "h_{j+1} = sum_{i<=j+1} alpha_{j+1,i} x_i  (x_0 = embeddings, x_{i+1} = y_i)",
     "hyper": "h_j = A_m^T H_j;  H_{j+1} = A_r^T H_j + B^T (y_j - h_j);  the head reads sum_s H_s",
     "mhc": "h_j = sigma(pre)^T H_j;  H_{j+1} = Sinkhorn(res) H_j + 2 sigma(post)^T (y_j - h_j)",
     "attnres": "h_{j+1} = sum_i softmax_i(q_j . RMSNorm(v_i)) v_i;  v_0 = h_0, v_{i+1} = y_i - h_i",
 }
-"""Formulas of the wirings of other papers (docs/topologies.md)."""
-FORMULAS.update(FORMULAS_OF_PAPERS)
-FORM_FORMULAS = {
+"""The formulas of snapshots of versions 1 to 3, which do not carry their own; from
+version 4 each kind writes its formula (``ancre.model.topology``)."""
+LEGACY_FORM_FORMULAS = {
     "replace": "h_{j+1} = (y_j - h_j) + sum_{i<=j} P[j, i] h_i",
     "gated": "h_{j+1} = y_j + g_j sum_{i<=j} P[j, i] h_i",
 }
-"""The formula of each non-additive form (``ancre.model.forms``)."""
-MATRIX_DEFINITIONS = {
+LEGACY_MATRICES = {
     "softmax": "P[j] = softmax(theta_j / tau)",
     "uniform": "P[j, i] = 1 / (j+1)",
     "fixed": "P from the edges",
 }
-"""What P is for the kinds that take a form."""
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
-FORMS = ("additive", "replace", "gated")
-PARAMETERISATIONS = ("softmax", "uniform", "cascaded", "fixed", *FORMULAS_OF_PAPERS)
 ROW_SUM_TOLERANCE = 1e-4
 
 
@@ -112,6 +117,10 @@ class TopologySnapshot:
         frozen_at: The step a learned matrix was frozen at (topology.freeze_at), or None.
         edges: Once frozen, for each row j the states i it reads (ascending): the fixed
             edge list of the pruned matrix; every other entry of the row is zero.
+        form: How the mix enters the stream (``topology.form``).
+        gates: The gated form's g_j, or None.
+        formula: How the kind computes the stream (y_j = Block_j(h_j)), written by the
+            kind itself (:func:`legacy_formula` for snapshots of versions 1 to 3).
     """
 
     step: int
@@ -127,17 +136,11 @@ class TopologySnapshot:
     probe: str | None = None
     raw: dict[str, list | float] | None = None
 
-    @property
-    def formula(self) -> str:
-        """The formula of the parameterisation and form (y_j = Block_j(h_j))."""
-        if self.form in FORM_FORMULAS and self.parameterisation in MATRIX_DEFINITIONS:
-            return f"{FORM_FORMULAS[self.form]},  {MATRIX_DEFINITIONS[self.parameterisation]}"
-        return FORMULAS[self.parameterisation]
-
     frozen_at: int | None = None
     edges: list[list[int]] | None = None
     form: str = "additive"
     gates: list[float] | None = None
+    formula: str = ""
 
     def to_dict(self) -> dict:
         """Returns the JSON object of the format, header first."""
@@ -146,11 +149,8 @@ class TopologySnapshot:
     def check(self, source: str = "snapshot") -> None:
         """Raises SnapshotError (naming ``source``) if the matrix breaks the format's rules."""
         n = self.num_layers
-        if self.parameterisation not in PARAMETERISATIONS:
-            raise SnapshotError(
-                f"{source}: unknown parameterisation {self.parameterisation!r}; "
-                f"known: {', '.join(PARAMETERISATIONS)}"
-            )
+        if not self.formula:
+            raise SnapshotError(f"{source}: no formula (every kind writes its own)")
         if len(self.matrix) != n or any(len(row) != n + 1 for row in self.matrix):
             raise SnapshotError(f"{source}: matrix must be {n} x {n + 1} (num_layers x L+1)")
         for j, row in enumerate(self.matrix):
@@ -158,10 +158,10 @@ class TopologySnapshot:
                 raise SnapshotError(f"{source}: row {j} of the matrix is not finite")
             if any(v != 0.0 for v in row[j + 1 :]):
                 raise SnapshotError(f"{source}: row {j} has weight above the diagonal")
-            if self.parameterisation == "fixed" or self.parameterisation in FORMULAS_OF_PAPERS:
+            expected = ROW_SUMS.get(self.parameterisation)
+            if expected is None:
                 continue
             total = sum(row)
-            expected = 0.0 if self.parameterisation == "cascaded" else 1.0
             if abs(total - expected) > ROW_SUM_TOLERANCE:
                 raise SnapshotError(
                     f"{source}: row {j} of the {self.parameterisation} matrix sums to "
@@ -243,6 +243,8 @@ def read_snapshot(path: str | Path) -> TopologySnapshot:
         )
     try:
         fields = {k: v for k, v in obj.items() if k not in ("format", "version")}
+        if obj["version"] < 4:
+            fields["formula"] = legacy_formula(path, fields)
         snapshot = TopologySnapshot(**fields)
     except TypeError as error:
         raise SnapshotError(
@@ -254,6 +256,25 @@ def read_snapshot(path: str | Path) -> TopologySnapshot:
         raise SnapshotError(f"{path}: form and gates need snapshot version 3")
     snapshot.check(str(path))
     return snapshot
+
+
+def legacy_formula(path: Path, fields: dict) -> str:
+    """The formula of a snapshot of versions 1 to 3, from its parameterisation and form.
+
+    Raises:
+        SnapshotError: A parameterisation those versions did not have.
+    """
+    kind, form = fields.get("parameterisation"), fields.get("form", "additive")
+    if "formula" in fields:
+        raise SnapshotError(f"{path}: a formula needs snapshot version 4; older ones carry none")
+    if kind not in LEGACY_FORMULAS:
+        raise SnapshotError(
+            f"{path}: unknown parameterisation {kind!r} for its version; versions 1 to 3 "
+            f"know {', '.join(LEGACY_FORMULAS)}"
+        )
+    if form in LEGACY_FORM_FORMULAS and kind in LEGACY_MATRICES:
+        return f"{LEGACY_FORM_FORMULAS[form]},  {LEGACY_MATRICES[kind]}"
+    return LEGACY_FORMULAS[kind]
 
 
 def matrix_table(matrix: Sequence[Sequence[float]], markdown: bool = False, digits: int = 3) -> str:

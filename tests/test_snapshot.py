@@ -31,6 +31,7 @@ def uniform(num_layers: int = 3) -> TopologySnapshot:
         temperature=None,
         logits=None,
         matrix=matrix,
+        formula="h_{j+1} = y_j + sum_{i<=j} h_i / (j+1)",
     )
 
 
@@ -43,6 +44,7 @@ def softmax() -> TopologySnapshot:
         temperature=0.01,
         logits=[[0.0], [0.25, -0.5]],
         matrix=[[1.0, 0.0, 0.0], [0.75, 0.25, 0.0]],
+        formula="h_{j+1} = y_j + sum_{i<=j} softmax(theta_j / tau)_i h_i",
     )
 
 
@@ -66,17 +68,31 @@ def test_round_trip(tmp_path: Path, snapshot: TopologySnapshot) -> None:
     write_snapshot(snapshot, path)
     assert read_snapshot(path) == snapshot
     obj = json.loads(path.read_text())
-    assert (obj["format"], obj["version"]) == ("ancre-topology", 3)
+    assert (obj["format"], obj["version"]) == ("ancre-topology", 4)
 
 
 def test_version_1_files_are_still_read_as_never_frozen(tmp_path: Path) -> None:
-    version_2 = ("own_output", "reads", "spread", "probe", "raw", "frozen_at", "edges")
-    old = {k: v for k, v in softmax().to_dict().items() if k not in version_2}
+    later = ("own_output", "reads", "spread", "probe", "raw", "frozen_at", "edges", "form",
+             "gates", "formula")  # fmt: skip
+    old = {k: v for k, v in softmax().to_dict().items() if k not in later}
     path = tmp_path / "topology.json"
     path.write_text(json.dumps({**old, "version": 1}))
-    assert read_snapshot(path) == softmax()
-    path.write_text(json.dumps({**frozen().to_dict(), "version": 1}))
+    assert read_snapshot(path) == softmax()  # its formula: the one of its parameterisation
+    without_formula = {k: v for k, v in frozen().to_dict().items() if k != "formula"}
+    path.write_text(json.dumps({**without_formula, "version": 1}))
     with pytest.raises(SnapshotError, match="need snapshot version 2"):
+        read_snapshot(path)
+
+
+def test_version_3_files_get_the_formula_of_their_parameterisation_and_form(tmp_path):
+    gated = replace(softmax(), form="gated", gates=[0.5, -0.5])
+    old = {k: v for k, v in gated.to_dict().items() if k != "formula"}
+    path = tmp_path / "topology.json"
+    path.write_text(json.dumps({**old, "version": 3}))
+    read = read_snapshot(path)
+    assert read.formula.startswith("h_{j+1} = y_j + g_j sum") and "softmax" in read.formula
+    path.write_text(json.dumps({**old, "version": 3, "parameterisation": "sigmoid"}))
+    with pytest.raises(SnapshotError, match="unknown parameterisation 'sigmoid'"):
         read_snapshot(path)
 
 
@@ -105,7 +121,7 @@ def test_not_json(tmp_path: Path) -> None:
 
 BAD_FIELDS = {
     "wrong format": ({"format": "other-topology"}, "not an ancre-topology snapshot"),
-    "wrong version": ({"version": 4}, "version 4"),
+    "wrong version": ({"version": 5}, "version 5"),
     "own output": ({"own_output": [1.0]}, "own_output must have 2 entries"),
     "reads above diagonal": ({"reads": [[1, 1, 0], [0, 1, 0], [0, 0, 1]]}, "reads has weight"),
     "negative spread": ({"spread": [[0, 0, 0], [-1, 0, 0]]}, "negative or non-finite"),
@@ -115,7 +131,8 @@ BAD_FIELDS = {
     "too few rows": ({"matrix": [[1.0, 0.0, 0.0]]}, "must be 2 x 3"),
     "short row": ({"matrix": [[1.0, 0.0], [0.75, 0.25]]}, "must be 2 x 3"),
     "ragged logits": ({"logits": [[0.0, 0.0], [0.25]]}, "ragged"),
-    "parameterisation": ({"parameterisation": "sigmoid"}, "unknown parameterisation"),
+    "no formula": ({"formula": ""}, "no formula"),
+    "formula before version 4": ({"version": 3}, "needs snapshot version 4"),
 }
 
 

@@ -56,8 +56,8 @@ from ancre.config import load_config
 from ancre.kernels import triton_unavailable
 from ancre.model import PRESETS, AncreTopology, Transformer, build_model
 from ancre.model.depth_stats import DepthRecorder, recording
-from ancre.model.effective import PROBE_SEQUENCES
 from ancre.model.memory import saved_for_backward_bytes
+from ancre.model.topology.effective import PROBE_SEQUENCES
 from ancre.train.flops import device_peak_flops, flops_per_token, mfu
 from ancre.train.speedups import apply_speedups
 from ancre.train.threads import apply_cpu_threads

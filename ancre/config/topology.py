@@ -80,7 +80,7 @@ class TopologyConfig:
     freeze_at: int = 0
     """For kind ancre: after this many optimiser steps the learned matrix is frozen
     (pruned by topology.prune); the logits then get no gradient and no update, and the
-    mix reads only the kept states (ancre/model/freeze.py). 0 never freezes."""
+    mix reads only the kept states (ancre/model/topology/freeze.py). 0 never freezes."""
     prune: str = "none"
     """At the freeze, what each row keeps (renormalised to sum to one): none (every
     entry), top_k (its topology.prune_k largest) or mass (its fewest largest entries

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from ancre.config import ConfigError
 from ancre.export.card import write_card
 from ancre.export.output import check_output_folder, write_export_marker
-from ancre.model.topology import FixedTopology, Topology
+from ancre.model.topology import KINDS, FixedTopology, Topology
 from ancre.run_folder import EXPORT_MARKER
 from ancre.train.trained import TrainedModel, load_trained
 
@@ -34,7 +34,7 @@ WRITTEN = (
     "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "README.md", *CODE,
 )  # fmt: skip
 """What an export writes: an output folder holding only these is replaced."""
-EXPORTABLE = ("cascaded", "ancre", "uniform", "fixed")
+EXPORTABLE = tuple(name for name, kind in KINDS.items() if kind.exportable)
 """The topology kinds the exported modeling code computes (a frozen Ancre goes as fixed)."""
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TORCH_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -102,7 +102,7 @@ def frozen_edges(topology: Topology) -> list[tuple[int, int, float]] | None:
     """A frozen (and pruned) Ancre matrix as fixed edges i:j@w, or None when not frozen.
 
     Edge i:j adds h_i to block j-1's output with weight W[j-1, i] (``topology.edges``),
-    W the mix weights of the topology's form (``ancre.model.forms``: P itself in the
+    W the mix weights of the topology's form (``ancre.model.topology.forms``: P itself in the
     additive form, P - E in the replace form, g_j P[j] in the gated form), so the
     fixed wiring in the additive form computes exactly the frozen model.
     """

@@ -1,7 +1,5 @@
 """Single-device model code: Llama blocks wired by a learnable topology."""
 
-from ancre.model.freeze import FrozenWiring, prune_matrix
-from ancre.model.kinds import build_topology
 from ancre.model.presets import PRESETS, ModelShape, resolve_shape
 from ancre.model.topology import (
     AncreTopology,
@@ -12,6 +10,8 @@ from ancre.model.topology import (
     freeze_if_due,
     parse_edges,
 )
+from ancre.model.topology.freeze import FrozenWiring, prune_matrix
+from ancre.model.topology.kinds import build_topology
 from ancre.model.transformer import Transformer, build_model, check_buildable, whole_numel
 
 __all__ = [

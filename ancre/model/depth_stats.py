@@ -10,7 +10,7 @@ norm reads:
 - ``final_share``: the share of h_L that the embeddings and each block's update
   account for (L+1 numbers, summing to one). Every kind writes h_L as a linear
   combination h_L = c_0 h_0 + sum_j c_{j+1} u_j, with coefficients from its reads
-  matrix R (``ancre.model.effective``; per token for the input-dependent kinds), and
+  matrix R (``ancre.model.topology.effective``; per token for the input-dependent kinds), and
   the share of term k is ``sum_t c_k <b_k, h_L> / sum_t ||h_L||^2`` over the tokens t,
   with b_0 = h_0 (the embeddings) and b_{j+1} = u_j: the projection of that term on
   h_L. A share can be negative (a term that points against the final state).

@@ -20,10 +20,10 @@ from ancre.kernels.attention import Attention, sdpa_attention, select_attention
 from ancre.kernels.reference import accumulation_dtype
 from ancre.model.block import DecoderBlock
 from ancre.model.depth_stats import DepthRecorder
-from ancre.model.kinds import build_topology
 from ancre.model.layers import KeyValueCache, RMSNorm, RotaryEmbedding
 from ancre.model.presets import ModelShape, resolve_shape
 from ancre.model.topology import Topology
+from ancre.model.topology.kinds import build_topology
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from ancre.config import AncreConfig
 from ancre.data.loader import IGNORE_INDEX, TrainLoader
 from ancre.data.sources import SKIP_REASONS
 from ancre.data.tokenizer import Tokenizer
-from ancre.model.effective import PROBE_SEQUENCES
+from ancre.model.topology.effective import PROBE_SEQUENCES
 from ancre.run_folder import RunFolder
 from ancre.snapshot import write_snapshot
 from ancre.tasks.in_training import TaskSchedule

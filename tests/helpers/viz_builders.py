@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ancre.snapshot import TopologySnapshot
+from ancre.snapshot import LEGACY_FORMULAS, TopologySnapshot
 
 
 def softmax_matrix(num_layers: int, seed: int = 0, scale: float = 2.0) -> list[list[float]]:
@@ -31,6 +31,7 @@ def make_snapshot(
         temperature=0.01 if kind == "softmax" else None,
         logits=logits,
         matrix=matrix,
+        formula=LEGACY_FORMULAS[kind],  # the strings the kinds write
     )
 
 

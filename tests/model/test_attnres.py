@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ancre.config import ConfigError
-from ancre.model.attnres import group_size
+from ancre.model.topology.zoo.attnres import group_size
 from tests.helpers.zoo_models import VOCAB, capture, perturb, tiny_model
 
 

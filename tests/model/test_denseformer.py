@@ -6,7 +6,7 @@ import torch
 from ancre.config import load_config
 from ancre.kernels import select_mix
 from ancre.model import build_model
-from ancre.model.denseformer import DenseFormerTopology, dwa_entries
+from ancre.model.topology.zoo.denseformer import DenseFormerTopology, dwa_entries
 from tests.helpers.zoo_models import VOCAB, capture, perturb, tiny_model
 
 

@@ -9,8 +9,8 @@ import torch
 
 from ancre.config import ConfigError, load_config
 from ancre.model import build_model
-from ancre.model.forms import mix_weights, predecessor_logits
-from ancre.model.freeze import FrozenWiring
+from ancre.model.topology.forms import mix_weights, predecessor_logits
+from ancre.model.topology.freeze import FrozenWiring
 from tests.helpers.zoo_models import VOCAB, capture, perturb, tiny_model
 
 FORMS = ("additive", "replace", "gated")

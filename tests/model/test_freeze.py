@@ -9,8 +9,8 @@ from ancre.config import ConfigError, TopologyConfig, load_config
 from ancre.kernels import reference_backend
 from ancre.kernels.reference import mix
 from ancre.model import build_model
-from ancre.model.freeze import FrozenWiring, prune_matrix
 from ancre.model.topology import AncreTopology, UniformTopology, freeze_if_due
+from ancre.model.topology.freeze import FrozenWiring, prune_matrix
 from tests.conftest import REPO
 
 MATRIX = torch.tensor(

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ancre.kernels import reference_backend
-from ancre.model.hyper import HyperTopology
+from ancre.model.topology.zoo.hyper import HyperTopology
 from tests.helpers.zoo_models import VOCAB, capture, perturb, tiny_model
 
 

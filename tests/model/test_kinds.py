@@ -1,11 +1,14 @@
 """What every learned-wiring kind must do: causality, gradients, snapshots, dispatch."""
 
+from dataclasses import fields
+
 import pytest
 import torch
 
 from ancre.config import ConfigError, TopologyConfig, load_config
-from ancre.model.effective import method_matrix
-from ancre.model.kinds import build_topology
+from ancre.config.topology import TOPOLOGY_KINDS, TOPOLOGY_OPTIONS
+from ancre.model.topology.effective import method_matrix
+from ancre.model.topology.kinds import KINDS, build_topology
 from ancre.snapshot import read_snapshot, write_snapshot
 from ancre.train.optimizers import parameter_groups
 from tests.helpers.zoo_models import VOCAB, ZOO, assert_causal, perturb, tiny_model
@@ -72,6 +75,16 @@ def test_method_matrix_rewrites_inputs_over_outputs_as_inputs_over_inputs():
     for j in range(4):
         torch.testing.assert_close(h[j + 1], own[j] * x[j + 1] + matrix[j, : j + 1] @ h[: j + 1])
     assert torch.all(matrix.triu(1) == 0)
+
+
+def test_the_table_of_kinds_and_the_config_name_the_same_kinds_and_options():
+    # the config imports no model code: its kinds and per-kind options must match the table
+    assert list(KINDS) == list(TOPOLOGY_KINDS)
+    for name, kind in KINDS.items():
+        read = {key for key, kinds in TOPOLOGY_OPTIONS.items() if name in kinds}
+        assert set(kind.topology.OPTIONS) & set(TOPOLOGY_OPTIONS) == read, name
+        assert set(kind.topology.OPTIONS) <= {f.name for f in fields(TopologyConfig)}, name
+        assert kind.topology.FORMULA, name
 
 
 def test_dispatch_and_options_of_the_kinds():

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ancre.kernels import reference_backend
-from ancre.model.mhc import ManifoldHyperTopology, sinkhorn_knopp
+from ancre.model.topology.zoo.mhc import ManifoldHyperTopology, sinkhorn_knopp
 from tests.helpers.zoo_models import VOCAB, capture, perturb, tiny_model
 
 

@@ -4,7 +4,6 @@ from torch import nn
 
 from ancre.config import ConfigError, TopologyConfig
 from ancre.kernels import reference_backend
-from ancre.model.kinds import build_topology
 from ancre.model.topology import (
     AncreTopology,
     FixedTopology,
@@ -12,6 +11,7 @@ from ancre.model.topology import (
     UniformTopology,
     parse_edges,
 )
+from ancre.model.topology.kinds import build_topology
 from ancre.snapshot import TopologySnapshot
 
 

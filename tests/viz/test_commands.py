@@ -81,7 +81,7 @@ def test_missing_step_and_baseline(make_run, tmp_path, capsys):
     ("change", "message"),
     [
         ({"format": "other"}, "not an ancre-topology snapshot"),
-        ({"version": 4}, "snapshot version 4"),
+        ({"version": 5}, "snapshot version 5"),
         ({"matrix": [[1.0, 0.0, 0.0], [0.4, 0.4, 0.0]]}, "row 1 of the softmax matrix sums to"),
         (
             {"parameterisation": "uniform", "matrix": [[0.9, 0.0, 0.0], [0.5, 0.5, 0.0]]},

@@ -36,11 +36,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ancre.config import ConfigError
+from ancre.config import ConfigError, TopologyConfig
 from ancre.kernels import MixBackend
 from ancre.kernels.reference import accumulation_dtype
-from ancre.model.effective import LearnedWiring
-from ancre.model.topology import Block
+from ancre.model.topology.base import Block
+from ancre.model.topology.effective import LearnedWiring
 
 
 def group_size(num_layers: int, groups: int) -> int:
@@ -68,7 +68,16 @@ class AttentionResidualTopology(LearnedWiring):
     """
 
     parameterisation = "attnres"
+    FORMULA = "h_{j+1} = sum_i softmax_i(q_j . RMSNorm(v_i)) v_i;  v_0 = h_0, v_{i+1} = y_i - h_i"  # noqa: E501
+    OPTIONS = ("attnres_blocks",)
     dynamic = True
+
+    @classmethod
+    def from_config(
+        cls, config: TopologyConfig, num_layers: int, mix: MixBackend, hidden_size: int, eps: float
+    ) -> AttentionResidualTopology:
+        """Reads ``topology.attnres_blocks``; D and the epsilon."""
+        return cls(num_layers, mix, hidden_size, config.attnres_blocks, eps)
 
     def __init__(
         self, num_layers: int, mix: MixBackend, hidden_size: int, groups: int = 0, eps: float = 1e-5

@@ -19,7 +19,7 @@ paper's variants, as ancre reads them:
   elsewhere ``h_i = x_i``.
 
 Written in the form of docs/method.md with the block inputs as states (R the reads
-matrix of ``ancre.model.effective``: row 0 = e_0, row i = alpha_i)::
+matrix of ``ancre.model.topology.effective``: row 0 = e_0, row i = alpha_i)::
 
     h_{j+1} = d_j y_j + sum_{k<=j} P[j, k] h_k,   d_j = alpha_{j+1,j+1},
     P = strict_lower(R)[1:] R^{-1}
@@ -40,10 +40,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ancre.config import TopologyConfig
 from ancre.kernels import MixBackend
 from ancre.kernels.reference import accumulation_dtype
-from ancre.model.effective import LearnedWiring, method_matrix
-from ancre.model.topology import Block
+from ancre.model.topology.base import Block
+from ancre.model.topology.effective import LearnedWiring, method_matrix
 
 
 def dwa_entries(num_layers: int, dilation: int, period: int) -> list[tuple[int, int]]:
@@ -75,6 +76,15 @@ class DenseFormerTopology(LearnedWiring):
     """
 
     parameterisation = "denseformer"
+    FORMULA = "h_{j+1} = sum_{i<=j+1} alpha_{j+1,i} x_i  (x_0 = embeddings, x_{i+1} = y_i)"  # noqa: E501
+    OPTIONS = ("dilation", "period")
+
+    @classmethod
+    def from_config(
+        cls, config: TopologyConfig, num_layers: int, mix: MixBackend, hidden_size: int, eps: float
+    ) -> DenseFormerTopology:
+        """Reads ``topology.dilation`` and ``topology.period``."""
+        return cls(num_layers, mix, config.dilation, config.period)
 
     def __init__(
         self, num_layers: int, mix: MixBackend, dilation: int = 1, period: int = 1

@@ -43,10 +43,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ancre.config import TopologyConfig
 from ancre.kernels import MixBackend
 from ancre.kernels.reference import accumulation_dtype
-from ancre.model.effective import LearnedWiring
-from ancre.model.topology import Block
+from ancre.model.topology.base import Block
+from ancre.model.topology.effective import LearnedWiring
 
 DYNAMIC_SCALE_INIT = 1e-2
 """Initial s_a and s_b of the dynamic connections (the paper's and the package's)."""
@@ -73,6 +74,15 @@ class HyperTopology(LearnedWiring):
     """
 
     parameterisation = "hyper"
+    FORMULA = "h_j = A_m^T H_j;  H_{j+1} = A_r^T H_j + B^T (y_j - h_j);  the head reads sum_s H_s"  # noqa: E501
+    OPTIONS = ("streams", "dynamic")
+
+    @classmethod
+    def from_config(
+        cls, config: TopologyConfig, num_layers: int, mix: MixBackend, hidden_size: int, eps: float
+    ) -> HyperTopology:
+        """Reads ``topology.streams`` and ``topology.dynamic``; D and the epsilon."""
+        return cls(num_layers, mix, hidden_size, config.streams, config.dynamic, eps)
 
     def __init__(
         self,

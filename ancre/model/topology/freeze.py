@@ -74,7 +74,7 @@ class FrozenWiring:
         matrix: The (L, L+1) matrix (rows sum to one over the kept edges).
         edges: For each block j, the states i (0 = the embeddings) it reads, ascending.
         values: The mix weights W of the kept edges row after row, (number of mixed
-            states,), for the mix (``ancre.model.forms``; in the gated form, before g_j).
+            states,), for the mix (``ancre.model.topology.forms``; in the gated form, before g_j).
         offsets: Row j's weights are ``values[offsets[j]:offsets[j + 1]]``.
         form: The topology's form.
         mixed: For each block j, the states its mix reads: the kept edges, and in the

@@ -86,7 +86,7 @@ def predecessor_logits(num_layers: int, temperature: float, weight: float) -> to
 
 
 def stream_reads(weights: torch.Tensor) -> torch.Tensor:
-    """The reads matrix R of the mix h_{j+1} = y_j + sum_i W[j, i] h_i (``ancre.model.effective``).
+    """The reads matrix R of the mix h_{j+1} = y_j + sum_i W[j, i] h_i (``effective``).
 
     Row k of R holds the input of block k (row L: the final state) over x_0 (the
     embeddings) and the block outputs x_{i+1} = y_i: h_0 = x_0 and

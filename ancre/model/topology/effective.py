@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ancre.kernels import MixBackend
-from ancre.model.topology import Topology
+from ancre.model.topology.base import Topology
 from ancre.snapshot import TopologySnapshot
 
 PROBE_SEQUENCES = 4
@@ -171,4 +171,5 @@ class LearnedWiring(Topology):
             spread=None if summary.spread is None else summary.spread.tolist(),
             probe=probe,
             raw=self.raw_parameters(),
+            formula=self.formula(),
         )

@@ -2,7 +2,7 @@
 
 DeepSeek-AI (Xie et al.), "mHC: Manifold-Constrained Hyper-Connections", arXiv 2512.24880.
 
-The streams of ``ancre.model.hyper``, with the paper's maps. For the n x D state
+The streams of ``ancre.model.topology.zoo.hyper``, with the paper's maps. For the n x D state
 ``x_l`` of a token, flattened to ``vec(x_l)`` (1 x nD) and normalised,
 ``z = RMSNorm(vec(x_l))``::
 
@@ -50,9 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ancre.config import TopologyConfig
 from ancre.kernels import MixBackend
 from ancre.kernels.reference import accumulation_dtype
-from ancre.model.hyper import DYNAMIC_SCALE_INIT, HyperTopology, StreamMaps
+from ancre.model.topology.zoo.hyper import DYNAMIC_SCALE_INIT, HyperTopology, StreamMaps
 
 RES_DIAGONAL_INIT = 4.0
 """b_res at step 0 is this times the identity (H_res about 0.95 I at n = 4)."""
@@ -92,6 +93,18 @@ class ManifoldHyperTopology(HyperTopology):
     """
 
     parameterisation = "mhc"
+    FORMULA = "h_j = sigma(pre)^T H_j;  H_{j+1} = Sinkhorn(res) H_j + 2 sigma(post)^T (y_j - h_j)"  # noqa: E501
+    OPTIONS = ("streams", "dynamic", "sinkhorn_iters")
+
+    @classmethod
+    def from_config(
+        cls, config: TopologyConfig, num_layers: int, mix: MixBackend, hidden_size: int, eps: float
+    ) -> ManifoldHyperTopology:
+        """Reads ``topology.streams``, ``dynamic`` and ``sinkhorn_iters``; D and the epsilon."""
+        return cls(
+            num_layers, mix, hidden_size, config.streams, config.dynamic, eps,
+            config.sinkhorn_iters,
+        )  # fmt: skip
 
     def __init__(
         self,

@@ -1,0 +1,1 @@
+"""The learned residual wirings of other papers, one module each (docs/topologies.md)."""
