@@ -14,6 +14,7 @@ from typing import Any
 import deepspeed
 import torch
 import torch.distributed as dist
+from deepspeed.accelerator import get_accelerator
 from deepspeed.utils import logger as deepspeed_logger
 from torch.utils.cpp_extension import get_default_build_root
 
@@ -93,6 +94,22 @@ def _shm_op_is_built() -> bool:
     """Whether DeepSpeed's CPU shared-memory op is in the torch extensions cache."""
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
     return any(root.glob("*/deepspeed_shm_comm/*.so")) or any(root.glob("deepspeed_shm_comm/*.so"))
+
+
+def build_cpu_comm_op() -> bool:
+    """Builds DeepSpeed's CPU communication op into the extensions cache, unless it is there.
+
+    What the first CPU run would build (about 40 s on two cores); the set-up script
+    calls it, so that the first run, or the first test, does not.
+
+    Returns:
+        Whether it was built now (False: it was there already).
+    """
+    if _shm_op_is_built():
+        return False
+    with contextlib.redirect_stdout(io.StringIO()):
+        get_accelerator().create_op_builder("ShareMemCommBuilder").load(verbose=False)
+    return True
 
 
 def barrier() -> None:
