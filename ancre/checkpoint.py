@@ -123,14 +123,6 @@ def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
-    return {
-        str(path.relative_to(folder)): {"size": path.stat().st_size, "sha256": _sha256(path)}
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != MANIFEST
-    }
-
-
 @dataclass(frozen=True)
 class VerifiedCheckpoint:
     """A checkpoint whose every file matched its manifest, with what it says of itself.

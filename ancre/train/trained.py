@@ -69,8 +69,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
         ConversionError: The weights file is not an ancre conversion.
     """
     folder = Path(path)
-    if CheckpointFolder(folder).has_manifest():
-        checkpoint = CheckpointFolder(folder).verify()
+    if (candidate := CheckpointFolder(folder)).has_manifest():
+        checkpoint = candidate.verify()
         with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's reader prints its progress
             weights = consolidated_weights(checkpoint.folder.engine, checkpoint.zero_stage)
         config, step, tokens = checkpoint.config, checkpoint.step, checkpoint.state.tokens

@@ -23,16 +23,14 @@ if not torch.cuda.is_available():
     # DeepSpeed picks its accelerator when imported; without a GPU it must be the CPU.
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-from ancre.train.engine.construction import (  # noqa: E402
-    partitioned_construction,
-    whole_parameters,
-)
+from ancre.train.engine.construction import partitioned_construction  # noqa: E402
 from ancre.train.engine.deepspeed_engine import (  # noqa: E402
     Batch,
     Engine,
     StepResult,
     deepspeed_config,
     deepspeed_muon,
+    whole_parameters,
 )
 from ancre.train.engine.files import consolidated_weights, engine_to_universal  # noqa: E402
 from ancre.train.engine.group import (  # noqa: E402

@@ -6,16 +6,15 @@ process's peak is its share plus the largest module. The weights are drawn by
 :meth:`ancre.model.Transformer.init_weights` inside the same context, where DeepSpeed
 gathers each module's parameters around ``Module.apply``: the draws are the same, in the
 same order, as when the model is built whole on one device, so a run's weights do not
-depend on the ZeRO stage.
+depend on the ZeRO stage. Weights written into a partitioned model afterwards
+(``model.init_from``) go through ``deepspeed_engine.whole_parameters``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
 
 import deepspeed
-import torch
 
 from ancre.config import AncreConfig
 from ancre.train.engine.deepspeed_engine import deepspeed_config
@@ -29,17 +28,3 @@ def partitioned_construction(config: AncreConfig) -> contextlib.AbstractContextM
     # bf16 (autocast). An explicit dtype=float32 is not honoured where the accelerator
     # has no fp16 (DeepSpeed 0.19 takes bf16 on the CPU then).
     return deepspeed.zero.Init(config_dict_or_path=deepspeed_config(config, 1))
-
-
-@contextlib.contextmanager
-def whole_parameters(parameters: Sequence[torch.nn.Parameter]) -> Iterator[None]:
-    """Makes ZeRO-3 partitioned parameters whole for writing; rank 0's values are kept.
-
-    Parameters that are not partitioned are left as they are.
-    """
-    partitioned = [p for p in parameters if hasattr(p, "ds_id")]
-    if not partitioned:
-        yield
-        return
-    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0):
-        yield

@@ -99,6 +99,25 @@ def deepspeed_muon(groups: list[dict[str, Any]], zero_stage: int) -> torch.optim
     return FiniteMuon(groups)
 
 
+@contextlib.contextmanager
+def whole_parameters(
+    parameters: Sequence[torch.nn.Parameter], modifier_rank: int | None = 0
+) -> Iterator[None]:
+    """Makes ZeRO-3 partitioned parameters whole on every rank inside the block.
+
+    Args:
+        parameters: The parameters; those that are not partitioned are left as they are.
+        modifier_rank: The rank whose values are kept when the block ends (it may write
+            them); None to only read them.
+    """
+    partitioned = [p for p in parameters if hasattr(p, "ds_id")]
+    if not partitioned:
+        yield
+        return
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=modifier_rank):
+        yield
+
+
 class Engine:
     """The model and its optimiser inside a DeepSpeed engine.
 
@@ -205,15 +224,9 @@ class Engine:
         """True on every process when ``flag`` is true on at least one (collective)."""
         return any_process(flag, self.context.device)
 
-    @contextlib.contextmanager
-    def _whole_topology(self) -> Iterator[None]:
-        """Makes the topology parameters whole on every rank (ZeRO-3 partitions them)."""
-        params = list(self.model.topology.parameters())
-        if params and hasattr(params[0], "ds_id"):
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                yield
-        else:
-            yield
+    def _whole_topology(self) -> contextlib.AbstractContextManager:
+        """Makes the topology parameters whole on every rank, for reading (ZeRO-3)."""
+        return whole_parameters(list(self.model.topology.parameters()), modifier_rank=None)
 
     def freeze_topology(self, config: TopologyConfig, step: int) -> FrozenWiring | None:
         """Freezes the learned matrix once ``step`` reaches ``topology.freeze_at`` (collective).
