@@ -13,7 +13,8 @@
       manifest.json        format, version, step, tokens, world size, ZeRO stage,
                            code version, and every file above with size and sha256
       universal/           made on the first resume with another number of processes or
-                           ZeRO stage (ancre.train.checkpointer); not in the manifest
+                           ZeRO stage (ancre.train.universal); not in the manifest: it
+                           has its own (universal/ancre-universal.json)
 
 :class:`CheckpointFolder` alone spells these names. Its ``verify()`` hashes every file
 once and returns a :class:`VerifiedCheckpoint` (manifest, trainer state, saved config)
@@ -97,7 +98,7 @@ def code_version() -> str:
         return "unknown"
 
 
-def _read_json(path: Path, what: str) -> Any:
+def read_json(path: Path, what: str) -> Any:
     """A JSON file's content, or a CheckpointError that names the file and what is wrong."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -107,7 +108,8 @@ def _read_json(path: Path, what: str) -> Any:
         raise CheckpointError(f"{path}: {what} is not valid JSON ({error})") from None
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -115,12 +117,45 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
+def file_table(folder: Path, leave_out: str = MANIFEST) -> dict[str, dict[str, Any]]:
+    """Every file under ``folder`` (but ``leave_out`` at its top) with its size and sha256.
+
+    Args:
+        folder: A checkpoint folder, or its universal form.
+        leave_out: The name of the manifest that will list the table.
+
+    Returns:
+        Path relative to ``folder`` -> ``{"size": bytes, "sha256": hex digest}``.
+    """
     return {
-        str(path.relative_to(folder)): {"size": path.stat().st_size, "sha256": _sha256(path)}
+        str(path.relative_to(folder)): {"size": path.stat().st_size, "sha256": sha256_of(path)}
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != MANIFEST
+        if path.is_file() and str(path.relative_to(folder)) != leave_out
     }
+
+
+def check_files(folder: Path, files: Any, manifest: Path) -> None:
+    """Checks every file a manifest lists against its size and sha256 (each hashed once).
+
+    Args:
+        folder: The folder the names are relative to.
+        files: The manifest's ``files`` table.
+        manifest: The manifest file (named in errors).
+
+    Raises:
+        CheckpointError: The table is not one, or a file is missing or differs; the
+            message names the file.
+    """
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{manifest}: its files table is not a JSON object")
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: listed in the manifest but missing")
+        if not isinstance(expected, dict) or not {"size", "sha256"} <= expected.keys():
+            raise CheckpointError(f"{manifest}: the entry of {name} lacks size or sha256")
+        if path.stat().st_size != expected["size"] or sha256_of(path) != expected["sha256"]:
+            raise CheckpointError(f"{path}: differs from the manifest (size or sha256)")
 
 
 @dataclass(frozen=True)
@@ -239,7 +274,7 @@ class CheckpointFolder:
             CheckpointError: The file is missing, not JSON, or lacks ``data`` or ``rng``.
         """
         path = self.rank_state_file(rank)
-        state = _read_json(path, "the process state")
+        state = read_json(path, "the process state")
         if not isinstance(state, dict) or not {"data", "rng"} <= state.keys():
             raise CheckpointError(f"{path}: lacks the keys data and rng")
         return state
@@ -251,7 +286,7 @@ class CheckpointFolder:
             CheckpointError: The file is missing, not JSON, or lacks a key.
         """
         path = self.trainer_state_file
-        state = _read_json(path, "the trainer state")
+        state = read_json(path, "the trainer state")
         known = {f.name for f in fields(TrainerState)}
         required = {"step", "tokens", "world_size"}
         if not isinstance(state, dict) or not required <= state.keys():
@@ -301,7 +336,7 @@ class CheckpointFolder:
             "world_size": state.world_size,
             "zero_stage": config.train.zero_stage,
             "code_version": code_version(),
-            "files": _file_table(self.path),
+            "files": file_table(self.path),
         }
         write_json_atomic(self.manifest_file, manifest)
         return manifest
@@ -316,7 +351,7 @@ class CheckpointFolder:
         path = self.manifest_file
         if not path.is_file():
             raise CheckpointError(f"{self.path}: no {MANIFEST}; the checkpoint is incomplete")
-        manifest = _read_json(path, "the manifest")
+        manifest = read_json(path, "the manifest")
         if not isinstance(manifest, dict):
             raise CheckpointError(f"{path}: not a JSON object")
         if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
@@ -343,16 +378,7 @@ class CheckpointFolder:
         if not self.path.is_dir():
             raise CheckpointError(f"{self.path}: no such checkpoint folder")
         manifest = self.read_manifest()
-        for name, expected in manifest["files"].items():
-            path = self.path / name
-            if not path.is_file():
-                raise CheckpointError(f"{path}: listed in the manifest but missing")
-            if not isinstance(expected, dict) or not {"size", "sha256"} <= expected.keys():
-                raise CheckpointError(
-                    f"{self.manifest_file}: the entry of {name} lacks size or sha256"
-                )
-            if path.stat().st_size != expected["size"] or _sha256(path) != expected["sha256"]:
-                raise CheckpointError(f"{path}: differs from the manifest (size or sha256)")
+        check_files(self.path, manifest["files"], self.manifest_file)
         state = self._check_complete(manifest)
         return VerifiedCheckpoint(self, manifest, state, self.read_config())
 

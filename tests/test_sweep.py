@@ -111,6 +111,40 @@ def test_a_bad_run_is_refused_before_any_run_starts(tmp_path, subprocess_env):
     assert not (tmp_path / "out").exists()
 
 
+def test_inputs_of_every_run_are_checked_before_the_first_starts(
+    tmp_path, subprocess_env, sample_tokenizer
+):
+    """Runs valid on their own, but a later one reads a missing data folder, another a
+    tokenizer that is not one, another a model.init_from that is no conversion, and one
+    a batch that does not split over --procs: the sweep names each and starts none."""
+    not_a_model = tmp_path / "notes.model"
+    not_a_model.write_text("not sentencepiece")
+    tok = sample_tokenizer.path
+    path = sweep_file(
+        tmp_path,
+        f"""
+name: inputs
+overrides:
+  train.micro_batch_size: 4
+zip:
+  run.seed: [0, 1, 2, 3, 4]
+  data.path: [{SAMPLE}, {tmp_path / "nowhere"}, {SAMPLE}, {SAMPLE}, {SAMPLE}]
+  data.tokenizer: [{tok}, {tok}, {not_a_model}, {tok}, {tok}]
+  model.init_from: [null, null, null, {tmp_path}, null]
+  train.global_batch_size: [8, 8, 8, 8, 12]
+run_name: "r{{run.seed}}"
+""",
+    )  # fmt: skip
+    result = ancre_sweep(str(path), "--procs", "2", env=subprocess_env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("ancre sweep: error:")]
+    assert "4 run(s) of" in line and "Nothing was started" in line
+    assert str(tmp_path / "nowhere") in line and str(not_a_model) in line
+    assert "model.init_from" in line and "train.global_batch_size" in line
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "inputs").exists()
+
+
 def test_dry_run_prints_every_run_with_its_overrides(tmp_path, subprocess_env):
     path = sweep_file(tmp_path, "name: dry\ngrid:\n  topology.kind: [cascaded, ancre]\n")
     result = ancre_sweep(str(path), "--dry-run", env=subprocess_env)

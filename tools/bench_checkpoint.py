@@ -30,7 +30,7 @@ from ancre.run_folder import RunFolder
 from ancre.train.engine import Engine, init_distributed
 from ancre.train.rng import rng_state
 from ancre.train.threads import apply_cpu_threads
-from ancre.train.universal import folder_bytes, make_universal
+from ancre.train.universal import folder_bytes, make_universal, verify_universal
 
 
 def size_mb(folder: Path) -> float:
@@ -98,6 +98,9 @@ def main() -> None:
             started = time.perf_counter()
             make_universal(checkpoint, args.zero_stage, model, config)
             times["universal form"] = time.perf_counter() - started
+            started = time.perf_counter()
+            verify_universal(checkpoint)
+            times["universal verify"] = time.perf_counter() - started
             added = (folder_bytes(folder) - before) / 1e6
         print(
             f"preset {args.preset}: {model.num_parameters() / 1e6:.1f}M parameters, "

@@ -1,8 +1,11 @@
 """The ``ancre sweep`` subcommand: print, run (locally, one after another) or emit a sweep.
 
-A local sweep starts ``python -m ancre.cli train ...`` for each run that is not
-finished (with ``checkpoint.resume=auto``, so an interrupted run continues), logs
-it to ``<sweep>/logs/<run>.log`` and rewrites the summary after every run.
+A local sweep first checks what every unfinished run reads (``run.out_dir``, the model,
+``model.init_from``, each distinct data section and tokenizer, the number of processes)
+and starts nothing when one of them would fail. It then starts ``python -m ancre.cli
+train ...`` for each run that is not finished (with ``checkpoint.resume=auto``, so an
+interrupted run continues), logs it to ``<sweep>/logs/<run>.log`` and rewrites the
+summary after every run.
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ancre.atomic import write_bytes_atomic
+from ancre.config import check_world_size
 from ancre.sweep.expand import Sweep, SweepError, load_sweep
 from ancre.sweep.slurm import slurm_array_script
 from ancre.sweep.summary import changed_settings, is_finished
 from ancre.sweep.summary import write_summary as write_summary_files
+from ancre.train.commands import BAD_INPUT
+from ancre.train.prepare import check_data_inputs, check_run_inputs
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
@@ -90,7 +97,53 @@ def run(command: str, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
+    if failing := input_errors(sweep, args.procs):
+        print(
+            f"ancre sweep: error: {len(failing)} run(s) of {args.sweep} cannot start: "
+            + "; ".join(failing) + ". Nothing was started: fix the sweep file (or what it "
+            "names) and run it again",
+            file=sys.stderr,
+        )  # fmt: skip
+        return EXIT_BAD_INPUT
     return run_locally(sweep, args.procs, rerun=set(changed))
+
+
+def input_errors(sweep: Sweep, procs: int) -> list[str]:
+    """What would stop each unfinished run of the sweep at its start, checked before any.
+
+    The checks ``ancre train`` makes before it touches the disk
+    (:func:`ancre.train.prepare.check_inputs`), the data section's once per distinct
+    section, and the number of processes against the batch sizes.
+
+    Returns:
+        ``<run name>: <error>`` for every run that would be refused; empty when none.
+    """
+    failing: list[str] = []
+    data_errors: dict[str, str | None] = {}
+    for run in sweep.runs:
+        if is_finished(run):
+            continue
+        config = run.config
+        key = repr(config.data)
+        if key not in data_errors:
+            data_errors[key] = _error_of(check_data_inputs, config.data)
+        error = (
+            data_errors[key]
+            or _error_of(check_world_size, config, procs)
+            or _error_of(check_run_inputs, config)
+        )
+        if error is not None:
+            failing.append(f"{run.name}: {error}")
+    return failing
+
+
+def _error_of(check: Callable[..., object], *args: object) -> str | None:
+    """What ``check(*args)`` refuses, as one line, or None when it passes."""
+    try:
+        check(*args)
+    except (*BAD_INPUT, ValueError) as error:
+        return str(error)
+    return None
 
 
 def train_command(arguments: list[str], procs: int) -> list[str]:

@@ -29,10 +29,7 @@ takes the random states of old rank r mod N.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +47,9 @@ from ancre.train.engine import DistributedContext, Engine, barrier
 from ancre.train.prepare import on_main
 from ancre.train.rng import rng_state, set_rng_state
 from ancre.train.universal import make_universal, read_universal
+from ancre.train.write_failures import write_error
 
 logger = logging.getLogger("ancre")
-
-NEARLY_FULL_BYTES = 64 << 20
-"""Free space under which a failed checkpoint write is put down to a full disk."""
-WRITER_FAILURES = ("PytorchStreamWriter", "write failed", "inline_container")
-"""What torch.save's RuntimeError says when a write failed."""
 
 
 class Checkpointer:
@@ -135,24 +128,6 @@ class Checkpointer:
             if error is not None:
                 raise error
             raise OSError(f"another process could not write its part of {folder}")
-
-
-def write_error(error: RuntimeError, folder: Path) -> OSError | None:
-    """The OSError behind a RuntimeError of torch.save's writer, or None if it is another.
-
-    torch.save reports a failed write as a RuntimeError without the errno (``file write
-    failed``, ``unexpected pos ...``); a disk with almost no space left is taken as the
-    cause, and any writer failure as an I/O error otherwise.
-    """
-    text = str(error)
-    probe = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
-    if shutil.disk_usage(probe).free < NEARLY_FULL_BYTES:
-        code = errno.ENOSPC
-    elif any(mark in text for mark in WRITER_FAILURES):
-        code = errno.EIO
-    else:
-        return None
-    return OSError(code, f"{os.strerror(code)} ({text.splitlines()[0][:200]})", str(folder))
 
 
 @dataclass(frozen=True)
@@ -248,14 +223,13 @@ def prepare_universal(
     if not route.universal:
         return None
     folder = checkpoint.folder
-    made = (folder.universal / "zero").is_dir()
-    marker = make_universal(folder, route.zero_stage[0], model, config)
+    marker, made = make_universal(folder, route.zero_stage[0], model, config)
     logger.info(
-        "%s the universal form of %s (%s): %.1f s, %.1f MB",
-        "using" if made else "made", folder.path, route.describe(), marker["seconds"],
+        "%s the universal form of %s (%s): %.1f s to make, %.1f MB",
+        "made" if made else "verified", folder.path, route.describe(), marker["seconds"],
         marker["bytes"] / 1e6,
     )  # fmt: skip
-    return marker
+    return {key: marker[key] for key in ("seconds", "bytes")}
 
 
 def restore(

@@ -22,9 +22,10 @@ from ancre.run_folder import RunFolderError, RunLockedError, checkpoint_of
 from ancre.tasks import TaskError
 from ancre.train.launcher import lost_peer
 from ancre.train.preemption import EXIT_STOPPED, StopRequested
-from ancre.train.run import DISK_FULL, DiskFullError, evaluate_checkpoint, train
+from ancre.train.run import DiskFullError, evaluate_checkpoint, train
 from ancre.train.task_eval import evaluate_tasks
 from ancre.train.trainer import NonFiniteLossError
+from ancre.train.write_failures import DISK_FULL
 
 EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ancre.atomic import write_bytes_atomic, write_text_atomic
-from ancre.config import AncreConfig, ConfigError, config_yaml
+from ancre.config import AncreConfig, ConfigError, DataConfig, config_yaml
 from ancre.data.positions import check_resume_data, check_state_format
 from ancre.data.sources import check_data, split_texts
 from ancre.data.tokenizer import Tokenizer, train_tokenizer
@@ -50,18 +50,34 @@ def check_inputs(config: AncreConfig) -> None:
         FileNotFoundError: ``data.tokenizer`` is missing.
         TaskError: ``eval.tasks`` cannot run (lm-eval missing, a task unknown).
     """
+    check_run_inputs(config)
+    check_data_inputs(config.data)
+
+
+def check_run_inputs(config: AncreConfig) -> None:
+    """The checks of :func:`check_inputs` that are not about the data section.
+
+    ``run.out_dir``, the model and topology, ``eval.tasks`` and ``model.init_from``.
+    """
     _check_out_dir(config.run.out_dir)
     check_buildable(config)
     check_tasks(config.eval)
-    check_data(config.data)
-    if config.data.tokenizer is not None:
-        Tokenizer(config.data.tokenizer)
     if config.model.init_from is not None:
         try:
             conversion_step(config.model.init_from)
         except (FileNotFoundError, ConversionError) as error:
             message = f"is {config.model.init_from!r}: {error}"
             raise ConfigError("model.init_from", message) from None
+
+
+def check_data_inputs(data: DataConfig) -> None:
+    """The checks of :func:`check_inputs` on the data section: shards, text field, tokenizer.
+
+    A sweep makes them once per distinct data section (a hub check can take seconds).
+    """
+    check_data(data)
+    if data.tokenizer is not None:
+        Tokenizer(data.tokenizer)
 
 
 def _check_out_dir(out_dir: str) -> None:

@@ -14,7 +14,6 @@ checkpoint (``ancre.train.preemption``).
 
 from __future__ import annotations
 
-import errno
 import logging
 from pathlib import Path
 
@@ -55,11 +54,9 @@ from ancre.train.prepare import (
 from ancre.train.speedups import apply_speedups
 from ancre.train.threads import apply_cpu_threads
 from ancre.train.trainer import Trainer, evaluate
+from ancre.train.write_failures import DISK_FULL
 
 logger = logging.getLogger("ancre")
-
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-"""Write errors that mean the disk (or the quota, or the file size limit) is full."""
 
 
 class DiskFullError(RuntimeError):

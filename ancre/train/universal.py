@@ -18,12 +18,22 @@ ZeRO-3 loader the step inside ``zero/optimizer_state.pt`` and
 the converter left out (the step is one number, the model-states file the same file
 under its other name), so that ZeRO 1, 2 and 3 all read one folder. The tensors
 themselves are DeepSpeed's, unchanged.
+
+The folder is made under ``universal.partial`` and renamed when whole; its manifest
+(``ancre-universal.json``, written last) lists every file with its size and sha256 and
+names the checkpoint it was made from (the sha256 of that checkpoint's manifest).
+:func:`verify_universal` checks it before every use; a universal form that fails (a
+truncated or altered file, a garbage or older manifest, another checkpoint's) is made
+again from the checkpoint, which is intact. A write that fails for want of space
+removes what it wrote and raises the ``OSError`` of a full disk, which ends the run with
+exit code 6 like a checkpoint save that found the disk full.
 """
 
 from __future__ import annotations
 
+import errno
 import filecmp
-import json
+import logging
 import os
 import shutil
 import time
@@ -34,16 +44,22 @@ from typing import Any
 import torch
 
 from ancre.atomic import write_json_atomic
-from ancre.checkpoint import CheckpointError, CheckpointFolder
+from ancre.checkpoint import CheckpointError, CheckpointFolder, check_files, file_table, read_json
+from ancre.checkpoint import sha256_of as checkpoint_sha256
 from ancre.config import AncreConfig
 from ancre.model import Transformer
 from ancre.train.engine import engine_to_universal
 from ancre.train.optimizers import parameter_groups
+from ancre.train.write_failures import DISK_FULL, write_error
+
+logger = logging.getLogger("ancre")
 
 FORMAT = "ancre-universal"
-VERSION = 1
+VERSION = 2
+"""2: the manifest lists every file (size, sha256) and the checkpoint's manifest hash."""
 MARKER = "ancre-universal.json"
-"""Written last: a universal folder with it is complete."""
+"""The universal form's manifest, written last: a universal folder with it is complete."""
+MARKER_KEYS = ("format", "version", "source_zero_stage", "checkpoint", "files")
 MODEL_STATES = ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")
 """The model-states file under the names the ZeRO-1/2 and the ZeRO-3 loaders look for."""
 MOMENTS = ("fp32", "exp_avg", "exp_avg_sq")
@@ -62,18 +78,50 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
-def read_marker(checkpoint: CheckpointFolder) -> dict[str, Any] | None:
-    """What making the universal form took (seconds, bytes), or None when it is not made."""
-    path = checkpoint.universal / MARKER
+def verify_universal(checkpoint: CheckpointFolder) -> dict[str, Any]:
+    """Checks a checkpoint's universal form against its manifest (every file hashed once).
+
+    Args:
+        checkpoint: The checkpoint folder whose ``universal/`` is checked.
+
+    Returns:
+        The manifest: format, version, source stage, seconds taken, bytes, files.
+
+    Raises:
+        CheckpointError: It is not made, its manifest is missing, garbage, of an older
+            version or of another checkpoint, or a file is missing or differs; the
+            message names the file.
+    """
+    folder = checkpoint.universal
+    path = folder / MARKER
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: not made")
     if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
+        raise CheckpointError(f"{path}: missing; the universal form is incomplete")
+    marker = read_json(path, "the universal form's manifest")
+    if not isinstance(marker, dict) or marker.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a manifest of {FORMAT}")
+    if marker.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: version {marker.get('version')!r}, made by an earlier ancre without "
+            f"the hashes of version {VERSION}"
+        )
+    missing = [key for key in MARKER_KEYS if key not in marker]
+    if missing:
+        raise CheckpointError(f"{path}: lacks the keys {', '.join(missing)}")
+    if marker["checkpoint"] != checkpoint_sha256(checkpoint.manifest_file):
+        raise CheckpointError(f"{path}: made from another state of {checkpoint.path}")
+    check_files(folder, marker["files"], path)
+    return marker
 
 
 def make_universal(
     checkpoint: CheckpointFolder, zero_stage: int, model: Transformer, config: AncreConfig
-) -> dict[str, Any]:
-    """Writes ``<checkpoint>/universal`` unless it is there (main process, no collectives).
+) -> tuple[dict[str, Any], bool]:
+    """Writes ``<checkpoint>/universal`` unless a verified one is there (main process).
+
+    A universal form that fails :func:`verify_universal` is said, removed (ancre made it,
+    from the checkpoint beside it) and made again. No collectives.
 
     Args:
         checkpoint: A verified checkpoint folder.
@@ -83,50 +131,106 @@ def make_universal(
         config: The run config (the parameter groups).
 
     Returns:
-        The marker: format, version, source stage, seconds taken and bytes written.
+        The manifest (format, version, source stage, seconds taken, bytes written, files),
+        and whether it was made now (False: a verified one was there).
 
     Raises:
         CheckpointError: The checkpoint folder cannot be written to, or its state does
             not fit the model.
+        OSError: The disk filled up (errno ENOSPC; what was written is removed).
     """
-    if (marker := read_marker(checkpoint)) is not None:
-        return marker
     final = checkpoint.universal
+    if final.exists():
+        try:
+            return verify_universal(checkpoint), False
+        except CheckpointError as error:
+            logger.warning(
+                "%s; making the universal form again from %s, which is intact", error,
+                checkpoint.path,
+            )  # fmt: skip
+            _remove(final)
     partial = final.with_name(final.name + ".partial")
     started = time.perf_counter()
     try:
-        if partial.exists():
-            shutil.rmtree(partial)  # an earlier attempt that died; only ancre writes here
-        if zero_stage == 0:
-            _from_whole(checkpoint.engine, partial, model, parameter_groups(model, config))
-        else:
-            engine_to_universal(checkpoint.engine, partial)
-            stray = checkpoint.path / "latest_universal"  # the converter's pointer to partial
-            if stray.is_file() and stray.read_text().strip() == partial.name:
-                stray.unlink()
-            for copied in (partial / name for name in MODEL_STATES):
-                source = checkpoint.engine / copied.name
-                if copied.is_file() and source.is_file() and filecmp.cmp(source, copied, False):
-                    copied.unlink()  # the converter's copy of a file the checkpoint has
-                    _link(source, copied)
-        # (a model inside a ZeRO-3 engine holds partitions; ds_shape is the whole shape)
-        shapes = {n: getattr(p, "ds_shape", p.shape) for n, p in model.named_parameters()}
-        _complete(partial, shapes)
+        _remove(partial)  # an earlier attempt that died; only ancre writes here
+        _write(checkpoint, partial, zero_stage, model, config)
+        marker = {
+            "format": FORMAT,
+            "version": VERSION,
+            "source_zero_stage": zero_stage,
+            "checkpoint": checkpoint_sha256(checkpoint.manifest_file),
+            "seconds": round(time.perf_counter() - started, 3),
+            "bytes": folder_bytes(partial),
+            "files": file_table(partial, MARKER),
+        }
+        write_json_atomic(partial / MARKER, marker)
     except PermissionError as error:
         raise CheckpointError(
             f"{checkpoint.path}: cannot write its universal form there ({error}); copy the "
             "checkpoint folder somewhere writable and resume from the copy"
         ) from None
-    marker = {
-        "format": FORMAT,
-        "version": VERSION,
-        "source_zero_stage": zero_stage,
-        "seconds": round(time.perf_counter() - started, 3),
-        "bytes": folder_bytes(partial),
-    }
-    write_json_atomic(partial / MARKER, marker)
+    except OSError as error:
+        _remove(partial)
+        if error.errno not in DISK_FULL:
+            raise
+        raise _no_space(error, checkpoint, model) from error
+    except RuntimeError as error:  # torch.save reports a failed write as a RuntimeError
+        failed = write_error(error, partial)
+        _remove(partial)
+        if failed is None:
+            raise
+        if failed.errno not in DISK_FULL:
+            raise failed from error
+        raise _no_space(failed, checkpoint, model) from error
     os.replace(partial, final)
-    return marker
+    return marker, True
+
+
+def _write(
+    checkpoint: CheckpointFolder,
+    partial: Path,
+    zero_stage: int,
+    model: Transformer,
+    config: AncreConfig,
+) -> None:
+    """Writes the universal form's tensors into ``partial`` (everything but the manifest)."""
+    if zero_stage == 0:
+        _from_whole(checkpoint.engine, partial, model, parameter_groups(model, config))
+    else:
+        engine_to_universal(checkpoint.engine, partial)
+        stray = checkpoint.path / "latest_universal"  # the converter's pointer to partial
+        if stray.is_file() and stray.read_text().strip() == partial.name:
+            stray.unlink()
+        for copied in (partial / name for name in MODEL_STATES):
+            source = checkpoint.engine / copied.name
+            if copied.is_file() and source.is_file() and filecmp.cmp(source, copied, False):
+                copied.unlink()  # the converter's copy of a file the checkpoint has
+                _link(source, copied)
+    # (a model inside a ZeRO-3 engine holds partitions; ds_shape is the whole shape)
+    shapes = {n: getattr(p, "ds_shape", p.shape) for n, p in model.named_parameters()}
+    _complete(partial, shapes)
+
+
+def _no_space(error: OSError, checkpoint: CheckpointFolder, model: Transformer) -> OSError:
+    """The full-disk error of a universal form, saying what it needs and what is intact."""
+    numel = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    needed = 3 * 4 * numel  # fp32 weights and two Adam moments, whole
+    return OSError(
+        errno.ENOSPC,
+        f"{error.strerror or os.strerror(errno.ENOSPC)}: the universal form of "
+        f"{checkpoint.path} (about {needed / 1e6:.0f} MB: fp32 weights and Adam moments, "
+        "whole) does not fit beside it; the checkpoint is intact and nothing of the "
+        "universal form was kept",
+        error.filename,
+    )
+
+
+def _remove(folder: Path) -> None:
+    """Removes a universal folder (or its partial one) that ancre wrote, if it is there."""
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)
 
 
 def _from_whole(engine_folder: Path, out: Path, model: Transformer, groups: list[Any]) -> None:

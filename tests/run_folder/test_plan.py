@@ -54,8 +54,8 @@ def test_a_resume_plan_hashes_each_file_once_and_reads_the_manifest_once(
     checkpoint_at(run, 2)
     latest = checkpoint_at(run, 4)
     hashed, manifests = [], []
-    sha256, read_manifest = checkpoint._sha256, CheckpointFolder.read_manifest
-    monkeypatch.setattr(checkpoint, "_sha256", lambda path: hashed.append(path) or sha256(path))
+    sha256, read_manifest = checkpoint.sha256_of, CheckpointFolder.read_manifest
+    monkeypatch.setattr(checkpoint, "sha256_of", lambda path: hashed.append(path) or sha256(path))
     monkeypatch.setattr(
         CheckpointFolder, "read_manifest",
         lambda folder: manifests.append(folder.path) or read_manifest(folder),

@@ -39,6 +39,8 @@ def main(path: Path, out: Path, overrides: list[str]) -> None:
     )
     pending.restore(engine, batches, config)
     engine.save(out / "engine")
+    if context.is_main:  # a universal form names the manifest of the state it is made from
+        CheckpointFolder(out).manifest_file.write_text('{"probe": "' + str(path) + '"}')
     engine.close()
 
 

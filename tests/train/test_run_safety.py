@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from ancre.run_folder import RunFolder
 from ancre.train.trainer import perplexity
 from tests.conftest import REPO, SAMPLE
+from tests.helpers.small_disk import UNSHARE, can_mount_tmpfs
 from tests.helpers.training import cli_error, run_ancre, train_args
 
 CONFIG = str(REPO / "configs/quickstart.yaml")
@@ -381,16 +382,6 @@ def test_convert_refuses_to_write_into_its_checkpoint_or_over_other_files(
     over = ancre("convert", str(folder), str(other), env=subprocess_env)
     assert over.returncode == 2 and "paper.tex" in over.stderr
     assert (other / "paper.tex").read_text() == "draft"
-
-
-UNSHARE = ["unshare", "--user", "--map-root-user", "--mount"]
-
-
-def can_mount_tmpfs() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = UNSHARE + ["sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt && umount /mnt"]
-    return subprocess.run(probe, capture_output=True).returncode == 0
 
 
 @pytest.mark.slow
