@@ -5,7 +5,9 @@ called once per block as ``mixer(j, y_j, [h_0, ..., h_j]) -> h_{j+1}``. Every ba
 computes :func:`ancre.kernels.reference.mix` and has no parameters of its own, so
 switching backend never changes a checkpoint.
 
-- ``reference``: plain PyTorch (the executable spec), any device.
+- ``reference``: plain PyTorch, any device: the grouped forward and column-scheme
+  backward of ``ancre.kernels.grouped`` (a few BLAS calls per block), which computes
+  the executable spec ``ancre.kernels.reference.mix`` up to the order of fp32 sums.
 - ``triton``: fused Triton kernels (``ancre.kernels.mix_triton``), on CUDA, or on the
   CPU under ``TRITON_INTERPRET=1``; needs the ``triton`` package (``pip install
   ancre[gpu]``).
@@ -20,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ancre.kernels import reference
+from ancre.kernels.grouped import grouped_backend
 
 Mixer = Callable[[int, torch.Tensor, Sequence[torch.Tensor]], torch.Tensor]
 """(j, y_j (..., D), [h_0 .. h_j]) -> h_{j+1} (..., D), for one forward pass."""
@@ -31,12 +33,8 @@ BACKENDS = ("auto", "reference", "triton")
 
 
 def reference_backend(weights: torch.Tensor) -> Mixer:
-    """The mixer of the plain-PyTorch reference for one forward pass."""
-
-    def mixer(j: int, y: torch.Tensor, states: Sequence[torch.Tensor]) -> torch.Tensor:
-        return reference.lean_mix(y, states, weights[j, : j + 1])
-
-    return mixer
+    """The mixer of the plain-PyTorch backend for one forward pass (grouped rows)."""
+    return grouped_backend(weights)
 
 
 def triton_unavailable() -> str | None:

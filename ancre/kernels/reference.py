@@ -16,7 +16,7 @@ only the states, which the model holds anyway, and redoes the casts in backward.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -77,3 +77,18 @@ def lean_mix(
     if weights.shape != (len(states),):
         raise ValueError(f"{len(states)} states need {len(states)} weights, got {weights.shape}")
     return LeanMix.apply(y, weights, *states)
+
+
+def spec_backend(
+    weights: torch.Tensor,
+) -> Callable[[int, torch.Tensor, Sequence[torch.Tensor]], torch.Tensor]:
+    """The mixer of the spec, row by row through :class:`LeanMix`, for one forward pass.
+
+    What the fused and grouped backends are checked against: every row its own sum over
+    its states, in order.
+    """
+
+    def mixer(j: int, y: torch.Tensor, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        return lean_mix(y, states, weights[j, : j + 1])
+
+    return mixer

@@ -65,3 +65,67 @@ def mix_traffic(
     forward = sum(j + 3 for j in range(num_layers)) * state
     backward = (sum(num_layers - c + 3 for c in range(1, num_layers + 1)) + num_layers + 2) * state
     return MixTraffic(forward * (2 if recompute_mix else 1), backward)
+
+
+def row_passes(num_layers: int) -> tuple[int, int]:
+    """State passes of the row-by-row fused mix (forward, backward), as above."""
+    forward = sum(j + 3 for j in range(num_layers))
+    backward = sum(num_layers - c + 3 for c in range(1, num_layers + 1)) + num_layers + 2
+    return forward, backward
+
+
+def grouped_passes(num_layers: int, group: int, partial: float = 1.0) -> tuple[float, float]:
+    """State passes of the grouped mix (``ancre.kernels.grouped``), forward and backward.
+
+    One pass moves one state's bytes; a partial-sum row is kept in fp32 and costs
+    ``partial`` passes (2 for bf16 states, 1 for fp32).
+
+    Forward, per group of G' rows starting at g0: g0 + 1 states read and G' partial rows
+    written; per block j: y_j, its partial row and its j - g0 in-group states read, h_{j+1}
+    written. Backward, per group of columns c0 .. c1-1: the R = L - c1 rows beyond it
+    read once and G' far rows written; per column c: its incoming gradient, its far row,
+    the state h_c and its in-group rows read, G_c written.
+
+    Args:
+        num_layers: L.
+        group: G, rows per group (1: every row is its own group).
+        partial: Passes per fp32 partial row.
+
+    Returns:
+        (forward, backward) passes.
+    """
+    L = num_layers
+    forward = 0.0
+    for start in range(0, L, group):
+        rows = min(group, L - start)
+        forward += start + 1 + rows * partial
+        forward += sum(2 + partial + (j - start) for j in range(start, start + rows))
+    backward = 0.0
+    for c0 in range(0, L + 1, group):
+        c1 = min(c0 + group, L + 1)
+        far = max(L - c1, 0)
+        if far:
+            backward += far + (c1 - c0) * (1 + partial)  # the rows, the states, far rows
+        for c in range(c0, c1):
+            own = max(min(c1, L) - c, 0)
+            backward += (c > 0) + (partial if far else 0) + 2 + own
+    return forward, backward
+
+
+def best_group(num_layers: int, partial: float = 1.0) -> int:
+    """The group size G with the least traffic of :func:`grouped_passes` (ties: smaller G)."""
+    return min(
+        range(1, num_layers + 1),
+        key=lambda group: (sum(grouped_passes(num_layers, group, partial)), group),
+    )
+
+
+SPARSE_PASSES_PER_EDGE = 7
+"""State passes per kept edge of the sparse mix of a frozen, pruned matrix (one eager
+weighted add per state: 4 passes forward, 3 backward; ``ancre.kernels.reference.lean_mix``)."""
+
+
+def sparse_is_cheaper(num_layers: int, kept_edges: int) -> bool:
+    """Whether reading each kept state on its own moves less than the dense grouped mix."""
+    dense = sum(grouped_passes(num_layers, best_group(num_layers)))
+    return SPARSE_PASSES_PER_EDGE * kept_edges <= dense

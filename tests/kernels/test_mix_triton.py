@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from ancre.config import load_config
-from ancre.kernels import reference_backend, select_mix, triton_unavailable
+from ancre.kernels import select_mix, triton_unavailable
+from ancre.kernels.reference import spec_backend
 from ancre.model import build_model
 from ancre.model.topology import AncreTopology
 from tests.helpers.training import records, train_args, train_run
@@ -65,7 +66,7 @@ def test_fp32_matches_the_reference(num_layers, shape):
         shape = (3, 41, 173)  # keep the interpreter quick at L = 24
     _, triton_backend = select_mix("triton")
     out, grads = run(triton_backend, num_layers, shape, torch.float32)
-    ref_out, ref_grads = run(reference_backend, num_layers, shape, torch.float32)
+    ref_out, ref_grads = run(spec_backend, num_layers, shape, torch.float32)
     torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
     assert len(grads) == len(ref_grads)
     for got, want in zip(grads, ref_grads, strict=True):
@@ -86,8 +87,8 @@ def test_bf16_is_as_accurate_as_the_reference(num_layers):
     _, triton_backend = select_mix("triton")
     shape = (3, 41, 173)
     out, grads = run(triton_backend, num_layers, shape, torch.bfloat16, linear=False)
-    ref_out, ref_grads = run(reference_backend, num_layers, shape, torch.bfloat16, linear=False)
-    truth_out, truth_grads = run(reference_backend, num_layers, shape, torch.float32, linear=False)
+    ref_out, ref_grads = run(spec_backend, num_layers, shape, torch.bfloat16, linear=False)
+    truth_out, truth_grads = run(spec_backend, num_layers, shape, torch.float32, linear=False)
     assert out.dtype == torch.bfloat16
     assert grads[0].dtype == torch.bfloat16 and grads[1].dtype == torch.float32
     pairs = [(out, ref_out, truth_out), *zip(grads, ref_grads, truth_grads, strict=True)]

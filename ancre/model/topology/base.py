@@ -143,7 +143,9 @@ class Topology(nn.Module):
 
     def mixer(self, weights: torch.Tensor) -> Mixer:
         """The mixer of one forward pass: the backend's, or the frozen wiring's."""
-        return self.mix(weights) if self.wiring is None else self.wiring.mixer(self.gates)
+        if self.wiring is None:
+            return self.mix(weights)
+        return self.wiring.mixer(self.gates, self.mix)
 
     def snapshot(self, step: int, tokens: int) -> TopologySnapshot:
         """The connection matrix and logits in the snapshot format of ``ancre.snapshot``."""

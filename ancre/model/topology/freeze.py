@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import torch
 
 from ancre.config import PRUNE_MODES
-from ancre.kernels import Mixer
+from ancre.kernels import MixBackend, Mixer
 from ancre.kernels.reference import lean_mix
+from ancre.kernels.traffic import sparse_is_cheaper
 
 
 def prune_matrix(matrix: torch.Tensor, mode: str, k: int = 1, mass: float = 1.0) -> torch.Tensor:
@@ -121,13 +122,30 @@ class FrozenWiring:
             self.form, self.mixed,
         )  # fmt: skip
 
-    def mixer(self, gates: torch.Tensor | None = None) -> Mixer:
+    def dense_weights(self, gates: torch.Tensor | None = None) -> torch.Tensor:
+        """The (L, L+1) mix weights W of the kept edges, zero elsewhere (gated: times g_j)."""
+        rows = [j for j, row in enumerate(self.mixed or self.edges) for _ in row]
+        cols = [i for row in (self.mixed or self.edges) for i in row]
+        num_layers = len(self.edges)
+        weights = self.values.new_zeros(num_layers, num_layers + 1)
+        weights[rows, cols] = self.values
+        if self.form == "gated" and gates is not None:
+            weights = gates.to(weights.dtype).unsqueeze(1) * weights  # (L, L+1)
+        return weights
+
+    def mixer(self, gates: torch.Tensor | None = None, backend: MixBackend | None = None) -> Mixer:
         """h_{j+1} = y_j + sum over the mixed states i of W[j, i] h_i (constant W).
 
         Args:
             gates: (L,) g_j of the gated form, which multiply row j (and learn).
+            backend: The model's mix backend, used for the whole frozen matrix when it
+                keeps so many edges that the backend's dense mix moves less memory than
+                reading each kept state on its own (``ancre.kernels.traffic``); None
+                always reads the kept states alone.
         """
         mixed = self.mixed or self.edges
+        if backend is not None and not sparse_is_cheaper(len(mixed), self.num_edges):
+            return backend(self.dense_weights(gates))
 
         def mix(j: int, y: torch.Tensor, states: Sequence[torch.Tensor]) -> torch.Tensor:
             kept = mixed[j]
