@@ -7,15 +7,21 @@ training step at ``--mfu`` (FLOPs as in ancre/train/flops.py), with and without 
 whole-layer recompute that would run the forward mix twice (ancre's recompute keeps
 the states, so the mix runs once).
 
+Then the depth table (``--depths``, default 24 48 64, at the width of ``--width-preset``,
+1b): the row-by-row fused mix against the grouped one (ancre/kernels/grouped_triton.py,
+G chosen by the model), bytes, bounds on H100 and H200 and share of the step.
+
 For each preset, a stack of L mixes over a micro-batch of ``--tokens`` x hidden states
 (the blocks replaced by precomputed outputs, so only the mix is timed), forward and
-forward + backward, for each available backend. Prints the time, the bytes the mix
-must move (forward: y, h_0..h_j and h_{j+1} per block; the column backward about as
-much again), the achieved bandwidth against a plain torch copy measured in the same
-run, and the fused/reference ratio; on CUDA also the peak memory.
+forward + backward, for each available backend: ``reference`` (plain PyTorch, grouped),
+and on CUDA ``triton-rows`` (the row-by-row kernels) and ``triton-grouped``. ``--layers
+L ...`` times stacks of those depths at each preset's width instead of its own depth.
+Prints the time, the bytes the row-by-row and the grouped fused mix must move, the
+achieved bandwidth (of the bytes its own scheme moves) against a plain torch copy
+measured in the same run, and the ratio to the reference; on CUDA also the peak memory.
 
     python tools/bench_mix.py --model-only --seq-len 2048     # the model, any machine
-    python tools/bench_mix.py                          # CUDA: reference and triton
+    python tools/bench_mix.py --layers 24 48                  # CUDA: every backend
     python tools/bench_mix.py --presets tiny --tokens 2048 --repeats 3   # CPU: reference
 
 The training-step overhead of Ancre over cascaded is measured by tools/bench_step.py.
@@ -30,8 +36,8 @@ import time
 import torch
 
 from ancre.config import ModelConfig
-from ancre.kernels import select_mix, triton_unavailable
-from ancre.kernels.traffic import HBM_BYTES_PER_S, mix_traffic
+from ancre.kernels import reference_backend, triton_unavailable
+from ancre.kernels.traffic import HBM_BYTES_PER_S, grouped_traffic, mix_traffic
 from ancre.model import PRESETS, AncreTopology, resolve_shape
 from ancre.train.flops import PEAK_BF16_FLOPS, shape_flops_per_token
 
@@ -114,6 +120,42 @@ def print_model(args: argparse.Namespace) -> None:
         "us: lower bound of the mix (forward + backward) at the nominal HBM bandwidth; %: "
         "that bound as a share of the step's time at the stated MFU"
     )
+    print_depths(args, element)
+
+
+def print_depths(args: argparse.Namespace, element: int) -> None:
+    """Row-by-row against grouped at the depths of ``--depths``, one preset's width."""
+    hidden = PRESETS[args.width_preset].hidden_size
+    print(f"\ndepth at the {args.width_preset} width (D={hidden}): row-by-row against grouped")
+    print(f"{'L':>3} {'G':>3} {'rows GB':>8} {'grouped GB':>10} {'less':>6} "
+          + " ".join(f"{d + ' rows us':>12} {d + ' grouped us':>14} {d + ' %':>10}"
+                     for d in ("H100", "H200")))  # fmt: skip
+    for layers in args.depths:
+        config = ModelConfig(preset=args.width_preset, num_layers=layers)
+        shape = resolve_shape(config, args.vocab_size, args.seq_len)
+        step_flops = shape_flops_per_token(shape, args.seq_len) * args.tokens
+        rows = mix_traffic(layers, args.tokens, hidden, element)
+        grouped, group = grouped_traffic(layers, args.tokens, hidden, element)
+        cells = []
+        for device in ("H100", "H200"):
+            step = step_flops / (PEAK_BF16_FLOPS[device] * args.mfu)
+            row_bound, bound = rows.seconds(device), grouped.seconds(device)
+            cells.append(f"{row_bound * 1e6:12.0f} {bound * 1e6:14.0f} "
+                         f"{row_bound / step:4.1%}>{bound / step:4.1%}")  # fmt: skip
+        print(f"{layers:>3} {group:>3} {rows.total / 1e9:8.2f} {grouped.total / 1e9:10.2f} "
+              f"{rows.total / grouped.total:5.2f}x " + " ".join(cells))  # fmt: skip
+    print("%: the bound as a share of the step at the stated MFU, row-by-row > grouped")
+
+
+def backends(device: torch.device) -> dict[str, object]:
+    """The mix backends to time here: the reference, and on CUDA both fused schemes."""
+    found: dict[str, object] = {"reference": reference_backend}
+    if device.type == "cuda" and not triton_unavailable():
+        from ancre.kernels import grouped_triton, mix_triton  # needs triton and a GPU
+
+        found["triton-rows"] = mix_triton.start_pass
+        found["triton-grouped"] = grouped_triton.start_pass
+    return found
 
 
 def main() -> None:
@@ -127,6 +169,21 @@ def main() -> None:
     parser.add_argument("--mfu", type=float, default=0.45, help="MFU of the step in the model")
     parser.add_argument("--vocab-size", type=int, default=32000)
     parser.add_argument("--model-only", action="store_true", help="print the model, time nothing")
+    parser.add_argument(
+        "--depths",
+        nargs="+",
+        type=int,
+        default=[24, 48, 64],
+        help="depths of the row-by-row against grouped table",
+    )
+    parser.add_argument("--width-preset", default="1b", help="the width of the depth table")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        type=int,
+        default=[],
+        help="time stacks of these depths (default: each preset's own)",
+    )
     args = parser.parse_args()
     print_model(args)
     if args.model_only:
@@ -134,34 +191,31 @@ def main() -> None:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    backends = ["reference"] + (
-        ["triton"] if device.type == "cuda" and not triton_unavailable() else []
-    )
+    found = backends(device)
     bandwidth = copy_bandwidth(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{name}: copy bandwidth {bandwidth / 1e9:.0f} GB/s; {args.tokens} tokens, {args.dtype}")
-    print(f"{'preset':<6} {'L':>3} {'D':>5} {'backend':<9} {'fwd ms':>8} {'fwd+bwd ms':>10} "
-          f"{'GB/s':>6} {'x bound':>8} {'peak GB':>8} {'vs ref':>7}")  # fmt: skip
+    print(f"{'preset':<6} {'L':>3} {'D':>5} {'backend':<15} {'fwd ms':>8} {'fwd+bwd ms':>10} "
+          f"{'GB moved':>8} {'GB/s':>6} {'x bound':>8} {'peak GB':>8} {'vs ref':>7}")  # fmt: skip
+    element = torch.finfo(dtype).bits // 8
     for preset in args.presets:
-        hidden, num_layers = PRESETS[preset].hidden_size, PRESETS[preset].num_layers
-        state_bytes = args.tokens * hidden * torch.finfo(dtype).bits // 8
-        traffic = mix_traffic(
-            num_layers, args.tokens, hidden, state_bytes // (args.tokens * hidden)
-        )
-        forward_bytes, backward_bytes = traffic.forward, traffic.backward
-        bound = (forward_bytes + backward_bytes) / bandwidth
-        reference_time = None
-        for backend_name in backends:
-            _, backend = select_mix(backend_name)
-            fwd, both, peak = time_stack(
-                backend, num_layers, args.tokens, hidden, device, dtype, args.repeats
-            )
-            reference_time = reference_time or both
-            print(
-                f"{preset:<6} {num_layers:>3} {hidden:>5} {backend_name:<9} {fwd * 1e3:8.2f} "
-                f"{both * 1e3:10.2f} {(forward_bytes + backward_bytes) / both / 1e9:6.0f} "
-                f"{both / bound:8.2f} {peak / 1e9:8.2f} {reference_time / both:6.2f}x"
-            )
+        hidden = PRESETS[preset].hidden_size
+        for num_layers in args.layers or [PRESETS[preset].num_layers]:
+            rows = mix_traffic(num_layers, args.tokens, hidden, element)
+            grouped, _ = grouped_traffic(num_layers, args.tokens, hidden, element)
+            reference_time = None
+            for backend_name, backend in found.items():
+                fwd, both, peak = time_stack(
+                    backend, num_layers, args.tokens, hidden, device, dtype, args.repeats
+                )
+                reference_time = reference_time or both
+                moved = (rows if backend_name == "triton-rows" else grouped).total
+                print(
+                    f"{preset:<6} {num_layers:>3} {hidden:>5} {backend_name:<15} "
+                    f"{fwd * 1e3:8.2f} {both * 1e3:10.2f} {moved / 1e9:8.2f} "
+                    f"{moved / both / 1e9:6.0f} {both / (moved / bandwidth):8.2f} "
+                    f"{peak / 1e9:8.2f} {reference_time / both:6.2f}x"
+                )
 
 
 if __name__ == "__main__":

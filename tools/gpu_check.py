@@ -9,9 +9,10 @@ It runs, in order, and writes each result as it comes:
 2. the fused mix against the reference at the 60m and 1b shapes (L, D) in bf16, forward
    and backward, on a micro-batch of ``--tokens`` tokens: the largest differences of
    the output, the state gradients and dP, against fp32 truth for both;
-3. ``tools/bench_mix.py``: the traffic model, then the measured mix against its bound;
+3. ``tools/bench_mix.py``: the traffic model, then the measured mix against its bound,
+   the reference, the row-by-row and the grouped fused kernels, at 24 and 48 blocks;
 4. ``tools/bench_step.py --preset 1b --seq-len 2048``: cascaded, Ancre and uniform,
-   without and with block recompute.
+   without and with block recompute, and at 48 blocks.
 
 On one H100 the whole run takes a few minutes (the step benchmarks dominate), under
 the 10 minutes a lent machine gives one command. ``--small`` uses tiny shapes so that
@@ -121,6 +122,8 @@ def main() -> int:
     mix = [python, "tools/bench_mix.py", "--presets", *presets]
     if args.small:
         mix += ["--tokens", "512", "--repeats", "1", "--seq-len", "256"]
+    else:  # the row-by-row and the grouped fused mix, at the paper's depth and twice it
+        mix += ["--layers", "24", "48"]
     code, output = run(mix, 600)
     report += ["## tools/bench_mix.py", "", "```", output.strip(), "```", ""]
     if code:
@@ -133,12 +136,15 @@ def main() -> int:
                  "--warmup", "1", "--vocab-size", "512"]  # fmt: skip
     else:
         step += ["--preset", "1b", "--seq-len", "2048", "--micro-batch", "4"]
-    for checkpointing in ("none", "blocks"):
-        code, output = run([*step, "--checkpointing", checkpointing], 600)
-        report += [f"## tools/bench_step.py ({checkpointing} recompute)", "", "```",
-                   output.strip(), "```", ""]  # fmt: skip
+    runs = [("none recompute", ["--checkpointing", "none"]),
+            ("blocks recompute", ["--checkpointing", "blocks"])]  # fmt: skip
+    if not args.small:  # the 1b width at 48 blocks: where the mix costs most
+        runs.append(("48 blocks, none recompute", ["--checkpointing", "none", "--layers", "48"]))
+    for label, extra in runs:
+        code, output = run([*step, *extra], 600)
+        report += [f"## tools/bench_step.py ({label})", "", "```", output.strip(), "```", ""]
         if code:
-            failed.append(f"bench_step {checkpointing}")
+            failed.append(f"bench_step {label}")
         write()
 
     elapsed = time.perf_counter() - started

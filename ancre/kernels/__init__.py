@@ -8,7 +8,8 @@ switching backend never changes a checkpoint.
 - ``reference``: plain PyTorch, any device: the grouped forward and column-scheme
   backward of ``ancre.kernels.grouped`` (a few BLAS calls per block), which computes
   the executable spec ``ancre.kernels.reference.mix`` up to the order of fp32 sums.
-- ``triton``: fused Triton kernels (``ancre.kernels.mix_triton``), on CUDA, or on the
+- ``triton``: fused Triton kernels (``ancre.kernels.mix_triton`` row by row, and in
+  groups where that moves less, ``ancre.kernels.grouped_triton``), on CUDA, or on the
   CPU under ``TRITON_INTERPRET=1``; needs the ``triton`` package (``pip install
   ancre[gpu]``).
 - ``auto``: triton on a CUDA machine where it imports, else reference.
@@ -70,6 +71,6 @@ def select_mix(backend: str) -> tuple[str, MixBackend]:
         )
     # Imported here, behind the check above: triton is an optional dependency, and
     # TRITON_INTERPRET must be set before its kernels are defined.
-    from ancre.kernels import mix_triton
+    from ancre.kernels import grouped_triton
 
-    return "triton", mix_triton.start_pass
+    return "triton", grouped_triton.start_pass

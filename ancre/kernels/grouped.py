@@ -81,16 +81,23 @@ class GroupedPass:
         self.grads: torch.Tensor | None = None
         self.d_weights: torch.Tensor | None = None
         self.far = False
+        self._constant: torch.Tensor | None = None
         # The rows of `grads` handed to autograd stay referenced here, so autograd
         # never takes one over to accumulate into in place: later columns read them.
         self.handed_out: list[torch.Tensor] = []
+
+    def constant(self, wide: torch.dtype) -> torch.Tensor:
+        """W detached in the accumulation dtype, made once per pass (nodes read it often)."""
+        if self._constant is None or self._constant.dtype != wide:
+            self._constant = self.weights.detach().to(wide)
+        return self._constant
 
     def forward(self, j: int, y: torch.Tensor, states: Sequence[torch.Tensor]) -> torch.Tensor:
         """h_{j+1} of block j (no autograd), grouped as the module docstring says."""
         if len(states) != j + 1:
             raise ValueError(f"block {j} mixes {j + 1} states, got {len(states)}")
         wide = accumulation_dtype(y.dtype)
-        w = self.weights.detach().to(wide)  # (L, L+1)
+        w = self.constant(wide)  # (L, L+1)
         if j == 0:
             self.copies = y.new_empty((self.num_layers + 1, y.numel()), dtype=wide)
             self.copies[0] = states[0].reshape(-1)
@@ -136,7 +143,7 @@ class GroupedPass:
         """
         assert self.grads is not None
         L = self.num_layers
-        w = self.weights.detach().to(wide)  # (L, L+1)
+        w = self.constant(wide)  # (L, L+1)
         c0, c1 = self.group_of(c)
         if c == c1 - 1:  # the group's first column: the rows k >= c1, read once for all
             self.far = c1 < L

@@ -64,11 +64,14 @@ def _rounded(acc, dtype: tl.constexpr):
 
 @triton.jit
 def _mix_forward_kernel(
-    y_ptr, table_ptr, w_ptr, out_ptr, n, count, BLOCK: tl.constexpr, ALIGNED: tl.constexpr
-):
+    y_ptr, table_ptr, w_ptr, out_ptr, part_ptr, n, count, BLOCK: tl.constexpr,
+    ALIGNED: tl.constexpr, HAS_PARTIAL: tl.constexpr,
+):  # fmt: skip
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < n
     acc = tl.load(y_ptr + offsets, mask=mask).to(tl.float32)
+    if HAS_PARTIAL:  # the fp32 partial sum of the earlier states (ancre.kernels.grouped_triton)
+        acc += tl.load(part_ptr + offsets, mask=mask)
     for i in range(count):
         state = tl.load(table_ptr + i).to(tl.pointer_type(y_ptr.dtype.element_ty))
         if ALIGNED:  # the host checked that every state is 16-byte aligned
@@ -79,8 +82,8 @@ def _mix_forward_kernel(
 
 @triton.jit
 def _mix_column_kernel(
-    h_ptr, incoming_ptr, g_ptr, g_stride, p_ptr, p_stride, out_ptr, partial_ptr,
-    n, rows, HAS_INCOMING: tl.constexpr, BLOCK: tl.constexpr,
+    h_ptr, incoming_ptr, g_ptr, g_stride, p_ptr, p_stride, out_ptr, partial_ptr, far_ptr,
+    n, rows, HAS_INCOMING: tl.constexpr, BLOCK: tl.constexpr, HAS_FAR: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     offsets = pid * BLOCK + tl.arange(0, BLOCK)
@@ -90,6 +93,8 @@ def _mix_column_kernel(
         acc = tl.load(incoming_ptr + offsets, mask=mask).to(tl.float32)
     else:
         acc = tl.zeros([BLOCK], dtype=tl.float32)
+    if HAS_FAR:  # the fp32 share of the rows beyond the column's group (grouped_triton)
+        acc += tl.load(far_ptr + offsets, mask=mask)
     for k in range(rows):
         g = tl.load(g_ptr + k * g_stride + offsets, mask=mask).to(tl.float32)
         acc += tl.load(p_ptr + k * p_stride) * g
@@ -102,25 +107,31 @@ def _block(device: torch.device) -> int:
 
 
 def mix_forward(
-    y: torch.Tensor, states: Sequence[torch.Tensor], weights: torch.Tensor
+    y: torch.Tensor,
+    states: Sequence[torch.Tensor],
+    weights: torch.Tensor,
+    partial: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """h_{j+1} = y + sum_i weights[i] * states[i], fused (no autograd).
+    """h_{j+1} = y + partial + sum_i weights[i] * states[i], fused (no autograd).
 
     Args:
         y: Output of block j, contiguous, (..., D).
-        states: h_0 .. h_j, contiguous, shaped and typed like y.
-        weights: (j+1,) fp32 weights.
+        states: The states to add (h_0 .. h_j, or a group's own), contiguous, typed like y.
+        weights: (len(states),) fp32 weights.
+        partial: fp32 (y.numel(),) sum of the other states, or None.
 
     Returns:
         h_{j+1}, shaped and typed like y.
     """
     out = torch.empty_like(y)
     n = y.numel()
-    table = torch.tensor([s.data_ptr() for s in states], dtype=torch.int64, device=y.device)
+    table = torch.tensor([s.data_ptr() for s in states] or [0], dtype=torch.int64,
+                         device=y.device)  # fmt: skip
     block = _block(y.device)
     _mix_forward_kernel[(triton.cdiv(n, block),)](
-        y, table, weights.contiguous(), out, n, len(states), BLOCK=block,
-        ALIGNED=states_aligned(states),
+        y, table, weights.contiguous(), out, partial if partial is not None else y, n,
+        len(states), BLOCK=block, ALIGNED=states_aligned(states),
+        HAS_PARTIAL=partial is not None,
     )  # fmt: skip
     return out
 
@@ -139,40 +150,51 @@ def states_aligned(states: Sequence[torch.Tensor]) -> bool:
 def launches() -> list[KernelLaunch]:
     """The specialisations the launchers of this module compile on a GPU.
 
-    For :mod:`ancre.kernels.aot`: per dtype, the forward with aligned states and the
-    column kernel with and without an incoming gradient. Pointers from torch's
-    allocators, the element count and the gradient buffer's row stride are 16-byte
-    aligned or divisible by 16 for the shapes of training (``D`` a multiple of 16);
-    the row count and P's stride are not.
+    For :mod:`ancre.kernels.aot`: per dtype, the forward with aligned states, with and
+    without a group's partial sum, and the column kernel with and without an incoming
+    gradient and the far rows' share. Pointers from torch's allocators, the element
+    count and the gradient buffer's row stride are 16-byte aligned or divisible by 16
+    for the shapes of training (``D`` a multiple of 16), and so are the rows of the
+    fp32 partial buffers; the row count and P's stride are not.
     """
     specs = []
     for dtype in ("bf16", "fp32"):
         forward = {
             "y_ptr": f"*{dtype}", "table_ptr": "*i64", "w_ptr": "*fp32", "out_ptr": f"*{dtype}",
-            "n": "i32", "count": "i32", "BLOCK": "constexpr", "ALIGNED": "constexpr",
+            "part_ptr": "*fp32", "n": "i32", "count": "i32", "BLOCK": "constexpr",
+            "ALIGNED": "constexpr", "HAS_PARTIAL": "constexpr",
         }  # fmt: skip
-        specs.append(KernelLaunch(
-            _mix_forward_kernel, dtype, forward, {"BLOCK": GPU_BLOCK, "ALIGNED": True},
-            aligned=("y_ptr", "table_ptr", "w_ptr", "out_ptr", "n"),
-            streams={"y_ptr": "y", "*table_ptr": "states", "out_ptr": "out"},
-        ))  # fmt: skip
+        for partial in (False, True):
+            streams = {"y_ptr": "y", "*table_ptr": "states", "out_ptr": "out"}
+            if partial:
+                streams["part_ptr"] = "partial"
+            specs.append(KernelLaunch(
+                _mix_forward_kernel, f"{dtype}{' partial' if partial else ''}", forward,
+                {"BLOCK": GPU_BLOCK, "ALIGNED": True, "HAS_PARTIAL": partial},
+                aligned=("y_ptr", "table_ptr", "w_ptr", "out_ptr", "part_ptr", "n"),
+                streams=streams,
+            ))  # fmt: skip
         column = {
             "h_ptr": f"*{dtype}", "incoming_ptr": f"*{dtype}", "g_ptr": f"*{dtype}",
             "g_stride": "i32", "p_ptr": "*fp32", "p_stride": "i32", "out_ptr": f"*{dtype}",
-            "partial_ptr": "*fp32", "n": "i32", "rows": "i32",
-            "HAS_INCOMING": "constexpr", "BLOCK": "constexpr",
+            "partial_ptr": "*fp32", "far_ptr": "*fp32", "n": "i32", "rows": "i32",
+            "HAS_INCOMING": "constexpr", "BLOCK": "constexpr", "HAS_FAR": "constexpr",
         }  # fmt: skip
         for incoming in (True, False):
-            streams = {"h_ptr": "h", "g_ptr": "gradient rows", "out_ptr": "out"}
-            if incoming:
-                streams["incoming_ptr"] = "incoming"
-            specs.append(KernelLaunch(
-                _mix_column_kernel, f"{dtype}{'' if incoming else ' no-incoming'}", column,
-                {"HAS_INCOMING": incoming, "BLOCK": GPU_BLOCK},
-                aligned=("h_ptr", "incoming_ptr", "g_ptr", "g_stride", "p_ptr", "out_ptr",
-                         "partial_ptr", "n"),
-                streams=streams,
-            ))  # fmt: skip
+            for far in (False, True):
+                streams = {"h_ptr": "h", "g_ptr": "gradient rows", "out_ptr": "out"}
+                if incoming:
+                    streams["incoming_ptr"] = "incoming"
+                if far:
+                    streams["far_ptr"] = "far rows' share"
+                label = f"{dtype}{'' if incoming else ' no-incoming'}{' far' if far else ''}"
+                specs.append(KernelLaunch(
+                    _mix_column_kernel, label, column,
+                    {"HAS_INCOMING": incoming, "BLOCK": GPU_BLOCK, "HAS_FAR": far},
+                    aligned=("h_ptr", "incoming_ptr", "g_ptr", "g_stride", "p_ptr", "out_ptr",
+                             "partial_ptr", "far_ptr", "n"),
+                    streams=streams,
+                ))  # fmt: skip
     return specs
 
 
@@ -182,6 +204,7 @@ def mix_column(
     later: torch.Tensor,
     p_column: torch.Tensor,
     out: torch.Tensor,
+    far: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One column of the backward pass: G_c into ``out`` and column c of dP.
 
@@ -189,9 +212,10 @@ def mix_column(
         h: The state h_c (..., D).
         incoming: Gradient reaching h_c outside the mix terms, or None.
         later: (rows, ..., D): G_{k+1} for the rows k >= c that read h_c (a view of
-            the buffer of all G's).
+            the buffer of all G's; in groups, the rows of c's own group).
         p_column: (rows,) the weights P[k, c] of those rows (any stride).
         out: Where G_c goes, shaped like h.
+        far: fp32 (h.numel(),) share of the other rows (the rows beyond c's group), or None.
 
     Returns:
         (rows,) fp32: dP[k, c] = <h_c, G_{k+1}> for those rows.
@@ -203,8 +227,9 @@ def mix_column(
     partial = torch.empty(programs, max(rows, 1), dtype=torch.float32, device=h.device)
     _mix_column_kernel[(programs,)](
         h, incoming if incoming is not None else h, later, later.stride(0) if rows else 0,
-        p_column, p_column.stride(0) if rows else 0, out, partial, n, rows,
-        HAS_INCOMING=incoming is not None, BLOCK=block,
+        p_column, p_column.stride(0) if rows else 0, out, partial,
+        far if far is not None else partial, n, rows, HAS_INCOMING=incoming is not None,
+        BLOCK=block, HAS_FAR=far is not None,
     )  # fmt: skip
     return partial[:, :rows].sum(dim=0)
 

@@ -67,6 +67,34 @@ def mix_traffic(
     return MixTraffic(forward * (2 if recompute_mix else 1), backward)
 
 
+def grouped_traffic(
+    num_layers: int,
+    tokens: int,
+    hidden: int,
+    element_bytes: int = 2,
+    group: int | None = None,
+    recompute_mix: bool = False,
+) -> tuple[MixTraffic, int]:
+    """The bytes of the grouped fused mix (``ancre.kernels.grouped_triton``), and its G.
+
+    Args:
+        num_layers: L.
+        tokens: Tokens of the micro-batch.
+        hidden: D.
+        element_bytes: 2 for bf16 states, 4 for fp32 (partial rows are fp32).
+        group: G; None: :func:`best_group`.
+        recompute_mix: The forward mix runs again in the backward.
+    """
+    partial = 4 / element_bytes
+    group = best_group(num_layers, partial) if group is None else group
+    forward, backward = grouped_passes(num_layers, group, partial)
+    state = tokens * hidden * element_bytes
+    traffic = MixTraffic(
+        round(forward * state) * (2 if recompute_mix else 1), round(backward * state)
+    )  # fmt: skip
+    return traffic, group
+
+
 def row_passes(num_layers: int) -> tuple[int, int]:
     """State passes of the row-by-row fused mix (forward, backward), as above."""
     forward = sum(j + 3 for j in range(num_layers))

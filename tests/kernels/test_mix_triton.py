@@ -1,4 +1,8 @@
-"""The fused Triton mix against the reference: forward, backward, dP, determinism.
+"""The fused Triton mix, row by row, against the spec: forward, backward, dP, determinism.
+
+The row-by-row kernels (``mix_triton.start_pass``) at every depth; the grouped kernels
+that ``topology.backend=triton`` takes at depth are held to these in
+tests/kernels/test_grouped_triton.py.
 
 On a machine without a GPU these run under Triton's interpreter (tests/conftest.py
 sets TRITON_INTERPRET=1), with sizes that are not multiples of the kernel's block.
@@ -16,6 +20,8 @@ from ancre.kernels.reference import spec_backend
 from ancre.model import build_model
 from ancre.model.topology import AncreTopology
 from tests.helpers.training import records, train_args, train_run
+
+mix_triton = pytest.importorskip("ancre.kernels.mix_triton", reason="triton is not installed")
 
 pytestmark = pytest.mark.skipif(triton_unavailable() is not None, reason=str(triton_unavailable()))
 
@@ -64,7 +70,7 @@ def run(backend, num_layers: int, shape, dtype: torch.dtype, linear: bool = True
 def test_fp32_matches_the_reference(num_layers, shape):
     if num_layers == 24 and shape == SHAPES[0] and DEVICE == "cpu":
         shape = (3, 41, 173)  # keep the interpreter quick at L = 24
-    _, triton_backend = select_mix("triton")
+    triton_backend = mix_triton.start_pass
     out, grads = run(triton_backend, num_layers, shape, torch.float32)
     ref_out, ref_grads = run(spec_backend, num_layers, shape, torch.float32)
     torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
@@ -84,7 +90,7 @@ def test_bf16_is_as_accurate_as_the_reference(num_layers):
     order), so the fused kernel must be as close to the fp32 truth as the reference is
     (within 1.5x its error, and under 2% of the largest value). The blocks add no
     rounding of their own."""
-    _, triton_backend = select_mix("triton")
+    triton_backend = mix_triton.start_pass
     shape = (3, 41, 173)
     out, grads = run(triton_backend, num_layers, shape, torch.bfloat16, linear=False)
     ref_out, ref_grads = run(spec_backend, num_layers, shape, torch.bfloat16, linear=False)
@@ -98,7 +104,7 @@ def test_bf16_is_as_accurate_as_the_reference(num_layers):
 
 
 def test_topology_gradient_is_deterministic():
-    _, triton_backend = select_mix("triton")
+    triton_backend = mix_triton.start_pass
     first = run(triton_backend, 8, SHAPES[0], torch.float32)[1][1]
     second = run(triton_backend, 8, SHAPES[0], torch.float32)[1][1]
     assert torch.equal(first, second)
@@ -115,28 +121,36 @@ def test_triton_asked_for_where_it_cannot_run_fails_at_build(monkeypatch):
     assert select_mix("auto")[0] == "reference"
 
 
+def model_loss_and_grads(backend: str, form: str, *overrides: str):
+    """The tiny model's loss and gradients with random logits and gates, on one backend."""
+    torch.manual_seed(0)
+    config = load_config(
+        None, [f"topology.backend={backend}", "data.seq_len=32", f"topology.form={form}",
+               *overrides],
+    )  # fmt: skip
+    model = build_model(config, 97).to(DEVICE)
+    with torch.no_grad():
+        model.topology.logits.normal_()
+        if model.topology.gates is not None:
+            model.topology.gates.normal_()
+    tokens = torch.randint(0, 97, (2, 33), generator=torch.Generator().manual_seed(1))
+    loss = model(tokens[:, :-1].to(DEVICE), tokens[:, 1:].to(DEVICE))
+    loss.backward()
+    return loss.item(), {n: p.grad for n, p in model.named_parameters()}
+
+
+def assert_fused_matches_reference(form: str, *overrides: str) -> None:
+    loss, grads = model_loss_and_grads("reference", form, *overrides)
+    fused_loss, fused_grads = model_loss_and_grads("triton", form, *overrides)
+    assert fused_loss == pytest.approx(loss, rel=1e-6)
+    for name, want in grads.items():
+        torch.testing.assert_close(fused_grads[name], want, atol=1e-6, rtol=1e-4)
+
+
 @pytest.mark.parametrize("form", ["additive", "replace", "gated"])
 def test_transformer_with_the_fused_mix_matches_the_reference(form):
     """Every form runs through the fused mix as its weights W (negative for replace)."""
-    losses, grads = {}, {}
-    for backend in ("reference", "triton"):
-        torch.manual_seed(0)
-        config = load_config(
-            None, [f"topology.backend={backend}", "data.seq_len=32", f"topology.form={form}"]
-        )
-        model = build_model(config, 97).to(DEVICE)
-        with torch.no_grad():
-            model.topology.logits.normal_()
-            if model.topology.gates is not None:
-                model.topology.gates.normal_()
-        tokens = torch.randint(0, 97, (2, 33), generator=torch.Generator().manual_seed(1))
-        loss = model(tokens[:, :-1].to(DEVICE), tokens[:, 1:].to(DEVICE))
-        loss.backward()
-        losses[backend] = loss.item()
-        grads[backend] = {n: p.grad for n, p in model.named_parameters()}
-    assert losses["triton"] == pytest.approx(losses["reference"], rel=1e-6)
-    for name, want in grads["reference"].items():
-        torch.testing.assert_close(grads["triton"][name], want, atol=1e-6, rtol=1e-4)
+    assert_fused_matches_reference(form)
 
 
 @pytest.mark.slow
@@ -161,8 +175,7 @@ def test_deepspeed_training_with_the_fused_mix(
 
 
 def test_a_state_that_is_not_16_byte_aligned_takes_the_unhinted_kernel():
-    from ancre.kernels.mix_triton import mix_forward, states_aligned
-
+    mix_forward, states_aligned = mix_triton.mix_forward, mix_triton.states_aligned
     n = 5 * 41 * 173
     for dtype in (torch.float32, torch.bfloat16):
         torch.manual_seed(3)
