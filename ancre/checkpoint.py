@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -73,8 +73,13 @@ class TrainerState:
         log_loss_sum: Training losses summed since the last metrics line (during training
             possibly a 0-d device tensor, read once per metrics line; a float when saved).
         log_steps: Steps since the last metrics line.
-        bad_steps: Steps skipped in a row for a non-finite loss, up to this step.
+        bad_steps: Steps skipped in a row (a non-finite loss, or a loss spike), up to
+            this step.
         skipped_steps: Steps skipped for a non-finite loss over the whole run.
+        log_z_sum: z-loss terms summed since the last metrics line (like log_loss_sum).
+        spiked_steps: Steps skipped as loss spikes over the whole run.
+        loss_window: The global losses of the last applied steps (at most
+            ``train.spike_window``), whose median a spike is measured against.
     """
 
     step: int
@@ -84,10 +89,16 @@ class TrainerState:
     log_steps: int = 0
     bad_steps: int = 0
     skipped_steps: int = 0
+    log_z_sum: Any = 0.0
+    spiked_steps: int = 0
+    loss_window: list[float] = field(default_factory=list)
 
     def saved(self) -> TrainerState:
         """A copy to write into a checkpoint: every value a plain number."""
-        return replace(self, log_loss_sum=float(self.log_loss_sum))
+        return replace(
+            self, log_loss_sum=float(self.log_loss_sum), log_z_sum=float(self.log_z_sum),
+            loss_window=list(self.loss_window),
+        )  # fmt: skip
 
 
 def code_version() -> str:

@@ -15,6 +15,7 @@ from ancre.config import (
     save_config,
     validate,
 )
+from tests.conftest import REPO
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -213,3 +214,13 @@ def test_old_recompute_names_still_work_with_a_warning(tmp_path):
     with pytest.warns(FutureWarning, match="train.checkpoint_every_k.*train.recompute_every_k"):
         config = load_config(None, ["train.checkpoint_every_k=3"])
     assert config.train.recompute_every_k == 3
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in (REPO / "configs").rglob("*.yaml") if "sweeps" not in p.parts),
+    ids=lambda p: str(p.relative_to(REPO / "configs")),
+)
+def test_every_shipped_config_and_fragment_validates(path: Path) -> None:
+    """A whole config alone, a fragment (data, recipes) after the quickstart's."""
+    load_config([REPO / "configs" / "quickstart.yaml", path])

@@ -7,8 +7,9 @@ schema is in exactly one class (``tests/test_config.py`` fails on a key left out
 - refused with a reason: the same, with the message saying why;
 - the global batch: refused unless ``checkpoint.allow_batch_change``;
 - diverging: allowed, but the continuation no longer equals an uninterrupted run (the
-  run says so), e.g. ``train.steps``, which moves every later learning rate of the
-  cosine schedule;
+  run says so), e.g. ``train.steps``, which moves every later learning rate of a
+  cosine schedule (a wsd one goes on in its stable phase; ancre/train/schedule.py says
+  what a resume does to the learning rate);
 - free: allowed, and the training is the same (logging, evaluation, checkpointing, the
   initialisation settings that only a fresh start reads);
 - not compared: where the run is and how it starts.
@@ -35,7 +36,9 @@ REFUSED_WITH_REASON = {
 BATCH = "train.global_batch_size"
 """Kept on resume unless ``checkpoint.allow_batch_change``: it changes the optimisation."""
 DIVERGING_ON_RESUME = (
-    "train.steps", "train.warmup_steps", "train.lr", "train.min_lr_ratio", "train.beta1",
+    "train.steps", "train.warmup_steps", "train.lr", "train.min_lr_ratio", "train.schedule",
+    "train.decay_fraction", "train.decay_shape", "train.decay_from", "train.z_loss",
+    "train.spike_factor", "train.spike_window", "train.beta1",
     "train.beta2", "train.eps", "train.weight_decay", "train.grad_clip", "train.muon_lr",
     "train.muon_momentum", "train.precision", "train.micro_batch_size", "train.zero_stage",
     "train.recompute", "train.recompute_every_k", "train.compile", "train.cpu_threads",
@@ -43,8 +46,8 @@ DIVERGING_ON_RESUME = (
     "topology.backend", "topology.freeze_at", "topology.lr_multiplier", "topology.prune",
     "topology.prune_k", "topology.prune_mass", "topology.temperature", "run.seed",
     "data.path", "data.hub_name", "data.hub_subset", "data.text_field", "data.seq_len",
-    "data.packing", "data.tokenizer", "data.tokenizer_model", "data.tokenizer_vocab_size",
-    "data.num_workers",
+    "data.packing", "data.restart_positions", "data.tokenizer", "data.tokenizer_model",
+    "data.tokenizer_vocab_size", "data.num_workers",
 )  # fmt: skip
 """Keys a resume may change, after which it no longer equals an uninterrupted run: the
 schedule (``train.steps`` too), the optimisation, the numerics (precision, kernels,

@@ -13,16 +13,14 @@ from dataclasses import dataclass, field
 
 from ancre.config.checks import ConfigError, choice, folder_name, non_negative, positive
 from ancre.config.topology import TopologyConfig
+from ancre.config.train import TrainConfig
 
 MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash_attn")
-RECOMPUTE_MODES = ("none", "blocks", "every_k")
 INIT_SCHEMES = ("normal", "depth_scaled")
 DATA_SOURCES = ("local", "hub")
-PACKING_MODES = ("docs", "none")
+PACKING_MODES = ("docs", "docs_masked", "none")
 TOKENIZER_MODELS = ("unigram", "bpe")
-PRECISIONS = ("fp32", "bf16")
-OPTIMIZERS = ("adamw", "adam_atan2", "muon")
 WANDB_MODES = ("disabled", "offline", "online")
 
 
@@ -123,8 +121,13 @@ class DataConfig:
     seq_len: int = 256
     """Tokens per training sequence (the model sees seq_len inputs and seq_len targets)."""
     packing: str = "docs"
-    """docs: documents joined with EOS and cut into windows with no padding; none: one
-    window per document, truncated or padded, padding masked out of the loss."""
+    """docs: documents joined with EOS and cut into windows with no padding; docs_masked:
+    the same windows, each document read apart (attention within it, no prediction
+    across an EOS; ancre/model/documents.py); none: one window per document, truncated
+    or padded, padding masked out of the loss."""
+    restart_positions: bool = True
+    """With packing docs_masked: rotary positions restart at 0 at every document's first
+    token (false: the window's own positions)."""
     num_workers: int = 0
     """DataLoader worker processes per rank that read and tokenize; 0 reads in the trainer."""
     shuffle: bool = True
@@ -140,127 +143,6 @@ class DataConfig:
         non_negative("data.num_workers", self.num_workers)
         if not self.text_field:
             raise ConfigError("data.text_field", "must name the JSON key that holds the text")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation: batch sizes, the optimiser, the learning-rate schedule, precision, ZeRO."""
-
-    steps: int = 1000
-    """Number of optimiser steps."""
-    micro_batch_size: int = 8
-    """Sequences per process per forward pass."""
-    global_batch_size: int = 8
-    """Sequences per optimiser step over all processes (micro x accumulation x world)."""
-    optimizer: str = "adamw"
-    """adamw; adam_atan2 (Adam with atan2 in place of epsilon, Everett et al. 2024; same
-    lr scale as AdamW, train.eps unused); or muon (the blocks' 2-D weight matrices under
-    Muon at train.muon_lr, everything else under AdamW at train.lr; DeepSpeed's Muon,
-    any ZeRO stage, but under ZeRO 1-3 only with train.grad_clip=0, and there grad_norm
-    reports the norm of the orthogonalised update). ancre/train/optimizers.py builds
-    them."""
-    lr: float = 1e-3
-    """Peak learning rate of AdamW / Adam-atan2: every parameter's, or under muon that of
-    the embeddings, head, norms and (times topology.lr_multiplier) topology logits."""
-    muon_lr: float = 0.02
-    """With optimizer muon: peak learning rate of the blocks' weight matrices, in Muon's
-    own units. Each step moves a matrix W (rows x cols) by muon_lr x O x
-    sqrt(max(1, rows/cols)), O the orthogonalised momentum (all singular values near 1),
-    so muon_lr is a step in spectral norm, not comparable to an AdamW lr (Keller Jordan's
-    and DeepSpeed's convention; 0.02 is their default). The schedule scales it like lr."""
-    muon_momentum: float = 0.95
-    """With optimizer muon: Nesterov momentum of the Muon matrices."""
-    min_lr_ratio: float = 0.1
-    """Final learning rate of the cosine decay as a fraction of lr."""
-    warmup_steps: int = 100
-    """Steps of linear warmup from 0 to lr."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay of the weight matrices, w <- w (1 - lr x weight_decay) with
-    the group's lr (never of norms or topology logits)."""
-    beta1: float = 0.9
-    """AdamW (and Adam-atan2) beta1."""
-    beta2: float = 0.999
-    """AdamW (and Adam-atan2) beta2."""
-    eps: float = 1e-8
-    """AdamW epsilon (Adam-atan2 has none)."""
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this value; 0 disables clipping (required by
-    optimizer muon under ZeRO 1-3)."""
-    precision: str = "bf16"
-    """fp32, or bf16: fp32 weights (the master copy) with bf16 compute under autocast."""
-    zero_stage: int = 0
-    """DeepSpeed ZeRO stage, 0 to 3."""
-    log_every: int = 10
-    """Write a metrics line every this many steps."""
-    block_stats_every: int = 50
-    """Every this many steps, write the per-block statistics (the RMS of every state,
-    each block's update ratio and its share of the final state, over the first
-    validation sequences; ancre/model/depth_stats.py) into metrics.jsonl; 0 never."""
-    recompute: str = "none"
-    """Recompute block internals in the backward pass (activation checkpointing): none,
-    blocks (every block) or every_k (every train.recompute_every_k-th block). The hidden
-    states the topology mixes are always kept. Formerly train.activation_checkpointing."""
-    recompute_every_k: int = 2
-    """With recompute every_k: recompute blocks 0, k, 2k, ... Formerly
-    train.checkpoint_every_k."""
-    compile: bool = False
-    """Compile each block with torch.compile (the topology mix stays eager)."""
-    peak_flops: float = 0.0
-    """Peak dense bf16 FLOP/s of one device for the MFU metric; 0 looks the device up
-    (known GPUs), and no MFU is reported where it is unknown."""
-    max_bad_steps: int = 5
-    """Stop after this many optimiser steps in a row skipped for a non-finite loss or
-    gradient (the last complete checkpoint stays intact)."""
-    cpu_threads: int = 0
-    """Intra-op threads of each process on a CPU; 0 chooses them from the free cores
-    (ancre/train/threads.py). OMP_NUM_THREADS, when set, wins."""
-    dist_timeout_s: int = 300
-    """Seconds a collective (all-reduce, barrier) waits for the other processes before
-    failing, so a dead or unreachable peer stops the run instead of hanging it."""
-
-    def check(self) -> None:
-        """Raises ConfigError naming the first field of this section that is not allowed."""
-        choice("train.precision", self.precision, PRECISIONS)
-        choice("train.optimizer", self.optimizer, OPTIMIZERS)
-        choice("train.recompute", self.recompute, RECOMPUTE_MODES)
-        for key in (
-            "steps", "micro_batch_size", "global_batch_size", "log_every", "max_bad_steps",
-            "dist_timeout_s", "lr", "muon_lr", "eps", "recompute_every_k",
-        ):  # fmt: skip
-            positive(f"train.{key}", getattr(self, key))
-        for key in (
-            "warmup_steps", "weight_decay", "grad_clip", "peak_flops", "cpu_threads",
-            "block_stats_every",
-        ):  # fmt: skip
-            non_negative(f"train.{key}", getattr(self, key))
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ConfigError("train.min_lr_ratio", f"is {self.min_lr_ratio}; allowed: 0 to 1")
-        if self.warmup_steps > self.steps:
-            raise ConfigError(
-                "train.warmup_steps", f"is {self.warmup_steps}, more than train.steps={self.steps}"
-            )
-        for key in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"train.{key}", f"is {getattr(self, key)}; allowed: [0, 1)")
-        if not 0.0 <= self.muon_momentum < 1.0:
-            raise ConfigError("train.muon_momentum", f"is {self.muon_momentum}; allowed: [0, 1)")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ConfigError("train.zero_stage", f"is {self.zero_stage}; allowed: 0, 1, 2, 3")
-        if self.optimizer == "muon" and self.zero_stage and self.grad_clip:
-            raise ConfigError(
-                "train.grad_clip",
-                f"is {self.grad_clip} with train.optimizer=muon and train.zero_stage="
-                f"{self.zero_stage}: DeepSpeed's ZeRO 1-3 Muon clips the orthogonalised update "
-                "(norm about 80 at the tiny preset), not the gradient, which shrinks every step;"
-                " set train.grad_clip=0 (Muon's step does not scale with the gradient) or use "
-                "train.zero_stage=0, where the gradient is clipped",
-            )
-        if self.global_batch_size % self.micro_batch_size:
-            raise ConfigError(
-                "train.global_batch_size",
-                f"is {self.global_batch_size}, not a multiple of "
-                f"train.micro_batch_size={self.micro_batch_size}",
-            )
 
 
 @dataclass(frozen=True)

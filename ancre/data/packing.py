@@ -3,7 +3,8 @@
 Two modes:
 
 - ``docs`` (default): documents joined with EOS and cut into consecutive windows;
-  no padding, every position counts in the loss.
+  no padding, every position counts in the loss. ``docs_masked`` makes the same
+  windows; the model then keeps each document apart (``ancre.model.documents``).
 - ``none``: one window per document (its tokens and EOS), truncated to the window or
   padded with EOS; the padded positions are masked out of the loss. This is the
   protocol of the Ancre paper's reference code.
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-PACKING_MODES = ("docs", "none")
+PACKING_MODES = ("docs", "docs_masked", "none")
+"""``docs_masked`` makes the windows of ``docs``; the model reads their documents apart."""
 
 
 class Packer:
@@ -48,7 +50,7 @@ class Packer:
 
     def add(self, ids: list[int]) -> None:
         """Adds one document's token ids (EOS is appended here)."""
-        if self.mode == "none":
+        if self.mode == "none":  # (docs_masked packs as docs)
             if self.pending:
                 raise RuntimeError("packing none holds one document at a time: pop() it first")
             self.pending = (ids + [self.eos_id])[: self.window]

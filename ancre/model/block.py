@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ancre.kernels.attention import Attention, sdpa_attention
+from ancre.kernels.attention import Attention, DocumentMask, sdpa_attention
 from ancre.model.layers import CausalSelfAttention, KeyValueCache, RMSNorm, SwiGLU
 from ancre.model.presets import ModelShape
 
@@ -24,11 +24,13 @@ class DecoderBlock(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
+        documents: DocumentMask | None = None,
         cache: KeyValueCache | None = None,
     ) -> torch.Tensor:
         """Maps the block's input state (B, T, D) to its output y (B, T, D).
 
-        ``cache`` holds the keys and values of earlier positions when decoding.
+        ``documents`` keeps attention within each document of packed windows; ``cache``
+        holds the keys and values of earlier positions when decoding.
         """
-        x = x + self.attn(self.attn_norm(x), rope, cache)  # (B, T, D)
+        x = x + self.attn(self.attn_norm(x), rope, documents, cache)  # (B, T, D)
         return x + self.mlp(self.mlp_norm(x))  # (B, T, D)

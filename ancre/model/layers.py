@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ancre.kernels.attention import Attention, sdpa_attention
+from ancre.kernels.attention import Attention, DocumentMask, sdpa_attention
 from ancre.kernels.reference import accumulation_dtype
 
 
@@ -103,12 +103,14 @@ class CausalSelfAttention(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
+        documents: DocumentMask | None = None,
         cache: KeyValueCache | None = None,
     ) -> torch.Tensor:
         """Attends each position to itself and the positions before it.
 
-        With a cache, ``x`` holds only the new positions: their keys and values join the
-        cached ones, and the queries read those through the cache's mask.
+        With ``documents`` (packed windows of several documents), only to those of its own
+        document. With a cache, ``x`` holds only the new positions: their keys and values
+        join the cached ones, and the queries read those through the cache's mask.
         """
         b, t, d = x.shape
         q = self.wq(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
@@ -116,7 +118,7 @@ class CausalSelfAttention(nn.Module):
         v = self.wv(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is None:
-            out = self.attend(q, k, v)  # (B, H, T, K)
+            out = self.attend(q, k, v, documents)  # (B, H, T, K)
         else:
             k, v = cache.update(k, v)  # (B, H, S, K) each
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask)  # (B, H, T, K)

@@ -11,16 +11,16 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ancre.config import AncreConfig
 from ancre.kernels.attention import Attention, sdpa_attention, select_attention
-from ancre.kernels.reference import accumulation_dtype
 from ancre.model.block import DecoderBlock
 from ancre.model.depth_stats import DepthRecorder
+from ancre.model.documents import DocumentMasking, document_layout, within_documents
 from ancre.model.layers import KeyValueCache, RMSNorm, RotaryEmbedding
+from ancre.model.losses import cross_entropy
 from ancre.model.presets import ModelShape, resolve_shape
 from ancre.model.topology import Topology
 from ancre.model.topology.kinds import build_topology
@@ -36,6 +36,8 @@ class Transformer(nn.Module):
         recompute: Indices of the blocks whose internals are recomputed in the backward
             pass (activation checkpointing); their inputs, the states the topology
             mixes, are kept.
+        documents: Set with ``data.packing: docs_masked``: the windows' documents are
+            read apart (``ancre.model.documents``), else None.
     """
 
     def __init__(
@@ -44,9 +46,11 @@ class Transformer(nn.Module):
         topology: Topology,
         attend: Attention = sdpa_attention,
         recompute: frozenset[int] = frozenset(),
+        documents: DocumentMasking | None = None,
     ) -> None:
         super().__init__()
         self.recompute = recompute
+        self.documents = documents
         if topology.num_layers != shape.num_layers:
             raise ValueError(
                 f"topology wires {topology.num_layers} blocks, model has {shape.num_layers}"
@@ -96,11 +100,18 @@ class Transformer(nn.Module):
         if torch.is_autocast_enabled(device):
             h = h.to(torch.get_autocast_dtype(device))
         rope = self.rope(tokens.shape[1])  # 2 x (T, D/H/2)
+        block_args: tuple = (rope,)
+        if self.documents is not None:  # attention within each document of the windows
+            documents, positions = document_layout(tokens, self.documents)
+            if positions is not None:
+                rope = self.rope.at(positions)  # 2 x (B, 1, T, D/H/2)
+            block_args = (rope, documents)
         recorder = self.depth_recorder
         if recorder is None:
-            return self.topology(self._runners(), h, rope)
+            return self.topology(self._runners(), h, *block_args)
         recorder.embeddings = h.detach()
-        states = self.topology([recorder.wrap(run) for run in self._runners()], h, rope)
+        runners = [recorder.wrap(run) for run in self._runners()]
+        states = self.topology(runners, h, *block_args)
         recorder.final = states[-1].detach()
         return states
 
@@ -131,11 +142,9 @@ class Transformer(nn.Module):
         logits = self.head(self.norm(h))  # (B, T, V)
         if targets is None:
             return logits
-        return F.cross_entropy(
-            logits.to(accumulation_dtype(logits.dtype)).flatten(0, 1),  # (B*T, V)
-            targets.flatten(),  # (B*T,)
-            reduction=reduction,
-        )
+        if self.documents is not None:  # no prediction across a document boundary
+            targets = within_documents(tokens, targets, self.documents)
+        return cross_entropy(logits, targets, reduction)
 
     def decode(
         self, tokens: torch.Tensor, positions: torch.Tensor, caches: Sequence[KeyValueCache]
@@ -175,7 +184,7 @@ class Transformer(nn.Module):
         return sum(whole_numel(p) for p in self.parameters())
 
 
-def build_model(config: AncreConfig, vocab_size: int) -> Transformer:
+def build_model(config: AncreConfig, vocab_size: int, eos_id: int | None = None) -> Transformer:
     """Builds the decoder and its topology from a config.
 
     Reads ``model``, ``topology`` and ``data.seq_len`` only; how training executes
@@ -185,6 +194,9 @@ def build_model(config: AncreConfig, vocab_size: int) -> Transformer:
     Args:
         config: A validated config.
         vocab_size: The tokenizer's vocabulary size.
+        eos_id: The tokenizer's EOS id: with ``data.packing: docs_masked`` the model reads
+            each document of its windows apart (training and validation). None builds it
+            for single documents (generation, export).
 
     Returns:
         The model, initialised (:meth:`Transformer.init_weights`) from the caller's RNG
@@ -203,7 +215,10 @@ def build_model(config: AncreConfig, vocab_size: int) -> Transformer:
         attention, config.model.attention, config.topology.kind, shape.num_layers,
         topology.mix_backend, config.topology.backend,
     )  # fmt: skip
-    model = Transformer(shape, topology, attend)
+    documents = None
+    if config.data.packing == "docs_masked" and eos_id is not None:
+        documents = DocumentMasking(eos_id, config.data.restart_positions)
+    model = Transformer(shape, topology, attend, documents=documents)
     model.init_weights()
     return model
 

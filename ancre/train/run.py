@@ -51,6 +51,7 @@ from ancre.train.prepare import (
     remove_empty_folders,
     run_tokenizer,
 )
+from ancre.train.schedule import schedule_change
 from ancre.train.speedups import apply_speedups
 from ancre.train.threads import apply_cpu_threads
 from ancre.train.trainer import Trainer, evaluate
@@ -152,7 +153,7 @@ def _run(
         validation = _validation(config, tokenizer)
     torch.manual_seed(config.run.seed)
     with partitioned_construction(config):  # ZeRO-3: no process holds the whole model
-        model = build_model(config, tokenizer.vocab_size)
+        model = build_model(config, tokenizer.vocab_size, tokenizer.eos_id)
     model = apply_speedups(model, config.train)
     if config.model.init_from is not None and plan.resume_from is None:
         _init_weights(model, config.model.init_from)
@@ -177,6 +178,11 @@ def _run(
     metrics = MetricsLogger(_metric_sinks(config, folder) if context.is_main else [])
     if resumed is not None:
         metrics.log(resumed)
+    if pending is not None and state is not None:
+        change = schedule_change(state.step, pending.checkpoint.config.train, config.train)
+        if change is not None and context.is_main:
+            logger.warning("resumed at step %d: %s", state.step, change)
+            metrics.log({"step": state.step, "tokens": state.tokens, "schedule": change})
     tasks = TaskSchedule(config.eval, tokenizer) if config.eval.tasks is not None else None
     trainer = Trainer(
         config, folder, engine, batches, validation, tokenizer, metrics, state, stop, tasks
@@ -246,7 +252,7 @@ def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float] 
     tokenizer = Tokenizer(checkpoint.folder.tokenizer_file)
     torch.manual_seed(config.run.seed)
     with partitioned_construction(config):
-        model = build_model(config, tokenizer.vocab_size)
+        model = build_model(config, tokenizer.vocab_size, tokenizer.eos_id)
     engine = Engine(model, config, context)
     try:
         engine.load(checkpoint.folder.engine, weights_only=True)

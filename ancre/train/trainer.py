@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from ancre.train.engine import Engine, barrier, broadcast_from_main
 from ancre.train.flops import device_peak_flops, flops_per_token, mfu
 from ancre.train.metrics import MetricsLogger
 from ancre.train.preemption import StopRequested, StopSignals
-from ancre.train.schedule import warmup_cosine
+from ancre.train.schedule import lr_factor
 
 logger = logging.getLogger("ancre")
 
@@ -208,22 +209,41 @@ class Trainer:
     def _train_step(self) -> None:
         """Next micro-batches -> one optimiser step -> bookkeeping."""
         train, state = self.config.train, self.state
-        factor = warmup_cosine(state.step, train.steps, train.warmup_steps, train.min_lr_ratio)
-        result = self.engine.train_step(self.batches, factor)
+        watch = bool(train.spike_factor)
+        full = len(state.loss_window) >= train.spike_window
+        threshold = train.spike_factor * statistics.median(state.loss_window) if full else None
+        result = self.engine.train_step(
+            self.batches, lr_factor(state.step, train), watch, threshold if watch else None
+        )  # fmt: skip
         state.step += 1
         state.tokens += self.tokens_per_step
         self._grad_norm = result.grad_norm
         if result.applied:
             state.bad_steps = 0
             state.log_loss_sum = state.log_loss_sum + result.loss  # on the device: no sync
+            if result.z_loss is not None:
+                state.log_z_sum = state.log_z_sum + result.z_loss
             state.log_steps += 1
+            if result.global_loss is not None:
+                state.loss_window = [*state.loss_window, result.global_loss][-train.spike_window :]
             return
         state.bad_steps += 1
-        state.skipped_steps += 1
-        logger.warning(
-            "step %d skipped: non-finite loss or gradients (%d in a row, train.max_bad_steps=%d)",
-            state.step, state.bad_steps, train.max_bad_steps,
-        )  # fmt: skip
+        if result.spiked:
+            state.spiked_steps += 1
+            logger.warning(
+                "step %d skipped: loss %.4f is above train.spike_factor=%g x the median %.4f of "
+                "the last %d steps (%d in a row, train.max_bad_steps=%d)", state.step,
+                result.global_loss, train.spike_factor, threshold / train.spike_factor,
+                len(state.loss_window), state.bad_steps, train.max_bad_steps,
+            )  # fmt: skip
+            spike = {"loss": result.global_loss, "threshold": threshold}
+            self._log({"spike": spike, "spiked_steps": state.spiked_steps})
+        else:
+            state.skipped_steps += 1
+            logger.warning(
+                "step %d skipped: non-finite loss or gradients (%d in a row, "
+                "train.max_bad_steps=%d)", state.step, state.bad_steps, train.max_bad_steps,
+            )  # fmt: skip
         if state.bad_steps >= train.max_bad_steps:
             complete = self.folder.latest_or_none()
             where = (
@@ -235,33 +255,40 @@ class Trainer:
             )
             raise NonFiniteLossError(
                 f"{state.bad_steps} steps in a row (up to step {state.step}) had a non-finite "
-                f"loss or gradients, so the run stopped; {where}"
+                f"loss or gradients, or a loss spike, so the run stopped; {where}"
             )
 
     def _log_train(self, timed_steps: int, elapsed: float) -> None:
         skipped_here = self.batches.skipped()
         state = self.state
-        mean = float(state.log_loss_sum) / state.log_steps if state.log_steps else math.nan
-        values = [mean] + [float(skipped_here[r]) for r in SKIP_REASONS]
+        steps = state.log_steps
+        mean = float(state.log_loss_sum) / steps if steps else math.nan
+        z_mean = float(state.log_z_sum) / steps if steps else math.nan
+        values = [mean, z_mean] + [float(skipped_here[r]) for r in SKIP_REASONS]
         summed = self.engine.all_reduce_sum(values)
         tokens_per_s = timed_steps * self.tokens_per_step / elapsed
+        world = self.engine.context.world_size
         record: dict[str, Any] = {
-            "loss": summed[0] / self.engine.context.world_size,
+            "loss": summed[0] / world,
             "lr": self.engine.lr,
             "grad_norm": None if self._grad_norm is None else float(self._grad_norm),
             "tokens_per_s": tokens_per_s,
         }
+        if self.config.train.z_loss:
+            record["z_loss"] = summed[1] / world
         utilisation = mfu(
             tokens_per_s, self.flops_per_token, self.peak_flops, self.engine.context.world_size
         )
         if utilisation is not None:
             record["mfu"] = utilisation
-        skipped = {r: int(n) for r, n in zip(SKIP_REASONS, summed[1:], strict=True) if n}
+        skipped = {r: int(n) for r, n in zip(SKIP_REASONS, summed[2:], strict=True) if n}
         if skipped:
             record["data_skipped"] = skipped
         if state.skipped_steps:
             record["skipped_steps"] = state.skipped_steps
-        state.log_loss_sum, state.log_steps = 0.0, 0
+        if state.spiked_steps:
+            record["spiked_steps"] = state.spiked_steps
+        state.log_loss_sum, state.log_z_sum, state.log_steps = 0.0, 0.0, 0
         self._log(record)
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -277,6 +304,8 @@ class Trainer:
         elif "block_stats" in record:
             rms = record["block_stats"]["state_rms"]
             logger.debug("step %d | RMS of the final state %.4g", record["step"], rms[-1])
+        elif "spike" in record:
+            return  # said as a warning when it fired
         elif "loss" not in record:  # downstream task values
             values = [(k, v) for k, v in record.items() if k.startswith("task/")]
             logger.info("step %d | %s", record["step"], ", ".join(f"{k} {v}" for k, v in values))

@@ -6,6 +6,8 @@ This package is the only part of ancre that imports deepspeed or torch.distribut
 - ``deepspeed_engine``: the model and its optimiser in a DeepSpeed engine; one
   optimiser step (micro-batches in, one update out); saving and loading.
 - ``files``: an engine folder's weights without a process group, and its universal form.
+- ``setup``: what an engine is built from (DeepSpeed's config dict, its Muon) and whole
+  ZeRO-3 parameters for reading or writing.
 - ``construction``: building a model partitioned as it is made (ZeRO-3).
 
 Precision: ``train.precision: bf16`` runs DeepSpeed's ``torch_autocast`` mode. The
@@ -24,14 +26,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 from ancre.train.engine.construction import partitioned_construction  # noqa: E402
-from ancre.train.engine.deepspeed_engine import (  # noqa: E402
-    Batch,
-    Engine,
-    StepResult,
-    deepspeed_config,
-    deepspeed_muon,
-    whole_parameters,
-)
+from ancre.train.engine.deepspeed_engine import Batch, Engine, StepResult  # noqa: E402
 from ancre.train.engine.files import consolidated_weights, engine_to_universal  # noqa: E402
 from ancre.train.engine.group import (  # noqa: E402
     DistributedContext,
@@ -40,6 +35,11 @@ from ancre.train.engine.group import (  # noqa: E402
     broadcast_from_main,
     describe_device,
     init_distributed,
+)
+from ancre.train.engine.setup import (  # noqa: E402
+    deepspeed_config,
+    deepspeed_muon,
+    whole_parameters,
 )
 
 __all__ = [

@@ -7,7 +7,7 @@ process's peak is its share plus the largest module. The weights are drawn by
 gathers each module's parameters around ``Module.apply``: the draws are the same, in the
 same order, as when the model is built whole on one device, so a run's weights do not
 depend on the ZeRO stage. Weights written into a partitioned model afterwards
-(``model.init_from``) go through ``deepspeed_engine.whole_parameters``.
+(``model.init_from``) go through ``setup.whole_parameters``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import contextlib
 import deepspeed
 
 from ancre.config import AncreConfig
-from ancre.train.engine.deepspeed_engine import deepspeed_config
+from ancre.train.engine.setup import deepspeed_config
 
 
 def partitioned_construction(config: AncreConfig) -> contextlib.AbstractContextManager:

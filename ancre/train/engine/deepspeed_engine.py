@@ -9,7 +9,6 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import deepspeed
 import torch
@@ -20,9 +19,11 @@ from ancre.checkpoint import CheckpointError
 from ancre.config import AncreConfig, TopologyConfig, check_world_size
 from ancre.model import FrozenWiring, Transformer, freeze_due, freeze_if_due
 from ancre.model.depth_stats import BlockStats, DepthRecorder, recording
+from ancre.model.losses import cross_entropy, z_loss
 from ancre.snapshot import TopologySnapshot
 from ancre.train.engine.group import DistributedContext, any_process
-from ancre.train.optimizers import SkipsFlaggedSteps, build_optimizer
+from ancre.train.engine.setup import deepspeed_config, deepspeed_muon, whole_parameters
+from ancre.train.optimizers import build_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -35,87 +36,25 @@ class StepResult:
     """What one optimiser step gives back.
 
     Attributes:
-        loss: Mean loss over the step's micro-batches, a 0-d fp64 tensor on the device
-            (reading it waits for the device: read it once per metrics line).
+        loss: Mean cross-entropy over the step's micro-batches, a 0-d fp64 tensor on the
+            device (reading it waits for the device: read it once per metrics line).
         applied: Whether the update was applied (False: skipped for a non-finite loss or
-            gradients, on every process).
+            gradients, or as a loss spike, on every process).
         grad_norm: Global gradient norm before clipping, a float or a device tensor, or
             None where DeepSpeed does not report one.
+        z_loss: Mean z-loss term added to the objective (``train.z_loss`` x
+            mean(logsumexp^2)), a 0-d fp64 device tensor, or None without one.
+        global_loss: The step's mean cross-entropy over every process, read on the host
+            (only when a spike threshold is watched), else None.
+        spiked: The step was skipped because ``global_loss`` was above the threshold.
     """
 
     loss: torch.Tensor
     applied: bool
     grad_norm: float | torch.Tensor | None
-
-
-def deepspeed_config(
-    config: AncreConfig, accumulation_steps: int, load_universal: bool = False
-) -> dict[str, Any]:
-    """The DeepSpeed config dict of a run.
-
-    Args:
-        config: The run config.
-        accumulation_steps: Micro-batches per optimiser step and process.
-        load_universal: The engine loads a universal checkpoint (ZeRO 1-3 only).
-
-    Returns:
-        The dict for ``deepspeed.initialize``.
-    """
-    train = config.train
-    ds: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": train.micro_batch_size,
-        "gradient_accumulation_steps": accumulation_steps,
-        "gradient_clipping": train.grad_clip,
-        "zero_optimization": {"stage": train.zero_stage},
-        "steps_per_print": 1 << 30,
-        "wall_clock_breakdown": False,
-    }
-    if train.precision == "bf16":
-        ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
-    if load_universal:
-        ds["checkpoint"] = {"load_universal": True}
-    if train.optimizer == "adam_atan2":
-        ds["zero_allow_untested_optimizer"] = True  # elementwise: right on ZeRO partitions
-    if train.optimizer == "muon" and train.zero_stage == 3:
-        ds["zero_optimization"]["reduce_scatter"] = False  # ZeRO-3 Muon needs whole gradients
-    return ds
-
-
-def deepspeed_muon(groups: list[dict[str, Any]], zero_stage: int) -> torch.optim.Optimizer:
-    """DeepSpeed's Muon (with its AdamW for the groups not tagged ``use_muon``).
-
-    Without ZeRO it skips the steps the engine flags as non-finite; ZeRO 1-3 need the
-    stock class (they orthogonalise whole matrices before partitioning the update).
-    Imported here, when a run asks for Muon: the import loads torch._dynamo (seconds).
-    """
-    from deepspeed.runtime.zero.muon.muon_optimizer import MuonWithAuxAdam
-
-    if zero_stage:
-        return MuonWithAuxAdam(groups)
-
-    class FiniteMuon(SkipsFlaggedSteps, MuonWithAuxAdam):
-        """DeepSpeed's Muon that skips flagged steps."""
-
-    return FiniteMuon(groups)
-
-
-@contextlib.contextmanager
-def whole_parameters(
-    parameters: Sequence[torch.nn.Parameter], modifier_rank: int | None = 0
-) -> Iterator[None]:
-    """Makes ZeRO-3 partitioned parameters whole on every rank inside the block.
-
-    Args:
-        parameters: The parameters; those that are not partitioned are left as they are.
-        modifier_rank: The rank whose values are kept when the block ends (it may write
-            them); None to only read them.
-    """
-    partitioned = [p for p in parameters if hasattr(p, "ds_id")]
-    if not partitioned:
-        yield
-        return
-    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=modifier_rank):
-        yield
+    z_loss: torch.Tensor | None = None
+    global_loss: float | None = None
+    spiked: bool = False
 
 
 class Engine:
@@ -138,6 +77,7 @@ class Engine:
         self.model = model
         self.accumulation = check_world_size(config, context.world_size)
         self._zero_stage = config.train.zero_stage
+        self._z_loss = config.train.z_loss
         self._grad_norm: float | None = None
         muon = functools.partial(deepspeed_muon, zero_stage=config.train.zero_stage)
         optimizer = self._client_optimizer = build_optimizer(model, config, muon)
@@ -152,36 +92,69 @@ class Engine:
             config=deepspeed_config(config, self.accumulation, load_universal),
         )
 
-    def train_step(self, micro_batches: Iterator[Batch], lr_factor: float) -> StepResult:
+    def train_step(
+        self,
+        micro_batches: Iterator[Batch],
+        lr_factor: float,
+        watch_spikes: bool = False,
+        skip_above: float | None = None,
+    ) -> StepResult:
         """One optimiser step: forward and backward over the step's micro-batches, one update.
 
-        Draws exactly :attr:`accumulation` micro-batches from ``micro_batches``.
+        Draws exactly :attr:`accumulation` micro-batches from ``micro_batches``. With
+        ``train.z_loss`` the objective is the cross-entropy plus its z-loss term, both
+        from the logits in fp32 (``ancre.model.losses``).
 
         Args:
             micro_batches: Inputs and next-token targets, (B, T) each, per micro-batch.
             lr_factor: Multiplier of every group's peak learning rate for this step.
+            watch_spikes: Read the step's mean loss over every process on the host
+                (one all-reduce) before the last backward, for ``train.spike_factor``.
+            skip_above: Skip the update when that mean is above this (a spike): the
+                last backward runs on a non-finite loss, so every ZeRO stage drops the
+                step as it drops a non-finite one.
 
         Returns:
-            The step's mean loss (on the device), whether the update was applied (False:
-            skipped for non-finite gradients, on every process) and the gradient norm.
+            The step's mean loss (on the device), whether the update was applied, the
+            gradient norm, the z-loss term, the global loss and whether it spiked.
         """
         for group in self._optimizer.param_groups:
             group["lr"] = group["peak_lr"] * lr_factor
         self._engine.train()
         device = self.context.device
         total = torch.zeros((), dtype=torch.float64, device=device)
-        for _ in range(self.accumulation):
+        z_total = torch.zeros((), dtype=torch.float64, device=device) if self._z_loss else None
+        global_loss, spiked = None, False
+        for index in range(self.accumulation):
             inputs, targets = next(micro_batches)  # (B, T) each
             # from pinned memory (the loader's workers): no host wait
-            loss = self._engine(
-                inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            )
+            inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            if z_total is None:
+                loss = self._engine(inputs, targets)
+                total += loss.detach().double()
+            else:
+                logits = self._engine(inputs)  # (B, T, V)
+                entropy = cross_entropy(logits, targets)
+                term = self._z_loss * z_loss(logits, targets)
+                loss = entropy + term
+                total += entropy.detach().double()
+                z_total += term.detach().double()
+            if watch_spikes and index == self.accumulation - 1:
+                mean = float(total) / self.accumulation  # a host sync, once per step
+                global_loss = self.all_reduce_sum([mean])[0] / self.context.world_size
+                if skip_above is not None and global_loss > skip_above:
+                    spiked = True
+                    loss = loss * math.nan  # non-finite gradients: the update is dropped
             self._engine.backward(loss)
-            total += loss.detach().double()
             if self._engine.is_gradient_accumulation_boundary():
                 self._before_update()
             self._engine.step()
-        return StepResult(total / self.accumulation, self._engine.was_step_applied(), self._norm())
+        z_mean = None if z_total is None else z_total / self.accumulation
+        return StepResult(
+            total / self.accumulation, self._engine.was_step_applied(), self._norm(), z_mean,
+            global_loss, spiked,
+        )  # fmt: skip
 
     def _before_update(self) -> None:
         """Without ZeRO, measures the gradient norm that also decides a skip.
