@@ -7,7 +7,7 @@
       latest               DeepSpeed's own pointer to engine/ (its ZeRO-3 loader reads it)
       topology.json        the topology snapshot at this step
       config.yaml          the resolved config of the run
-      tokenizer.model      the run's sentencepiece model
+      tokenizer.model      the run's tokenizer (sentencepiece, or a tokenizers JSON)
       trainer_state.json   step, tokens, world size, log window, bad steps
       ranks/rank_00000.json  per process: data-loader position and RNG states
       manifest.json        format, version, step, tokens, world size, ZeRO stage,
@@ -330,7 +330,7 @@ class CheckpointFolder:
             state: The trainer's position.
             config: The resolved run config.
             snapshot: The topology at this step.
-            tokenizer: The run's sentencepiece model file.
+            tokenizer: The run's tokenizer file.
 
         Returns:
             The manifest.

@@ -1,11 +1,14 @@
-"""Trains a sentencepiece tokenizer on C4-format shards.
+"""Trains a tokenizer on C4-format shards: a sentencepiece model or a byte-level BPE.
 
 Reads the training shards of ``--data`` (a folder, glob or file), in an order shuffled
-from ``--seed``, up to ``--max-chars`` characters, and trains a unigram or BPE model
-with byte fallback and no normalisation (text round-trips exactly). The same data,
-seed and settings (``--threads`` included) give the same model file, byte for byte.
+from ``--seed``, up to ``--max-chars`` characters, and trains a sentencepiece unigram or
+BPE model with byte fallback and no normalisation (text round-trips exactly), or a
+byte-level BPE of the Hugging Face tokenizers library (``--model-type byte_bpe``, written
+as its tokenizer.json, with ``<|endoftext|>``). The same data, seed and settings
+(``--threads`` included) give the same file, byte for byte.
 
     python tools/train_tokenizer.py --data data/c4/en --out spiece.model --vocab-size 32000
+    python tools/train_tokenizer.py --data data/c4/en --out tokenizer.json --model-type byte_bpe
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ def main() -> None:
     """Parses the arguments, trains, and prints what was made."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="folder, glob or file of shards")
-    parser.add_argument("--out", required=True, type=Path, help="the .model file to write")
+    parser.add_argument("--out", required=True, type=Path, help="the tokenizer file to write")
     parser.add_argument("--vocab-size", type=int, default=32000)
-    parser.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram")
+    parser.add_argument("--model-type", choices=("unigram", "bpe", "byte_bpe"), default="unigram")
     parser.add_argument("--max-chars", type=int, default=200_000_000, help="text to read")
     parser.add_argument("--seed", type=int, default=0, help="shard order to read in")
     parser.add_argument("--text-field", default="text")

@@ -1,7 +1,7 @@
 """The run configuration: one typed schema, one merge order, checks that never mutate.
 
 - ``sections``: the dataclass of each YAML section, its documented fields and its check
-  (``topology``: the topology section's, with its own module).
+  (``topology``, ``train`` and ``data``: those sections', each with its own module).
 - ``loading``: defaults <- YAML files <- dotlist, old key names, errors that name the key.
 - ``checks``: :class:`ConfigError` and the checks the sections share.
 
@@ -9,6 +9,7 @@ This package imports nothing else from ``ancre``.
 """
 
 from ancre.config.checks import ConfigError
+from ancre.config.data import SourceConfig
 from ancre.config.loading import (
     RENAMED_KEYS,
     check_world_size,
@@ -44,6 +45,7 @@ __all__ = [
     "LoggingConfig",
     "ModelConfig",
     "RunConfig",
+    "SourceConfig",
     "TopologyConfig",
     "TrainConfig",
     "check_world_size",

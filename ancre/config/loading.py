@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ancre.config.checks import ConfigError
+from ancre.config.data import SourceConfig
 from ancre.config.sections import AncreConfig
 
 RENAMED_KEYS = {
@@ -29,6 +30,8 @@ RENAMED_KEYS = {
     "train.checkpoint_every_k": "train.recompute_every_k",
 }
 """Old key -> new key. Old names are read (with a FutureWarning) for one more release."""
+LIST_ITEMS: dict[type, str] = {SourceConfig: "data.sources[]"}
+"""Dataclasses of list items, by the list that holds them (its errors lose the path)."""
 
 
 def load_config(
@@ -194,6 +197,10 @@ def _current_name(key: str, where: str) -> str:
 def _named(error: OmegaConfBaseException) -> ConfigError:
     key = getattr(error, "full_key", None) or "config"
     first_line = str(getattr(error, "msg", error)).splitlines()[0]
+    item = getattr(error, "object_type", None)
+    if isinstance(error, ConfigKeyError) and item in LIST_ITEMS and "." not in key:
+        allowed = ", ".join(f.name for f in fields(item))
+        return ConfigError(f"{LIST_ITEMS[item]}.{key}", f"{first_line}; allowed: {allowed}")
     if isinstance(error, ConfigKeyError):
         if "Did you mean" not in first_line and (suggestion := _suggest(key)):
             first_line += f"; did you mean {suggestion}?"

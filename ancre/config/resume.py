@@ -29,6 +29,8 @@ REFUSED_ON_RESUME = (
 REFUSED_WITH_REASON = {
     "train.optimizer": "the optimiser's saved state (its parameter groups and moments) "
     "belongs to the old optimiser; a new one needs a new run (model.init_from a conversion)",
+    "data.sources": "the saved data position holds each source's place and the tokens taken "
+    "from each; another mixture needs a new run (model.init_from a conversion)",
     "data.shuffle": "it changes the order of the data, so the saved data position no longer "
     "says which documents were read; keep it for the resume",
 }

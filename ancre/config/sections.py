@@ -12,15 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ancre.config.checks import ConfigError, choice, folder_name, non_negative, positive
+from ancre.config.data import DataConfig
 from ancre.config.topology import TopologyConfig
 from ancre.config.train import TrainConfig
 
 MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash_attn")
 INIT_SCHEMES = ("normal", "depth_scaled")
-DATA_SOURCES = ("local", "hub")
-PACKING_MODES = ("docs", "docs_masked", "none")
-TOKENIZER_MODELS = ("unigram", "bpe")
 WANDB_MODES = ("disabled", "offline", "online")
 
 
@@ -95,54 +93,6 @@ class ModelConfig:
             positive(f"model.{key}", getattr(self, key), optional=True)
         for key in ("rope_theta", "norm_eps", "init_std"):
             positive(f"model.{key}", getattr(self, key))
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where documents come from and how they become token sequences."""
-
-    source: str = "local"
-    """local: C4-format JSON-lines shards (.json.gz or .jsonl) under data.path; hub: stream
-    data.hub_name from the Hugging Face hub."""
-    path: str = "data/sample"
-    """Folder holding the shards, or a glob matching them (data.source: local)."""
-    hub_name: str = "allenai/c4"
-    """Dataset streamed when data.source is hub."""
-    hub_subset: str = "en"
-    """Configuration of the hub dataset."""
-    text_field: str = "text"
-    """Key of each JSON line (or hub example) that holds the document text."""
-    tokenizer: str | None = None
-    """Path to a sentencepiece .model file; null trains one on the training shards."""
-    tokenizer_vocab_size: int = 4096
-    """Vocabulary size of a tokenizer trained by the run (data.tokenizer: null)."""
-    tokenizer_model: str = "unigram"
-    """Algorithm of a tokenizer trained by the run: unigram or bpe."""
-    seq_len: int = 256
-    """Tokens per training sequence (the model sees seq_len inputs and seq_len targets)."""
-    packing: str = "docs"
-    """docs: documents joined with EOS and cut into windows with no padding; docs_masked:
-    the same windows, each document read apart (attention within it, no prediction
-    across an EOS; ancre/model/documents.py); none: one window per document, truncated
-    or padded, padding masked out of the loss."""
-    restart_positions: bool = True
-    """With packing docs_masked: rotary positions restart at 0 at every document's first
-    token (false: the window's own positions)."""
-    num_workers: int = 0
-    """DataLoader worker processes per rank that read and tokenize; 0 reads in the trainer."""
-    shuffle: bool = True
-    """Read the training shards in a seeded random order, new each epoch."""
-
-    def check(self) -> None:
-        """Raises ConfigError naming the first field of this section that is not allowed."""
-        choice("data.source", self.source, DATA_SOURCES)
-        choice("data.packing", self.packing, PACKING_MODES)
-        choice("data.tokenizer_model", self.tokenizer_model, TOKENIZER_MODELS)
-        positive("data.tokenizer_vocab_size", self.tokenizer_vocab_size)
-        positive("data.seq_len", self.seq_len)
-        non_negative("data.num_workers", self.num_workers)
-        if not self.text_field:
-            raise ConfigError("data.text_field", "must name the JSON key that holds the text")
 
 
 @dataclass(frozen=True)

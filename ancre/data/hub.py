@@ -51,7 +51,7 @@ def open_hub(name: str, subset: str, split: str) -> datasets.IterableDataset:
 
     Args:
         name: Dataset name, e.g. ``allenai/c4``.
-        subset: Its configuration, e.g. ``en``.
+        subset: Its configuration, e.g. ``en`` (empty: the dataset's default).
         split: ``train`` or ``validation``.
 
     Returns:
@@ -67,7 +67,9 @@ def open_hub(name: str, subset: str, split: str) -> datasets.IterableDataset:
 
     def load() -> None:
         try:
-            outcome["dataset"] = datasets.load_dataset(name, subset, split=split, streaming=True)
+            outcome["dataset"] = datasets.load_dataset(
+                name, subset or None, split=split, streaming=True
+            )
         except BaseException as error:  # reported in the caller's thread
             outcome["error"] = error
 

@@ -20,16 +20,16 @@ so, or refuses when a shard the epoch still needs is gone).
 A document the tokenizer cannot encode is skipped and counted (``tokenizer_error``)
 like a bad line, with its file and line.
 
-Validation: the first ``eval.tokens`` target tokens of the validation split, packed
-the same way; the same set whatever the world size (each rank evaluates every W-th
-window and the losses are summed per token over ranks).
+A mixture (``data.sources``) has one window reader per source in each reader, and a
+``ancre.data.mixture.MixtureReader`` over them; its state holds every source's.
+
+The validation set is ``ancre.data.validation``'s.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -39,10 +39,11 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ancre.config import DataConfig
+from ancre.data.mixture import MixtureReader, source_states
 from ancre.data.packing import Packer
 from ancre.data.positions import STATE_FORMAT, STATE_VERSION, describe_position, digests
-from ancre.data.shards import DataError, find_shards, list_digest, shard_list
-from ancre.data.sources import DocumentSource, split_texts, training_source
+from ancre.data.shards import find_shards, list_digest, shard_list
+from ancre.data.sources import DocumentSource, training_source
 from ancre.data.tokenizer import Tokenizer
 from ancre.stop_signals import ignore_stop_signals
 
@@ -137,13 +138,22 @@ class _ReaderSpec:
         self, logical: int, state: dict[str, Any] | None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]]:
         """The micro-batches of reader ``logical`` of this rank, each with its state after."""
-        source = training_source(
-            self.config, self.rank * self.workers + logical, self.world_size * self.workers,
-            self.seed, self.earlier,
-        )  # fmt: skip
         tokenizer = Tokenizer(self.tokenizer_path)
-        reader = WindowReader(
-            source, tokenizer, self.config.seq_len + 1, self.config.packing, state
+        index, count = self.rank * self.workers + logical, self.world_size * self.workers
+        readers = {
+            name: WindowReader(
+                training_source(part, index, count, self.seed, self.earlier),
+                tokenizer,
+                self.config.seq_len + 1,
+                self.config.packing,
+                source_states(state, name) if self.config.is_mixture else state,
+            )  # fmt: skip
+            for name, _, part in self.config.parts()
+        }
+        reader: WindowReader | MixtureReader = (
+            MixtureReader(readers, {n: w for n, w, _ in self.config.parts()}, state)
+            if self.config.is_mixture
+            else readers[""]
         )
         while True:
             rows = list(itertools.islice(reader, self.micro_batch_size))
@@ -184,9 +194,10 @@ class TrainLoader:
         self.config = config
         self.workers = max(1, config.num_workers)
         self._lists: dict[str, list[list[Any]]] = {}
-        if config.source == "local":
-            now = shard_list(find_shards(config.path, "train"))
-            self._lists[list_digest(now)] = [[s.key, s.size] for s in now]
+        for _, _, part in config.parts():
+            if part.source == "local":
+                now = shard_list(find_shards(part.path, "train"))
+                self._lists[list_digest(now)] = [[s.key, s.size] for s in now]
         self._spec = _ReaderSpec(
             config, str(tokenizer.path), micro_batch_size, rank, world_size, self.workers, seed,
             {},
@@ -264,55 +275,3 @@ class TrainLoader:
         self._lists.update(state.get("shard_lists", {}))
         self._spec = replace(self._spec, earlier=dict(state.get("shard_lists", {})))
         self._batches = self._start()
-
-
-def validation_set(
-    config: DataConfig, tokenizer: Tokenizer, num_tokens: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed validation set: the first ``num_tokens`` target tokens of the split.
-
-    Args:
-        config: The ``data`` section (source, packing, seq_len).
-        tokenizer: The run's tokenizer.
-        num_tokens: Target tokens wanted; rounded up to whole sequences.
-
-    Returns:
-        Inputs (N, T) and targets (N, T); padding (``packing: none``) is IGNORE_INDEX.
-
-    Raises:
-        DataError: The validation split holds not even one sequence.
-    """
-    wanted = math.ceil(num_tokens / config.seq_len)
-    packer = Packer(tokenizer.eos_id, config.seq_len + 1, config.packing)
-    rows: list[tuple[list[int], int]] = []
-    skipped: Counter[str] = Counter()
-    for text in split_texts(config, "validation", skipped):
-        try:
-            ids = tokenizer.encode_one(text)
-        except Exception:  # a document the tokenizer rejects
-            skipped["tokenizer_error"] += 1
-            continue
-        packer.add(ids)
-        while len(rows) < wanted and (item := packer.pop()) is not None:
-            rows.append(item)
-        if len(rows) == wanted:
-            break
-    if skipped:
-        logger.warning(
-            "validation data: skipped %s", ", ".join(f"{n} {r}" for r, n in sorted(skipped.items()))
-        )
-    if not rows:
-        raise DataError(
-            f"data.path={config.path!r}: the validation split holds fewer than "
-            f"{config.seq_len + 1} tokens (one sequence of data.seq_len={config.seq_len}); add "
-            "validation data or lower data.seq_len"
-        )
-    if len(rows) < wanted:
-        logger.warning(
-            "validation data holds %d sequences, fewer than the %d of eval.tokens=%d; "
-            "evaluating on all of it",
-            len(rows),
-            wanted,
-            num_tokens,
-        )
-    return to_batch(rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ancre.config import DataConfig
+from ancre.data.mixture import source_states
 from ancre.data.shards import DataError, Shard, epoch_order, find_shards, list_digest, shard_list
 
 STATE_FORMAT = "ancre-data"
@@ -50,12 +51,14 @@ def describe_position(position: dict[str, Any] | None) -> str:
 
 
 def digests(states: list[dict[str, Any] | None]) -> set[str]:
-    """The shard lists the readers' positions name."""
-    return {
-        state["position"]["list"]
-        for state in states
-        if state and state.get("position") and "list" in state["position"]
-    }
+    """The shard lists the readers' positions name (a mixture's: every source's)."""
+    found: set[str] = set()
+    for state in states:
+        if state and "mixture" in state:
+            found |= digests(list(state["mixture"].values()))
+        elif state and state.get("position") and "list" in state["position"]:
+            found.add(state["position"]["list"])
+    return found
 
 
 def check_resume_data(config: DataConfig, seed: int, saved: list[dict[str, Any]]) -> list[str]:
@@ -73,45 +76,64 @@ def check_resume_data(config: DataConfig, seed: int, saved: list[dict[str, Any]]
         DataError: A shard that a reader's current epoch has still to read is gone or
             changed size.
     """
-    if config.source != "local":
-        return []
-    now = shard_list(find_shards(config.path, "train"))
+    notes: list[str] = []
+    for index, (name, _, part) in enumerate(config.parts()):
+        if part.source != "local":
+            continue
+        key = f"data.sources[{index}].path" if config.is_mixture else "data.path"
+        lists: dict[str, Any] = {}
+        positions: list[dict[str, Any]] = []
+        for state in saved:
+            lists.update(state.get("shard_lists", {}))
+            for reader in state.get("readers", []):
+                mine = source_states(reader, name) if config.is_mixture else reader
+                positions.append((mine or {}).get("position") or {})
+        for note in _check_positions(part, seed, key, lists, positions):
+            if note not in notes:
+                notes.append(note)
+    return notes
+
+
+def _check_positions(
+    config: DataConfig,
+    seed: int,
+    key: str,
+    lists: dict[str, Any],
+    positions: list[dict[str, Any]],
+) -> list[str]:
+    """:func:`check_resume_data` for one local source, its readers' positions given."""
+    now = shard_list(find_shards(config.path, "train", key))
     current = list_digest(now)
     sizes = {s.key: s.size for s in now}
     notes: list[str] = []
-    for state in saved:
-        lists = state.get("shard_lists", {})
-        for reader in state.get("readers", []):
-            position = (reader or {}).get("position") or {}
-            digest = position.get("list", current)
-            if digest == current:
-                continue
-            pairs = lists.get(digest)
-            if pairs is None:
-                raise DataError(
-                    f"the checkpoint's data position names an unknown shard list {digest}"
-                )
-            keys = [key for key, _ in pairs]
-            saved_list = [Shard(key, size, None) for key, size in pairs]
-            order = epoch_order(saved_list, seed, position.get("epoch", 0), config.shuffle)
-            needed = order[position.get("file", 0) :]
-            bad = [s.key for s in needed if sizes.get(s.key) != s.size]
-            if bad:
-                raise DataError(
-                    f"data.path={config.path!r}: the shards changed since the checkpoint, and "
-                    f"{len(bad)} that the current epoch has still to read are gone or changed "
-                    f"size ({', '.join(bad[:5])}). Put them back as they were, or start a new "
-                    "run from the checkpoint's weights (ancre convert, then model.init_from)"
-                )
-            added = sorted(set(sizes) - set(keys))
-            removed = sorted(set(keys) - set(sizes))
-            note = (
-                f"data.path={config.path!r}: {len(added)} shard(s) added"
-                f"{' (' + ', '.join(added[:5]) + ')' if added else ''} and {len(removed)} "
-                f"removed{' (' + ', '.join(removed[:5]) + ')' if removed else ''} since the "
-                f"checkpoint; readers finish epoch {position.get('epoch', 0)} with the shards "
-                "it began with, and the new list takes over at the next epoch"
+    for position in positions:
+        digest = position.get("list", current)
+        if digest == current:
+            continue
+        pairs = lists.get(digest)
+        if pairs is None:
+            raise DataError(f"the checkpoint's data position names an unknown shard list {digest}")
+        keys = [k for k, _ in pairs]
+        saved_list = [Shard(k, size, None) for k, size in pairs]
+        order = epoch_order(saved_list, seed, position.get("epoch", 0), config.shuffle)
+        needed = order[position.get("file", 0) :]
+        bad = [s.key for s in needed if sizes.get(s.key) != s.size]
+        if bad:
+            raise DataError(
+                f"{key}={config.path!r}: the shards changed since the checkpoint, and "
+                f"{len(bad)} that the current epoch has still to read are gone or changed "
+                f"size ({', '.join(bad[:5])}). Put them back as they were, or start a new "
+                "run from the checkpoint's weights (ancre convert, then model.init_from)"
             )
-            if note not in notes:
-                notes.append(note)
+        added = sorted(set(sizes) - set(keys))
+        removed = sorted(set(keys) - set(sizes))
+        note = (
+            f"{key}={config.path!r}: {len(added)} shard(s) added"
+            f"{' (' + ', '.join(added[:5]) + ')' if added else ''} and {len(removed)} "
+            f"removed{' (' + ', '.join(removed[:5]) + ')' if removed else ''} since the "
+            f"checkpoint; readers finish epoch {position.get('epoch', 0)} with the shards "
+            "it began with, and the new list takes over at the next epoch"
+        )
+        if note not in notes:
+            notes.append(note)
     return notes

@@ -174,8 +174,8 @@ def regroup_loader_states(
 
     Raises:
         ValueError: The states are not a whole set (ranks missing, mixed splits), or name
-            a hub stream, whose position cannot be split over another number of readers
-            (it can move to another process).
+            a hub stream or a mixture, whose positions cannot be split over another number
+            of readers (they can move to other processes).
     """
     old_world = len(states)
     old_workers = max(1, states[0]["num_workers"]) if states else 1
@@ -190,6 +190,53 @@ def regroup_loader_states(
     readers = [reader for state in states for reader in state["readers"]]
     old_count, new_workers = len(readers), max(1, num_workers)
     new_count = world_size * new_workers
+    if any(reader and "mixture" in reader for reader in readers):
+        if new_count != old_count:
+            raise ValueError(
+                f"a mixture's data positions cannot be split over another number of readers "
+                f"({old_count} saved, {new_count} now): keep processes x data.num_workers"
+            )
+        new_readers, pending_tokens, handed = list(readers), 0, 0  # each reader stays
+    else:
+        new_readers, pending_tokens, handed = _moved_readers(readers, new_count)
+    lists: dict[str, Any] = {}
+    for state in states:
+        lists.update(state.get("shard_lists", {}))
+    base = states[0] if states else {"format": "ancre-data", "version": 2}
+    new_states = [
+        {
+            "format": base["format"],
+            "version": base["version"],
+            "rank": rank,
+            "world_size": world_size,
+            "num_workers": num_workers,
+            "next_reader": 0,
+            "readers": new_readers[rank * new_workers : (rank + 1) * new_workers],
+            "shard_lists": lists,
+        }
+        for rank in range(world_size)
+    ]
+    report = RegroupReport(
+        readers_before=old_count,
+        readers_after=new_count,
+        pending_tokens=pending_tokens,
+        lines_handed_over=handed,
+        documents_skipped=0,
+        rotation_reset=any(state["next_reader"] for state in states),
+    )
+    return new_states, report
+
+
+def _moved_readers(
+    readers: list[dict[str, Any] | None], new_count: int
+) -> tuple[list[dict[str, Any] | None], int, int | None]:
+    """The reader states of ``new_count`` readers that take over the lines of ``readers``.
+
+    Returns:
+        The new reader states, the pending tokens they carry and the lines handed over
+        (None when not countable); see :class:`RegroupReport`.
+    """
+    old_count = len(readers)
     positions = [dict((reader or {}).get("position") or {}) for reader in readers]
     if new_count != old_count and any("dataset" in position for position in positions):
         raise ValueError("a hub stream's position cannot be split over another number of readers")
@@ -230,29 +277,4 @@ def regroup_loader_states(
         new_readers.append(
             {"position": position or None, "pending": pending[r], "skipped": dict(skipped[r])}
         )
-    lists: dict[str, Any] = {}
-    for state in states:
-        lists.update(state.get("shard_lists", {}))
-    base = states[0] if states else {"format": "ancre-data", "version": 2}
-    new_states = [
-        {
-            "format": base["format"],
-            "version": base["version"],
-            "rank": rank,
-            "world_size": world_size,
-            "num_workers": num_workers,
-            "next_reader": 0,
-            "readers": new_readers[rank * new_workers : (rank + 1) * new_workers],
-            "shard_lists": lists,
-        }
-        for rank in range(world_size)
-    ]
-    report = RegroupReport(
-        readers_before=old_count,
-        readers_after=new_count,
-        pending_tokens=sum(len(p) for p in pending),
-        lines_handed_over=handed,
-        documents_skipped=0,
-        rotation_reset=any(state["next_reader"] for state in states),
-    )
-    return new_states, report
+    return new_readers, sum(len(p) for p in pending), handed

@@ -73,7 +73,7 @@ class Shard:
     path: Path | None
 
 
-def find_shards(path: str, split: str) -> list[Path]:
+def find_shards(path: str, split: str, key: str = "data.path") -> list[Path]:
     """Lists the shards of one split under a folder, or matching a glob, in name order.
 
     Args:
@@ -81,6 +81,7 @@ def find_shards(path: str, split: str) -> list[Path]:
             one file.
         split: ``train`` or ``validation``; a shard belongs to a split when the split's
             name stands as a word in its file name.
+        key: The config key that holds ``path``, for messages.
 
     Returns:
         The shard paths, sorted by name.
@@ -99,7 +100,7 @@ def find_shards(path: str, split: str) -> list[Path]:
         searched = f"the file {path!r}"
     else:
         raise MissingDataError(
-            f"data.path={path!r} does not exist; point it at a folder of C4-format shards "
+            f"{key}={path!r} does not exist; point it at a folder of C4-format shards "
             "(e.g. data/sample) or a glob such as 'data/c4/en/*.json.gz'"
         )
     word = re.compile(rf"(^|[^a-z]){re.escape(split)}([^a-z]|$)")
@@ -110,7 +111,7 @@ def find_shards(path: str, split: str) -> list[Path]:
     shards = [p for p in shards if word.search(p.name)]
     if not shards:
         raise MissingDataError(
-            f"no {split} shards in {searched}: looked for file names containing "
+            f"{key}: no {split} shards in {searched}: looked for file names containing "
             f"'{split}' and ending in {', '.join(SHARD_SUFFIXES)} "
             f"(like c4-{split}.00000-of-01024.json.gz)"
         )

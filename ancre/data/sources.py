@@ -37,6 +37,7 @@ __all__ = [
     "MissingDataError",
     "check_data",
     "find_shards",
+    "interleave",
     "iter_documents",
     "split_texts",
     "training_source",
@@ -61,19 +62,33 @@ class DocumentSource(Protocol):
 def check_data(config: DataConfig) -> None:
     """Fails fast, before any training work, when the configured data cannot be read.
 
+    A mixture checks each of its sources; the error names the source.
+
     Raises:
         MissingDataError: No shards of a split (local), or the hub is unreachable.
-        DataError: No line at the start of a split's first shard has
-            ``data.text_field``.
+        DataError: No line at the start of a split's first shard has the text field.
     """
+    for index, (name, _, part) in enumerate(config.parts()):
+        key = f"data.sources[{index}]" if config.is_mixture else "data"
+        try:
+            _check_one(part, key)
+        except (MissingDataError, DataError) as error:
+            if not config.is_mixture:
+                raise
+            raise type(error)(f"{key} ({name!r}): {error}") from None
+
+
+def _check_one(config: DataConfig, key: str) -> None:
+    """The checks of :func:`check_data` on one source; messages name ``key``'s fields."""
     if config.source == "hub":
         open_hub(config.hub_name, config.hub_subset, "train")
         return
     for split in ("train", "validation"):
-        _check_text_field(find_shards(config.path, split)[0], config.text_field)
+        shard = find_shards(config.path, split, f"{key}.path")[0]
+        _check_text_field(shard, config.text_field, f"{key}.text_field")
 
 
-def _check_text_field(shard: Path, text_field: str) -> None:
+def _check_text_field(shard: Path, text_field: str, key: str) -> None:
     """Refuses a shard whose first records are JSON objects without ``text_field``."""
     fields: Counter[str] = Counter()
     records = 0
@@ -91,7 +106,7 @@ def _check_text_field(shard: Path, text_field: str) -> None:
     if records:
         found = ", ".join(k for k, _ in fields.most_common(8)) or "none"
         raise DataError(
-            f"data.text_field={text_field!r}: none of the first {records} records of {shard} "
+            f"{key}={text_field!r}: none of the first {records} records of {shard} "
             f"has it; their text fields: {found}. Set data.text_field to the key that holds "
             "the document text"
         )
@@ -106,6 +121,9 @@ def iter_raw_lines(shard: Path) -> Iterator[bytes]:
 def split_texts(config: DataConfig, split: str, skipped: Counter[str]) -> Iterator[str]:
     """Every document of a split in its stored order (for tokenizer training and validation).
 
+    A mixture's sources are interleaved document by document so that each one's share
+    of the characters read so far stays at its weight, until all are read.
+
     Args:
         config: The ``data`` section.
         split: ``train`` or ``validation``.
@@ -114,6 +132,37 @@ def split_texts(config: DataConfig, split: str, skipped: Counter[str]) -> Iterat
     Yields:
         Document texts.
     """
+    if config.is_mixture:
+        parts = [(weight, _one_split(part, split, skipped)) for _, weight, part in config.parts()]
+        yield from interleave(parts)
+    else:
+        yield from _one_split(config, split, skipped)
+
+
+def interleave(parts: list[tuple[float, Iterator[str]]]) -> Iterator[str]:
+    """Texts of several streams, each taken next while its share of characters is short.
+
+    Args:
+        parts: (weight, texts) per stream; weights sum to 1.
+
+    Yields:
+        Texts of every stream, until each is exhausted.
+    """
+    taken = [0] * len(parts)
+    live = list(range(len(parts)))
+    while live:
+        total = sum(taken)
+        k = max(live, key=lambda i: parts[i][0] * total - taken[i])  # furthest below its share
+        text = next(parts[k][1], None)
+        if text is None:
+            live.remove(k)
+            continue
+        taken[k] += len(text)
+        yield text
+
+
+def _one_split(config: DataConfig, split: str, skipped: Counter[str]) -> Iterator[str]:
+    """The documents of one source's split (see :func:`split_texts`)."""
     if config.source == "local":
         yield from iter_documents(find_shards(config.path, split), config.text_field, skipped)
         return
@@ -132,10 +181,10 @@ def training_source(
     seed: int,
     earlier: dict[str, list[list[Any]]] | None = None,
 ) -> DocumentSource:
-    """The training documents of one reader out of ``num_readers``.
+    """The training documents of one reader out of ``num_readers``, from one source.
 
     Args:
-        config: The ``data`` section.
+        config: The ``data`` section of one source (a mixture's: one of its ``parts()``).
         reader: This reader's index (rank x workers per rank + worker).
         num_readers: Readers over all ranks and workers.
         seed: The run's seed (shard order of each epoch).

@@ -4,8 +4,9 @@ The folder holds ``config.json`` (the shape and the topology: kind, temperature,
 edges; learned logits are a weight), ``model.safetensors`` (the weights under ancre's
 own parameter names), the modeling code (``modeling_ancre.py``,
 ``configuration_ancre.py``: torch and transformers only, copied from
-``ancre/export/remote/``), the sentencepiece tokenizer with ``tokenizer_config.json``
-for ``AutoTokenizer``, ``generation_config.json`` and a model card (``README.md``).
+``ancre/export/remote/``), the tokenizer (``tokenizer.model`` or ``tokenizer.json``)
+with ``tokenizer_config.json`` for ``AutoTokenizer``, ``generation_config.json`` and a
+model card (``README.md``).
 docs/export.md describes it.
 """
 
@@ -16,7 +17,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import sentencepiece as spm
 import torch
 from safetensors.torch import save_file
 
@@ -31,7 +31,8 @@ REMOTE = Path(__file__).parent / "remote"
 CODE = ("configuration_ancre.py", "modeling_ancre.py")
 WRITTEN = (
     EXPORT_MARKER, "config.json", "generation_config.json", "model.safetensors",
-    "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "README.md", *CODE,
+    "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "README.md", *CODE,
 )  # fmt: skip
 """What an export writes: an output folder holding only these is replaced."""
 EXPORTABLE = tuple(name for name, kind in KINDS.items() if kind.exportable)
@@ -81,8 +82,11 @@ def export_hf(source: Path, out_dir: Path, dtype: str = "fp32") -> Path:
     save_file(weights, str(out_dir / "model.safetensors"), metadata=metadata)
     for name in CODE:
         shutil.copyfile(REMOTE / name, out_dir / name)
-    shutil.copyfile(trained.tokenizer.path, out_dir / "tokenizer.model")
-    tokens = special_tokens(trained.tokenizer.path)
+    # transformers reads a sentencepiece model as tokenizer.model, a tokenizers JSON as
+    # tokenizer.json (the run keeps either as its tokenizer.model)
+    name = "tokenizer.json" if trained.tokenizer.kind == "tokenizers" else "tokenizer.model"
+    shutil.copyfile(trained.tokenizer.path, out_dir / name)
+    tokens = trained.tokenizer.special_tokens()
     _write_json(out_dir / "config.json", hf_config(trained, tokens, dtype, frozen))
     _write_json(out_dir / "tokenizer_config.json", tokenizer_config(trained, tokens))
     _write_json(out_dir / "special_tokens_map.json", {k: v[0] for k, v in tokens.items()})
@@ -117,14 +121,6 @@ def frozen_edges(topology: Topology) -> list[tuple[int, int, float]] | None:
         weights = values[wiring.offsets[j] : wiring.offsets[j + 1]]
         edges += [(i, j + 1, float(w) * scale) for i, w in zip(row, weights.tolist(), strict=True)]
     return edges
-
-
-def special_tokens(tokenizer_file: Path) -> dict[str, tuple[str, int]]:
-    """(piece, id) of the sentencepiece model's special tokens; pad is EOS when it has none."""
-    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_file))
-    ids = {"unk_token": sp.unk_id(), "bos_token": sp.bos_id(), "eos_token": sp.eos_id()}
-    ids["pad_token"] = sp.pad_id() if sp.pad_id() >= 0 else sp.eos_id()
-    return {name: (sp.id_to_piece(i), i) for name, i in ids.items() if i >= 0}
 
 
 def hf_config(
@@ -173,7 +169,9 @@ def hf_config(
 
 
 def tokenizer_config(trained: TrainedModel, tokens: dict[str, tuple[str, int]]) -> dict[str, Any]:
-    """tokenizer_config.json: transformers' generic backend builds it from tokenizer.model.
+    """tokenizer_config.json, for transformers' generic tokenizer backend.
+
+    It builds the tokenizer from tokenizer.model (sentencepiece) or reads tokenizer.json.
 
     No BOS or EOS is added to encoded text, as in training (documents joined by EOS).
     """

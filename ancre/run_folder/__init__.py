@@ -5,7 +5,7 @@
     runs/<name>/
       run.lock                    the job that owns the folder (lock.py)
       config.yaml                 the resolved config of the run
-      tokenizer.model             the run's tokenizer
+      tokenizer.model             the run's tokenizer (sentencepiece or tokenizers JSON)
       metrics.jsonl               one JSON object per event (metrics.py reads it)
       topology/step_00000100.json topology snapshots
       checkpoints/step_00000200/  checkpoints (ancre.checkpoint: one folder's files)

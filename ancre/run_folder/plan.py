@@ -209,6 +209,11 @@ def _resume_plan(
             f"readers (processes x data.num_workers): {readers[0]} -> {readers[1]} (a hub "
             "stream's position cannot be split otherwise: keep the product, or use local shards)"
         )
+    if config.data.is_mixture and readers[0] != readers[1]:
+        refused.append(
+            f"readers (processes x data.num_workers): {readers[0]} -> {readers[1]} (a "
+            "mixture's positions cannot be split otherwise: keep the product)"
+        )
     if refused:
         raise CheckpointError(
             f"{checkpoint} holds another model, batch or data split than this "

@@ -42,7 +42,7 @@ class AncreLM(TemplateLM):
 
     Attributes:
         model: The model, in eval mode.
-        tokenizer: Its sentencepiece tokenizer (no BOS: the harness conditions an empty
+        tokenizer: Its tokenizer (no BOS: the harness conditions an empty
             context on EOS, the document separator of training).
         batch_size: Requests per forward pass.
         max_length: Longest sequence the model reads (``max_seq_len``).

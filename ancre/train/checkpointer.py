@@ -59,7 +59,7 @@ class Checkpointer:
         engine: The engine (its state, its collectives).
         folder: The run folder (where checkpoints go, ``latest``, pruning).
         config: The run config (saved in each checkpoint; ``checkpoint.keep_last``).
-        tokenizer: The run's sentencepiece model file (copied into each checkpoint).
+        tokenizer: The run's tokenizer file (copied into each checkpoint).
         probe: The batch a dynamic wiring's snapshot is averaged over.
     """
 

@@ -21,8 +21,9 @@ import torch
 
 from ancre.checkpoint import CheckpointFolder
 from ancre.config import AncreConfig, check_world_size, config_dict, load_config
-from ancre.data.loader import TrainLoader, validation_set
+from ancre.data.loader import TrainLoader
 from ancre.data.tokenizer import Tokenizer
+from ancre.data.validation import ValidationSet, validation_set
 from ancre.model import Transformer, build_model, resolve_shape
 from ancre.pretrained import read_conversion
 from ancre.run_folder import RunFolder, RunLock, RunPlan
@@ -54,7 +55,7 @@ from ancre.train.prepare import (
 from ancre.train.schedule import schedule_change
 from ancre.train.speedups import apply_speedups
 from ancre.train.threads import apply_cpu_threads
-from ancre.train.trainer import Trainer, evaluate
+from ancre.train.trainer import Trainer, evaluate_set
 from ancre.train.write_failures import DISK_FULL
 
 logger = logging.getLogger("ancre")
@@ -221,11 +222,13 @@ def _disk_full(error: OSError, folder: RunFolder) -> str:
     )
 
 
-def _validation(config: AncreConfig, tokenizer: Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+def _validation(config: AncreConfig, tokenizer: Tokenizer) -> ValidationSet:
     """The validation set, after checking the model's vocabulary against the tokenizer's."""
     resolve_shape(config.model, tokenizer.vocab_size, config.data.seq_len)
     logger.info(
-        "reading the validation set (%d tokens of the validation split)", config.eval.tokens
+        "reading the validation set (%d tokens of the validation split%s)",
+        config.eval.tokens,
+        " of each source" if config.data.is_mixture else "",
     )
     return validation_set(config.data, tokenizer, config.eval.tokens)
 
@@ -258,7 +261,7 @@ def evaluate_checkpoint(folder: Path, overrides: list[str]) -> dict[str, float] 
         engine.load(checkpoint.folder.engine, weights_only=True)
         engine.freeze_topology(config.topology, checkpoint.step)
         val = validation_set(config.data, tokenizer, config.eval.tokens)
-        result = evaluate(engine, *val, config.eval.micro_batch_size)
+        result = evaluate_set(engine, val, config.eval.micro_batch_size)
     finally:
         engine.close()
     return {"step": checkpoint.step, **result} if context.is_main else None

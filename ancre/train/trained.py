@@ -35,7 +35,7 @@ class TrainedModel:
 
     Attributes:
         model: The model, in fp32 and eval mode.
-        tokenizer: Its sentencepiece tokenizer.
+        tokenizer: Its tokenizer.
         config: The run's resolved config (the model is built from it
             :func:`ancre.pretrained.for_inference`).
         folder: The checkpoint or conversion folder it was read from.

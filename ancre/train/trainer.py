@@ -23,6 +23,7 @@ from ancre.config import AncreConfig
 from ancre.data.loader import IGNORE_INDEX, TrainLoader
 from ancre.data.sources import SKIP_REASONS
 from ancre.data.tokenizer import Tokenizer
+from ancre.data.validation import ValidationSet
 from ancre.model.topology.effective import PROBE_SEQUENCES
 from ancre.run_folder import RunFolder
 from ancre.snapshot import write_snapshot
@@ -76,6 +77,35 @@ def evaluate(
     return {"val_loss": loss, "val_ppl": perplexity(loss), "val_tokens": tokens}
 
 
+def evaluate_set(
+    engine: Engine, validation: ValidationSet, micro_batch_size: int
+) -> dict[str, float]:
+    """:func:`evaluate` on a validation set, each source of a mixture apart.
+
+    Args:
+        engine: The engine holding the model.
+        validation: The validation set, identical on every process.
+        micro_batch_size: Rows per forward pass.
+
+    Returns:
+        ``val_loss``, ``val_ppl`` and ``val_tokens``; for a mixture, also each source's
+        ``val_loss/<name>`` and ``val_tokens/<name>``, and ``val_loss`` is the mean of the
+        sources' losses weighted by the mixture's weights (their share of training).
+    """
+    if not validation.parts:
+        return evaluate(engine, validation.inputs, validation.targets, micro_batch_size)
+    record: dict[str, float] = {}
+    loss, tokens = 0.0, 0.0
+    for part in validation.parts:
+        inputs, targets = validation.inputs[part.rows], validation.targets[part.rows]  # (n, T)
+        result = evaluate(engine, inputs, targets, micro_batch_size)
+        record[f"val_loss/{part.name}"] = result["val_loss"]
+        record[f"val_tokens/{part.name}"] = result["val_tokens"]
+        loss += part.weight * result["val_loss"]
+        tokens += result["val_tokens"]
+    return {"val_loss": loss, "val_ppl": perplexity(loss), "val_tokens": tokens, **record}
+
+
 def perplexity(loss: float) -> float:
     """exp(loss); inf when that overflows (a diverged model), nan for a nan loss."""
     try:
@@ -97,7 +127,7 @@ class Trainer:
         folder: RunFolder,
         engine: Engine,
         batches: TrainLoader,
-        validation: tuple[torch.Tensor, torch.Tensor],
+        validation: ValidationSet | tuple[torch.Tensor, torch.Tensor],
         tokenizer: Tokenizer,
         metrics: MetricsLogger,
         state: TrainerState | None = None,
@@ -110,8 +140,10 @@ class Trainer:
         self.stop = stop
         self.engine = engine
         self.batches = batches
-        self.validation = validation
-        self.probe = validation[0][:PROBE_SEQUENCES]  # what dynamic wirings are averaged over
+        self.validation = (
+            validation if isinstance(validation, ValidationSet) else ValidationSet(*validation)
+        )
+        self.probe = self.validation.inputs[:PROBE_SEQUENCES]  # dynamic wirings average over it
         self.tokenizer = tokenizer
         self.checkpointer = Checkpointer(engine, folder, config, tokenizer.path, self.probe)
         self.metrics = metrics
@@ -330,7 +362,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Validation loss of the current weights (collective)."""
-        return evaluate(self.engine, *self.validation, self.config.eval.micro_batch_size)
+        return evaluate_set(self.engine, self.validation, self.config.eval.micro_batch_size)
 
     def run_tasks(self) -> None:
         """eval.tasks on the main process's weights; the others wait (collective)."""

@@ -17,11 +17,11 @@ from ancre.data.loader import (
     TrainLoader,
     WindowReader,
     to_batch,
-    validation_set,
 )
 from ancre.data.packing import pack_documents
 from ancre.data.positions import check_resume_data
 from ancre.data.shards import DataError, LocalShards, epoch_order, shard_list
+from ancre.data.validation import validation_set
 
 SEQ_LEN = 16
 

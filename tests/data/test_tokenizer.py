@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import sentencepiece as spm
+import tokenizers
 
 from ancre.data.packing import pack_documents
+from ancre.data.shards import DataError
 from ancre.data.tokenizer import Tokenizer, train_tokenizer
 
 
@@ -84,3 +86,50 @@ def test_a_t5_style_model_file_works(tmp_path, documents) -> None:
     ids = tokenizer.encode(documents[:2])
     windows = list(pack_documents(ids, tokenizer.eos_id, 8))
     assert [t for w in windows for t in w] == (ids[0] + [1] + ids[1] + [1])[: 8 * len(windows)]
+
+
+def test_a_byte_level_bpe_trains_deterministically_and_round_trips(tmp_path, documents) -> None:
+    first = train_tokenizer(documents, tmp_path / "a.json", 400, "byte_bpe")
+    second = train_tokenizer(documents, tmp_path / "b.json", 400, "byte_bpe")
+    assert first.path.read_bytes() == second.path.read_bytes()
+    assert first.kind == "tokenizers" and first.vocab_size == 400
+    assert first.eos_token == "<|endoftext|>" and first.eos_id == 0
+    text = "Tabs\tand  spaces,\nnew lines, ünïcödé and 12345."
+    assert first.decode(first.encode_one(text)) == text
+    assert first.encode([text, "b"]) == [first.encode_one(text), first.encode_one("b")]
+    assert first.special_tokens() == {
+        "eos_token": ("<|endoftext|>", 0), "pad_token": ("<|endoftext|>", 0)
+    }  # fmt: skip
+
+
+def test_a_tokenizers_json_is_read_by_its_content_whatever_its_name(tmp_path, documents) -> None:
+    trained = train_tokenizer(documents, tmp_path / "tokenizer.json", 300, "byte_bpe")
+    renamed = tmp_path / "tokenizer.model"  # as a run folder and a checkpoint keep it
+    renamed.write_bytes(trained.path.read_bytes())
+    assert Tokenizer(renamed).kind == "tokenizers"
+    assert Tokenizer(renamed).encode(documents[:3]) == trained.encode(documents[:3])
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b"not a model at all", "neither a sentencepiece model nor a tokenizers JSON"),
+        (b'{"version": "1.0", "vocab": [1, 2]}', "a JSON file but not a tokenizers JSON"),
+    ],
+)
+def test_a_file_of_neither_kind_is_refused_naming_it(tmp_path, content, says) -> None:
+    path = tmp_path / "tok.bin"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as error:
+        Tokenizer(path)
+    assert str(path) in str(error.value) and says in str(error.value)
+
+
+def test_a_tokenizers_json_without_an_end_of_document_token_is_refused(tmp_path) -> None:
+    plain = tokenizers.Tokenizer(tokenizers.models.BPE())
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=30, show_progress=False)
+    plain.train_from_iterator(["a b c d"], trainer)
+    path = tmp_path / "tokenizer.json"
+    plain.save(str(path))
+    with pytest.raises(DataError, match="none of the end-of-document tokens"):
+        Tokenizer(path)

@@ -12,8 +12,8 @@ import torch
 
 import ancre
 from ancre.config import load_config
-from ancre.data.loader import validation_set
 from ancre.data.tokenizer import Tokenizer
+from ancre.data.validation import validation_set
 from tests.helpers.training import records, run_ancre, train_args
 from tests.train.test_resume import kill_when, logged_step, start
 

@@ -11,6 +11,7 @@ from ancre.train.preemption import EXIT_STOPPED, REPEAT_AFTER_S, StopRequested
 PROGRAM = """
 import os, signal, sys, time
 from ancre.train.preemption import StopSignals
+signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal, even under nohup
 stop = StopSignals(on_abort=lambda: print("released the lock", flush=True)).install()
 sig = getattr(signal, sys.argv[1])
 os.kill(os.getpid(), sig)

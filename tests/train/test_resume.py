@@ -20,8 +20,8 @@ import torch
 import ancre
 from ancre.checkpoint import CheckpointFolder
 from ancre.config import load_config
-from ancre.data.loader import validation_set
 from ancre.data.tokenizer import Tokenizer
+from ancre.data.validation import validation_set
 from tests.helpers.training import latest_checkpoint, launcher, records, run_ancre, train_args
 
 # latest_checkpoint, records, train_args

@@ -130,7 +130,7 @@ def test_a_folder_that_is_not_an_ancre_run_is_never_written_into(
     ("override", "expected"),
     [
         ("data.text_field=body", "data.text_field='body': none of the first"),
-        ("data.tokenizer={junk}", "not a sentencepiece model"),
+        ("data.tokenizer={junk}", "neither a sentencepiece model nor a tokenizers JSON"),
         ("data.path={missing}", "does not exist"),
         ("model.init_from={missing}", "model.init_from: is"),
         ("model.init_from={junk_folder}", "expected ancre-pretrained-v1"),

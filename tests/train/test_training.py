@@ -12,8 +12,8 @@ import torch
 
 from ancre.checkpoint import CheckpointFolder
 from ancre.config import load_config
-from ancre.data.loader import validation_set
 from ancre.data.tokenizer import Tokenizer
+from ancre.data.validation import validation_set
 from ancre.model import build_model
 from ancre.snapshot import read_snapshot
 from ancre.train.engine import consolidated_weights
