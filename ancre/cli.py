@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("ancre.generate.commands", "text from a checkpoint or conversion (KV cache)"),
     "sweep": ("ancre.sweep.commands", "expand a sweep YAML; run it locally or emit SLURM"),
     "viz": ("ancre.viz.commands", "figures and report.html of a run's learned topology"),
+    "plan": ("ancre.sizing.commands", "memory per rank and step time of a config, before launch"),
 }
 
 

@@ -53,11 +53,12 @@ ALLOWED = {
 }
 
 # what sits on top and may import everything: the training package, the export package
-# (it reads training checkpoints) and every subcommand's commands module
-ON_TOP = ("ancre", "ancre.train", "ancre.export")
+# (it reads training checkpoints), the sizing package (it plans training runs) and every
+# subcommand's commands module
+ON_TOP = ("ancre", "ancre.train", "ancre.export", "ancre.sizing")
 
 # packages whose subcommand is dispatched from ancre/cli.py as <package>.commands
-SUBCOMMAND_PACKAGES = ("train", "export", "sweep", "viz", "generate")
+SUBCOMMAND_PACKAGES = ("train", "export", "sweep", "viz", "generate", "sizing")
 
 
 def on_top(name: str) -> bool:

@@ -27,6 +27,8 @@ from ancre.data.validation import ValidationSet, validation_set
 from ancre.model import Transformer, build_model, resolve_shape
 from ancre.pretrained import read_conversion
 from ancre.run_folder import RunFolder, RunLock, RunPlan
+from ancre.sizing.plan import local_device_key, size_plan
+from ancre.sizing.report import plan_summary
 from ancre.snapshot import matrix_table
 from ancre.tasks.in_training import TaskSchedule
 from ancre.train.checkpointer import Resumption
@@ -167,6 +169,11 @@ def _run(
             config.topology.kind, flops_per_token(model, config.data.seq_len), tokens_per_step,
             config.train.global_batch_size, config.data.seq_len, context.world_size, folder.root,
         )  # fmt: skip
+        if (device_key := local_device_key()) is not None:
+            sized = size_plan(
+                config, tokenizer.vocab_size, context.world_size, device_key, model
+            )  # fmt: skip
+            logger.info("%s", plan_summary(sized))
     pending = None if plan.checkpoint is None else Resumption.prepare(
         plan.checkpoint, model, config, context
     )  # fmt: skip

@@ -1,0 +1,72 @@
+"""The plan's bytes against what the code keeps: activations against the bytes autograd
+saves (measured), model states against a real DeepSpeed engine's tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ancre.config import load_config
+from ancre.model.memory import saved_for_backward_bytes
+from ancre.model.transformer import build_model
+from ancre.sizing.memory import activations, model_states, recomputed_blocks
+from ancre.train.speedups import apply_speedups
+from tests.helpers.training import QUICKSTART
+
+VOCAB = 1000
+SHAPES = {  # (hidden, intermediate, heads, layers, batch, seq)
+    "tiny": (128, 352, 4, 4, 2, 48),
+    "60m-wide": (512, 1376, 8, 2, 1, 64),
+}
+
+
+def measured_and_planned(kind: str, shape: str, precision: str, recompute: str) -> tuple:
+    hidden, inner, heads, layers, batch, seq = SHAPES[shape]
+    config = load_config(QUICKSTART, [
+        f"model.hidden_size={hidden}", f"model.intermediate_size={inner}",
+        f"model.num_heads={heads}", f"model.num_layers={layers}", f"data.seq_len={seq}",
+        f"topology.kind={kind}", f"train.recompute={recompute}", f"train.precision={precision}",
+    ])  # fmt: skip
+    torch.manual_seed(0)
+    model = apply_speedups(build_model(config, VOCAB), config.train).train()
+    tokens = torch.randint(0, VOCAB, (batch, seq))
+    measured = saved_for_backward_bytes(model, tokens, tokens, autocast=precision == "bf16")
+    recomputed = recomputed_blocks(layers, recompute, config.train.recompute_every_k)
+    planned = activations(
+        batch * seq, hidden, inner, heads, layers, VOCAB, kind, precision, recomputed
+    ).kept
+    return measured, planned
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("kind", ["cascaded", "ancre", "uniform", "denseformer", "attnres"])
+def test_planned_activations_are_what_autograd_keeps(kind, shape, precision) -> None:
+    measured, planned = measured_and_planned(kind, shape, precision, "none")
+    assert planned == pytest.approx(measured, rel=0.03), (measured, planned)
+
+
+@pytest.mark.parametrize("kind", ["hyper", "mhc"])
+def test_the_stream_kinds_are_planned_within_ten_percent(kind) -> None:
+    measured, planned = measured_and_planned(kind, "60m-wide", "bf16", "none")
+    assert planned == pytest.approx(measured, rel=0.10), (measured, planned)
+
+
+@pytest.mark.parametrize("kind", ["cascaded", "ancre"])
+@pytest.mark.parametrize("recompute", ["blocks", "every_k"])
+def test_recomputed_blocks_keep_only_their_input(kind, recompute) -> None:
+    measured, planned = measured_and_planned(kind, "tiny", "bf16", recompute)
+    assert planned == pytest.approx(measured, rel=0.03), (measured, planned)
+    plain, _ = measured_and_planned(kind, "tiny", "bf16", "none")
+    assert measured < plain  # recompute saves something, and the plan sees how much
+
+
+def test_model_states_follow_the_zero_stages() -> None:
+    n, world = 1_000_000, 4
+    by_stage = [model_states(n, stage, world) for stage in range(4)]
+    assert [s.optimizer for s in by_stage] == [8 * n, 2 * n, 2 * n, 2 * n]
+    assert [s.gradients for s in by_stage] == [4 * n, 4 * n, n, n]
+    assert [s.weights for s in by_stage] == [4 * n, 4 * n, 4 * n, n]
+    assert model_states(n, 3, 1).gathered == 0  # one rank holds everything anyway
+    muon = model_states(n, 0, 1, "muon", matrix_params=800_000)
+    assert muon.optimizer == 4 * 800_000 + 8 * 200_000
