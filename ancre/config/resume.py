@@ -56,9 +56,9 @@ schedule (``train.steps`` too), the optimisation, the numerics (precision, kerne
 ZeRO stage, micro-batching, threads), the wiring's later life and the data read (the
 number of readers too: another count reads the same documents in another order)."""
 FREE_ON_RESUME = (
-    "train.log_every", "train.max_bad_steps", "train.dist_timeout_s", "train.peak_flops",
-    "train.block_stats_every", "model.init", "topology.init", "topology.predecessor_weight",
-    "eval.", "checkpoint.", "logging.",
+    "train.log_every", "train.profile", "train.max_bad_steps", "train.dist_timeout_s",
+    "train.peak_flops", "train.block_stats_every", "model.init", "topology.init",
+    "topology.predecessor_weight", "eval.", "checkpoint.", "logging.",
 )  # fmt: skip
 """Keys (or section prefixes) that a resume may change without changing the training."""
 NOT_COMPARED = ("checkpoint.resume", "run.overwrite", "run.name", "run.out_dir")

@@ -7,7 +7,7 @@ spikes sit with the optimiser settings they go with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ancre.config.checks import ConfigError, choice, non_negative, positive
 
@@ -118,6 +118,11 @@ class TrainConfig:
     cpu_threads: int = 0
     """Intra-op threads of each process on a CPU; 0 chooses them from the free cores
     (ancre/train/threads.py). OMP_NUM_THREADS, when set, wins."""
+    profile: list[int] = field(default_factory=list)
+    """[first step, number of steps]: record those optimiser steps with torch.profiler into
+    the run folder's profile/ (a Chrome trace and an operator summary per process, the
+    topology mix in its own range, a CUDA memory snapshot on a GPU; docs/performance.md);
+    empty records nothing."""
     dist_timeout_s: int = 300
     """Seconds a collective (all-reduce, barrier) waits for the other processes before
     failing, so a dead or unreachable peer stops the run instead of hanging it."""
@@ -146,6 +151,7 @@ class TrainConfig:
                 "train.warmup_steps", f"is {self.warmup_steps}, more than train.steps={self.steps}"
             )
         self._check_decay()
+        self._check_profile()
         if self.spike_factor and self.spike_factor <= 1.0:
             raise ConfigError(
                 "train.spike_factor",
@@ -174,6 +180,24 @@ class TrainConfig:
                 "train.global_batch_size",
                 f"is {self.global_batch_size}, not a multiple of "
                 f"train.micro_batch_size={self.micro_batch_size}",
+            )
+
+    def _check_profile(self) -> None:
+        """The profile window: two positive numbers, inside the run."""
+        if not self.profile:
+            return
+        if len(self.profile) != 2 or min(self.profile) < 1:
+            raise ConfigError(
+                "train.profile",
+                f"is {self.profile}; give [first step, number of steps], both 1 or more "
+                "(e.g. [10, 3]), or [] to record nothing",
+            )
+        first, count = self.profile
+        if first + count - 1 > self.steps:
+            raise ConfigError(
+                "train.profile",
+                f"records steps {first} to {first + count - 1}, past the end of the run "
+                f"(train.steps={self.steps}); start it earlier or record fewer steps",
             )
 
     def _check_decay(self) -> None:

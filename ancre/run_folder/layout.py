@@ -20,7 +20,7 @@ SNAPSHOT_FILE = re.compile(r"^step_(\d{8})\.json$")
 LOCK = "run.lock"
 RUN_ENTRIES = (
     "config.yaml", "metrics.jsonl", "tokenizer.model", "topology", "checkpoints", "wandb",
-    "superseded",
+    "superseded", "profile",
 )  # fmt: skip
 """What a run writes into its folder: all that starting over may delete."""
 EXPORT_MARKER = "ancre-export.json"
@@ -104,6 +104,11 @@ class RunFolder:
     def wandb_dir(self) -> Path:
         """Weights & Biases files of the run (offline mode writes its runs here)."""
         return self.root / "wandb"
+
+    @property
+    def profile_dir(self) -> Path:
+        """Profiler traces and operator summaries (``train.profile``)."""
+        return self.root / "profile"
 
     def snapshot_path(self, step: int) -> Path:
         """The topology snapshot written after ``step`` steps."""

@@ -41,6 +41,7 @@ from ancre.train.engine import (
     partitioned_construction,
     whole_parameters,
 )
+from ancre.train.evaluation import evaluate_set
 from ancre.train.flops import flops_per_token
 from ancre.train.launcher import launcher_rank, stop_with_launcher
 from ancre.train.metrics import JsonlSink, MetricsLogger, MetricsSink, WandbSink
@@ -57,7 +58,7 @@ from ancre.train.prepare import (
 from ancre.train.schedule import schedule_change
 from ancre.train.speedups import apply_speedups
 from ancre.train.threads import apply_cpu_threads
-from ancre.train.trainer import Trainer, evaluate_set
+from ancre.train.trainer import Trainer
 from ancre.train.write_failures import DISK_FULL
 
 logger = logging.getLogger("ancre")

@@ -20,7 +20,7 @@ import torch
 
 from ancre.checkpoint import TrainerState
 from ancre.config import AncreConfig
-from ancre.data.loader import IGNORE_INDEX, TrainLoader
+from ancre.data.loader import TrainLoader
 from ancre.data.sources import SKIP_REASONS
 from ancre.data.tokenizer import Tokenizer
 from ancre.data.validation import ValidationSet
@@ -30,9 +30,11 @@ from ancre.snapshot import write_snapshot
 from ancre.tasks.in_training import TaskSchedule
 from ancre.train.checkpointer import Checkpointer
 from ancre.train.engine import Engine, barrier, broadcast_from_main
+from ancre.train.evaluation import evaluate_set
 from ancre.train.flops import device_peak_flops, flops_per_token, mfu
 from ancre.train.metrics import MetricsLogger
 from ancre.train.preemption import StopRequested, StopSignals
+from ancre.train.profiling import StepProfiler
 from ancre.train.schedule import lr_factor
 
 logger = logging.getLogger("ancre")
@@ -40,78 +42,6 @@ logger = logging.getLogger("ancre")
 
 class NonFiniteLossError(RuntimeError):
     """Too many optimiser steps in a row were skipped for a non-finite loss."""
-
-
-def evaluate(
-    engine: Engine, inputs: torch.Tensor, targets: torch.Tensor, micro_batch_size: int
-) -> dict[str, float]:
-    """Token-weighted validation loss over all processes.
-
-    Every process evaluates every W-th sequence; all run the same number of forward
-    passes (padding with fully ignored rows), which ZeRO-3 needs.
-
-    Args:
-        engine: The engine holding the model.
-        inputs: Validation inputs (N, T), identical on every process.
-        targets: Validation targets (N, T); IGNORE_INDEX positions do not count.
-        micro_batch_size: Rows per forward pass.
-
-    Returns:
-        ``val_loss`` (mean cross-entropy per target token), ``val_ppl`` and ``val_tokens``.
-    """
-    rank, world = engine.context.rank, engine.context.world_size
-    own_inputs, own_targets = inputs[rank::world], targets[rank::world]  # (n, T) each
-    num_batches = math.ceil(math.ceil(inputs.shape[0] / world) / micro_batch_size)
-    padding = num_batches * micro_batch_size - own_inputs.shape[0]
-    if padding:
-        filler = inputs[:1].expand(padding, -1)  # (padding, T)
-        own_inputs = torch.cat([own_inputs, filler])
-        own_targets = torch.cat([own_targets, torch.full_like(filler, IGNORE_INDEX)])
-    loss_sum = 0.0
-    for b in range(num_batches):
-        rows = slice(b * micro_batch_size, (b + 1) * micro_batch_size)
-        loss_sum += engine.loss_sum(own_inputs[rows], own_targets[rows])
-    count = float((own_targets != IGNORE_INDEX).sum())
-    total, tokens = engine.all_reduce_sum([loss_sum, count])
-    loss = total / tokens
-    return {"val_loss": loss, "val_ppl": perplexity(loss), "val_tokens": tokens}
-
-
-def evaluate_set(
-    engine: Engine, validation: ValidationSet, micro_batch_size: int
-) -> dict[str, float]:
-    """:func:`evaluate` on a validation set, each source of a mixture apart.
-
-    Args:
-        engine: The engine holding the model.
-        validation: The validation set, identical on every process.
-        micro_batch_size: Rows per forward pass.
-
-    Returns:
-        ``val_loss``, ``val_ppl`` and ``val_tokens``; for a mixture, also each source's
-        ``val_loss/<name>`` and ``val_tokens/<name>``, and ``val_loss`` is the mean of the
-        sources' losses weighted by the mixture's weights (their share of training).
-    """
-    if not validation.parts:
-        return evaluate(engine, validation.inputs, validation.targets, micro_batch_size)
-    record: dict[str, float] = {}
-    loss, tokens = 0.0, 0.0
-    for part in validation.parts:
-        inputs, targets = validation.inputs[part.rows], validation.targets[part.rows]  # (n, T)
-        result = evaluate(engine, inputs, targets, micro_batch_size)
-        record[f"val_loss/{part.name}"] = result["val_loss"]
-        record[f"val_tokens/{part.name}"] = result["val_tokens"]
-        loss += part.weight * result["val_loss"]
-        tokens += result["val_tokens"]
-    return {"val_loss": loss, "val_ppl": perplexity(loss), "val_tokens": tokens, **record}
-
-
-def perplexity(loss: float) -> float:
-    """exp(loss); inf when that overflows (a diverged model), nan for a nan loss."""
-    try:
-        return math.exp(loss)
-    except OverflowError:
-        return math.inf
 
 
 class Trainer:
@@ -146,6 +76,7 @@ class Trainer:
         self.probe = self.validation.inputs[:PROBE_SEQUENCES]  # dynamic wirings average over it
         self.tokenizer = tokenizer
         self.checkpointer = Checkpointer(engine, folder, config, tokenizer.path, self.probe)
+        self.profiler = StepProfiler(config.train.profile, folder.profile_dir, engine.context.rank)
         self.metrics = metrics
         self.state = state or TrainerState(0, 0, engine.context.world_size)
         self.state.world_size = engine.context.world_size  # a resume may change it
@@ -177,9 +108,30 @@ class Trainer:
             self._log(self.evaluate())
             self.snapshot()
             self._log_block_stats(stats_every)
+        try:
+            self._steps(steps, stats_every)
+        finally:
+            self.profiler.close()
+        # the end of the run has its evaluation, snapshot and checkpoint, once
+        if not self._due(self.config.eval.every):
+            self._log(self.evaluate())
+        if self.tasks is not None and not self.tasks.due(state.step):
+            self.run_tasks()
+        if not self._due(checkpoint.topology_every):
+            self.snapshot()
+        if not self._due(stats_every):
+            self._log_block_stats(stats_every)
+        if not self._due(checkpoint.every):
+            self.save_checkpoint()
+
+    def _steps(self, steps: int, stats_every: int) -> None:
+        """The steps of :meth:`fit`, each followed by what falls due after it."""
+        state, checkpoint = self.state, self.config.checkpoint
         timed_steps, since = 0, time.perf_counter()
         while state.step < steps:
+            self.profiler.before_step(state.step + 1)
             self._train_step()
+            self.profiler.after_step(state.step)
             self._freeze_if_due()
             timed_steps += 1
             if self._due(self.config.train.log_every) or state.step == steps:
@@ -197,17 +149,6 @@ class Trainer:
                 self.save_checkpoint()
             if state.step < steps and self._stop_agreed():
                 self._stop_here()  # (after the last step the run just finishes)
-        # the end of the run has its evaluation, snapshot and checkpoint, once
-        if not self._due(self.config.eval.every):
-            self._log(self.evaluate())
-        if self.tasks is not None and not self.tasks.due(state.step):
-            self.run_tasks()
-        if not self._due(checkpoint.topology_every):
-            self.snapshot()
-        if not self._due(stats_every):
-            self._log_block_stats(stats_every)
-        if not self._due(checkpoint.every):
-            self.save_checkpoint()
 
     def _log_block_stats(self, every: int) -> None:
         """Writes the per-block statistics of the probe batch (collective; 0: never)."""

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from ancre.run_folder import RunFolder
-from ancre.train.trainer import perplexity
+from ancre.train.evaluation import perplexity
 from tests.conftest import REPO, SAMPLE
 from tests.helpers.small_disk import UNSHARE, can_mount_tmpfs
 from tests.helpers.training import cli_error, run_ancre, train_args

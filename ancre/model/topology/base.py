@@ -18,6 +18,9 @@ from ancre.model.topology.forms import FORMS, FORMULAS, mix_weights, stream_read
 from ancre.model.topology.freeze import FrozenWiring
 from ancre.snapshot import TopologySnapshot
 
+MIX_RANGE = "ancre.topology_mix"
+"""The name of the mix's range in a profiler trace (``train.profile``)."""
+
 Block = Callable[..., torch.Tensor]
 
 
@@ -138,7 +141,11 @@ class Topology(nn.Module):
         states = [h0]
         for j, block in enumerate(blocks):
             y = block(states[-1], *block_args)  # (..., D)
-            states.append(y if mixer is None else mixer(j, y, states))
+            if mixer is None:
+                states.append(y)
+                continue
+            with torch.profiler.record_function(MIX_RANGE):  # the mix's range in a trace
+                states.append(mixer(j, y, states))
         return states
 
     def mixer(self, weights: torch.Tensor) -> Mixer:
