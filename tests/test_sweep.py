@@ -53,9 +53,10 @@ run_name: "{topology.kind}-d{model.hidden_size}x{model.num_layers}-lr{train.lr}"
     }
     assert all(r.config.train.steps == 70 for r in sweep.runs)
     assert last.config.run.name == last.name and last.folder == sweep.folder / last.name
-    assert last.overrides[-4:] == (
+    assert last.overrides[-6:] == (
         f"run.name={last.name}", f"run.out_dir={sweep.folder}", "run.overwrite=false",
-        "checkpoint.resume=auto",
+        "checkpoint.resume=auto", f"logging.wandb_group={sweep.name}",
+        "logging.wandb_job_type='kind=ancre lr=0.01 hidden_size=192 num_layers=8'",
     )  # fmt: skip
 
 

@@ -167,6 +167,10 @@ class LoggingConfig:
     """Weights & Biases: disabled, offline (files in the run folder) or online."""
     wandb_project: str = "ancre"
     """Weights & Biases project name."""
+    wandb_group: str | None = None
+    """W&B group of the run; null: the run's name (ancre sweep sets the sweep's name)."""
+    wandb_job_type: str | None = None
+    """W&B job type of the run (ancre sweep sets the run's axes, e.g. kind=ancre)."""
 
     def check(self) -> None:
         """Raises ConfigError naming the first field of this section that is not allowed."""

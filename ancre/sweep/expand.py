@@ -150,7 +150,7 @@ def load_sweep(path: str | Path) -> Sweep:
             raise SweepError(error.key, f"{message} (run {index + 1}: {where})") from None
         run_name = _run_name(template, config, values)
         own = [f"run.name={run_name}", f"run.out_dir={folder}", "run.overwrite=false",
-               "checkpoint.resume=auto"]  # fmt: skip
+               "checkpoint.resume=auto", *_wandb_labels(config, name, values)]  # fmt: skip
         config = load_config(files, [*overrides, *own])
         runs.append(SweepRun(run_name, files, (*overrides, *own), values, config))
     seen: dict[str, SweepRun] = {}
@@ -218,6 +218,27 @@ def _check_keys(fixed: Sequence[str], swept: Sequence[str]) -> None:
         if key in seen:
             raise SweepError(key, "appears twice among the overrides and axes")
         seen.add(key)
+
+
+WANDB_JOB_TYPE_CHARS = 64
+"""W&B's longest job type."""
+
+
+def _wandb_labels(config: AncreConfig, sweep: str, values: Mapping[str, Any]) -> list[str]:
+    """The W&B group (the sweep) and job type (the run's axes but the seed), unless set."""
+    labels = []
+    if config.logging.wandb_group is None:
+        labels.append(f"logging.wandb_group={sweep}")
+    swept = [key for key in values if key not in ("run.seed", CONFIG_AXIS)]
+    last = [key.rsplit(".", 1)[-1] for key in swept]
+    axes = [
+        f"{name if last.count(name) == 1 else key}={_format_value(values[key])}"
+        for key, name in zip(swept, last, strict=True)
+    ] + [Path(f).stem for f in _file_list(CONFIG_AXIS, values.get(CONFIG_AXIS, []))]
+    if config.logging.wandb_job_type is None and axes:
+        job = " ".join(axes)[:WANDB_JOB_TYPE_CHARS].rstrip()
+        labels.append(f"logging.wandb_job_type='{job}'")
+    return labels
 
 
 def _dotlist_value(value: Any) -> str:

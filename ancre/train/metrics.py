@@ -1,14 +1,13 @@
-"""Metric sinks: metrics.jsonl always, Weights & Biases when asked for."""
+"""Metric sinks: metrics.jsonl always, Weights & Biases when asked for (wandb_sink.py)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
-import wandb
+from ancre.snapshot import TopologySnapshot
 
 
 class MetricsSink(Protocol):
@@ -42,39 +41,6 @@ class JsonlSink:
         self._file.close()
 
 
-class WandbSink:
-    """Logs records to a Weights & Biases run (offline files live in the run folder)."""
-
-    def __init__(
-        self, mode: str, project: str, name: str, files_dir: Path, config: dict[str, Any]
-    ) -> None:
-        """Starts the wandb run.
-
-        Args:
-            mode: ``offline`` or ``online``.
-            project: The wandb project.
-            name: The run's name.
-            files_dir: The run folder's ``wandb/`` (wandb writes ``<its parent>/wandb``).
-            config: The resolved config, logged with the run.
-        """
-        if mode == "offline":
-            os.environ["WANDB_MODE"] = "offline"  # also stops the online telemetry thread
-        os.environ.setdefault("WANDB_CACHE_DIR", str(files_dir / "cache"))
-        files_dir.mkdir(parents=True, exist_ok=True)
-        self._run = wandb.init(
-            mode=mode, project=project, name=name, dir=str(files_dir.parent), config=config
-        )
-
-    def log(self, record: dict[str, Any]) -> None:
-        """Logs the record's values at its step."""
-        values = {k: v for k, v in record.items() if k != "step" and isinstance(v, int | float)}
-        self._run.log(values, step=record["step"])
-
-    def close(self) -> None:
-        """Finishes the wandb run."""
-        self._run.finish()
-
-
 class MetricsLogger:
     """Fans each record out to every sink."""
 
@@ -85,6 +51,15 @@ class MetricsLogger:
         """Sends one record to every sink."""
         for sink in self.sinks:
             sink.log(record)
+
+    def log_topology(self, snapshot: TopologySnapshot) -> None:
+        """Sends a topology snapshot to the sinks that draw it (W&B).
+
+        The run folder has its own copy under topology/; metrics.jsonl does not take it.
+        """
+        for sink in self.sinks:
+            if hasattr(sink, "log_topology"):
+                sink.log_topology(snapshot)
 
     def close(self) -> None:
         """Closes every sink."""

@@ -31,6 +31,7 @@ from ancre.run_folder import RunFolder, RunFolderError, RunLock, RunPlan, plan_r
 from ancre.run_folder import start_over as clear_run
 from ancre.tasks.in_training import check_tasks
 from ancre.train.engine import DistributedContext, broadcast_from_main
+from ancre.train.wandb_sink import check_credentials
 
 logger = logging.getLogger("ancre")
 
@@ -57,9 +58,12 @@ def check_inputs(config: AncreConfig) -> None:
 def check_run_inputs(config: AncreConfig) -> None:
     """The checks of :func:`check_inputs` that are not about the data section.
 
-    ``run.out_dir``, the model and topology, ``eval.tasks`` and ``model.init_from``.
+    ``run.out_dir``, the model and topology, ``eval.tasks``, ``model.init_from`` and the
+    W&B credentials of ``logging.wandb: online``.
     """
     _check_out_dir(config.run.out_dir)
+    if (problem := check_credentials(config.logging.wandb)) is not None:
+        raise ConfigError("logging.wandb", problem)
     check_buildable(config)
     check_tasks(config.eval)
     if config.model.init_from is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ancre.checkpoint import CheckpointFolder
-from ancre.config import AncreConfig, check_world_size, config_dict, load_config
+from ancre.config import AncreConfig, check_world_size, load_config
 from ancre.data.loader import TrainLoader
 from ancre.data.tokenizer import Tokenizer
 from ancre.data.validation import ValidationSet, validation_set
@@ -44,7 +44,7 @@ from ancre.train.engine import (
 from ancre.train.evaluation import evaluate_set
 from ancre.train.flops import flops_per_token
 from ancre.train.launcher import launcher_rank, stop_with_launcher
-from ancre.train.metrics import JsonlSink, MetricsLogger, MetricsSink, WandbSink
+from ancre.train.metrics import JsonlSink, MetricsLogger, MetricsSink
 from ancre.train.preemption import StopRequested, StopSignals, stop_signals
 from ancre.train.prepare import (
     check_inputs,
@@ -59,6 +59,7 @@ from ancre.train.schedule import schedule_change
 from ancre.train.speedups import apply_speedups
 from ancre.train.threads import apply_cpu_threads
 from ancre.train.trainer import Trainer
+from ancre.train.wandb_sink import WandbSink
 from ancre.train.write_failures import DISK_FULL
 
 logger = logging.getLogger("ancre")
@@ -75,18 +76,10 @@ def _init_weights(model: Transformer, folder: str) -> None:
     logger.info("initialised the weights from %s", folder)
 
 
-def _metric_sinks(config: AncreConfig, folder: RunFolder) -> list[MetricsSink]:
-    sinks: list[MetricsSink] = [JsonlSink(folder.metrics_file)]
+def _metric_sinks(config: AncreConfig, plan: RunPlan) -> list[MetricsSink]:
+    sinks: list[MetricsSink] = [JsonlSink(plan.folder.metrics_file)]
     if config.logging.wandb != "disabled":
-        sinks.append(
-            WandbSink(
-                config.logging.wandb,
-                config.logging.wandb_project,
-                config.run.name,
-                folder.wandb_dir,
-                config_dict(config),
-            )  # fmt: skip
-        )
+        sinks.append(WandbSink(config, plan.folder.wandb_dir, bool(plan.set_aside)))
     return sinks
 
 
@@ -184,7 +177,7 @@ def _run(
         config.run.seed,
     )  # fmt: skip
     state, resumed = (None, None) if pending is None else pending.restore(engine, batches, config)
-    metrics = MetricsLogger(_metric_sinks(config, folder) if context.is_main else [])
+    metrics = MetricsLogger(_metric_sinks(config, plan) if context.is_main else [])
     if resumed is not None:
         metrics.log(resumed)
     if pending is not None and state is not None:

@@ -318,6 +318,7 @@ class Trainer:
         snapshot = self.engine.topology_snapshot(step, self.state.tokens, self.probe)
         if self.engine.context.is_main:
             write_snapshot(snapshot, self.folder.snapshot_path(step))
+            self.metrics.log_topology(snapshot)
 
     def save_checkpoint(self) -> Path | None:
         """Writes a complete checkpoint (:meth:`Checkpointer.save`; collective)."""
