@@ -20,6 +20,7 @@ from ancre.train.preemption import release_stop_signals, stop_signals
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ancre.train.commands", "train a model from YAML configs and key=value overrides"),
     "eval": ("ancre.train.commands", "validation loss (or downstream --tasks) of a checkpoint"),
+    "ablate": ("ancre.train.commands", "each connection of a trained matrix removed: its loss"),
     "convert": ("ancre.export.commands", "a checkpoint (any ZeRO stage) -> model.safetensors"),
     "generate": ("ancre.generate.commands", "text from a checkpoint or conversion (KV cache)"),
     "sweep": ("ancre.sweep.commands", "expand a sweep YAML; run it locally or emit SLURM"),

@@ -1,4 +1,4 @@
-"""The ``ancre train`` and ``ancre eval`` subcommands, and how every run of a command ends.
+"""The ``ancre train``, ``eval`` and ``ablate`` subcommands, and how every command ends.
 
 :func:`reported` turns what can go wrong in a command (bad input, a stop signal, a
 full disk, a lost peer) into a message and the exit code of the table below; the
@@ -14,12 +14,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ancre.atomic import write_text_atomic
 from ancre.checkpoint import CheckpointError
 from ancre.config import ConfigError, load_config
 from ancre.data.sources import DataError
 from ancre.pretrained import ConversionError
 from ancre.run_folder import RunFolderError, RunLockedError, checkpoint_of
 from ancre.tasks import TaskError
+from ancre.train.ablation import ablate_checkpoint, ablation_table
 from ancre.train.launcher import lost_peer
 from ancre.train.preemption import EXIT_STOPPED, StopRequested
 from ancre.train.run import DiskFullError, evaluate_checkpoint, train
@@ -39,6 +41,23 @@ BAD_INPUT = (
 
 def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
     """Declares the arguments of one subcommand."""
+    if command == "ablate":
+        parser.add_argument(
+            "checkpoint", type=Path,
+            help="a checkpoint folder, checkpoints/latest, a run folder (its newest) or a "
+            "conversion",
+        )  # fmt: skip
+        parser.add_argument(
+            "--tokens", type=int, default=4096,
+            help="validation target tokens of each evaluation (default 4096)",
+        )  # fmt: skip
+        parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward")
+        parser.add_argument(
+            "--renormalise", action="store_true",
+            help="rescale the rest of a row to its old sum (default: leave it as it is)",
+        )  # fmt: skip
+        parser.add_argument("--json", type=Path, help="also write the result as JSON here")
+        return
     if command == "train":
         parser.add_argument(
             "settings",
@@ -82,6 +101,14 @@ def _run(command: str, args: argparse.Namespace) -> None:
         train(load_config(files, overrides))
         return
     args.checkpoint = checkpoint_meant(command, args.checkpoint)
+    if command == "ablate":
+        if args.tokens < 1 or args.batch_size < 1:
+            raise ConfigError("--tokens/--batch-size", "must be 1 or more")
+        result = ablate_checkpoint(args.checkpoint, args.tokens, args.batch_size, args.renormalise)
+        print(ablation_table(result))
+        if args.json is not None:
+            write_text_atomic(args.json, json.dumps(result, indent=1) + "\n")
+        return
     if args.tasks is not None:
         _no_overrides(args.overrides)
         print(json.dumps(evaluate_tasks(

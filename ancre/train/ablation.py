@@ -1,0 +1,258 @@
+"""Which connections matter: each entry of the connection matrix removed, and the loss.
+
+The mass of a learned connection P[j, i] is not its importance. ``ancre ablate``
+removes one connection at a time from a trained model's matrix and measures the
+validation loss on the run's fixed validation tokens, beside the connection's mass,
+with the rank correlation (Spearman) between mass and effect over the connections.
+Two ways of removing (``--renormalise``): set P[j, i] to 0 and leave the rest of the
+row as it is (default: the row's sum drops by the connection's mass), or rescale the
+rest of the row to the old sum. Then, per k, every row pruned to its k heaviest
+connections at once, the cut that ``topology.prune: topk`` makes at
+``topology.freeze_at``: does it keep what matters?
+
+It covers the kinds whose mix is a static matrix of the stored states (``ancre``,
+``uniform``, ``fixed``), unfrozen. Input-dependent kinds (hyper, mhc, attnres) and
+DenseFormer, whose forward passes compute their own weights, are refused, as is a
+cascaded model, which has nothing to ablate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ancre.config import ConfigError
+from ancre.data.loader import IGNORE_INDEX
+from ancre.data.validation import validation_set
+from ancre.model import Transformer
+from ancre.train.trained import load_trained
+
+ABLATABLE = ("ancre", "uniform", "fixed")
+"""Kinds whose matrix ``ancre ablate`` can edit (the weights their forward pass reads)."""
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """The validation loss with one connection (or a pruning) applied.
+
+    Attributes:
+        row: Block j (writes h_{j+1}); -1 for a pruning of every row.
+        column: Source state h_i; for a pruning, k (connections kept per row).
+        mass: P[j, i] (for a pruning, the mass it removes, summed over rows).
+        loss: Validation loss with the change.
+        delta: ``loss`` minus the intact model's.
+    """
+
+    row: int
+    column: int
+    mass: float
+    loss: float
+    delta: float
+
+
+def check_ablatable(kind: str, frozen: bool) -> None:
+    """Refuses a model whose connections this module cannot remove, saying why.
+
+    Raises:
+        ConfigError: Naming ``topology.kind`` (or ``topology.freeze_at``).
+    """
+    if kind == "cascaded":
+        raise ConfigError(
+            "topology.kind", "is cascaded: the plain residual has no connection matrix, so "
+            "there is nothing to ablate",
+        )  # fmt: skip
+    if kind not in ABLATABLE:
+        raise ConfigError(
+            "topology.kind", f"is {kind}: its forward pass computes its own weights, which "
+            f"ancre ablate cannot edit yet; it covers {', '.join(ABLATABLE)}",
+        )  # fmt: skip
+    if frozen:
+        raise ConfigError(
+            "topology.freeze_at", "froze this model's matrix into a sparse wiring; ablate a "
+            "checkpoint from before the freeze",
+        )  # fmt: skip
+
+
+@contextmanager
+def edited_matrix(model: Transformer, matrix: torch.Tensor) -> Iterator[None]:
+    """Runs the model with ``matrix`` (L, L+1) as its connection matrix, then restores it."""
+    topology = model.topology
+    topology.weights = lambda: matrix  # type: ignore[method-assign]  # an instance override
+    try:
+        yield
+    finally:
+        del topology.weights
+
+
+@torch.no_grad()
+def validation_loss(
+    model: Transformer, inputs: torch.Tensor, targets: torch.Tensor, batch: int
+) -> float:
+    """Mean cross-entropy per target token over the set (inputs, targets: (N, T))."""
+    total, count = 0.0, 0
+    for start in range(0, inputs.shape[0], batch):
+        x, y = inputs[start : start + batch], targets[start : start + batch]  # (b, T)
+        total += float(model(x, y, reduction="sum"))
+        count += int((y != IGNORE_INDEX).sum())
+    return total / count
+
+
+def ablate(
+    model: Transformer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    batch: int = 8,
+    renormalise: bool = False,
+) -> tuple[float, list[Ablation], list[Ablation]]:
+    """Every connection removed on its own, then every row pruned to its top k.
+
+    Args:
+        model: The trained model, in eval mode.
+        inputs: Validation inputs (N, T).
+        targets: Validation targets (N, T).
+        batch: Sequences per forward pass.
+        renormalise: Rescale the rest of a row to its old sum.
+
+    Returns:
+        The intact loss, one :class:`Ablation` per connection of nonzero mass, and one
+        per k from 1 to L (``row`` -1, ``column`` k).
+    """
+    matrix = model.topology.matrix().to(inputs.device)  # (L, L+1) fp32
+    base = validation_loss(model, inputs, targets, batch)
+    singles = []
+    for j in range(matrix.shape[0]):
+        for i in range(j + 1):
+            mass = float(matrix[j, i])
+            if mass == 0.0:
+                continue
+            edited = matrix.clone()
+            edited[j, i] = 0.0
+            if renormalise:
+                edited[j] *= matrix[j].sum() / edited[j].sum().clamp_min(1e-12)
+            with edited_matrix(model, edited):
+                loss = validation_loss(model, inputs, targets, batch)
+            singles.append(Ablation(j, i, mass, loss, loss - base))
+    prunings = []
+    for k in range(1, matrix.shape[0] + 1):
+        edited = _top_k(matrix, k, renormalise)
+        with edited_matrix(model, edited):
+            loss = validation_loss(model, inputs, targets, batch)
+        removed = float((matrix - edited).clamp_min(0).sum())
+        prunings.append(Ablation(-1, k, removed, loss, loss - base))
+    return base, singles, prunings
+
+
+def _top_k(matrix: torch.Tensor, k: int, renormalise: bool) -> torch.Tensor:
+    """Each row j keeps its k heaviest of h_0 .. h_j (all of them when j + 1 <= k)."""
+    edited = torch.zeros_like(matrix)
+    for j in range(matrix.shape[0]):
+        row = matrix[j, : j + 1]
+        keep = torch.topk(row, min(k, j + 1)).indices
+        edited[j, keep] = row[keep]
+        if renormalise:
+            edited[j] *= row.sum() / edited[j].sum().clamp_min(1e-12)
+    return edited
+
+
+def spearman(xs: list[float], ys: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); nan for fewer than 3 pairs."""
+    if len(xs) < 3:
+        return math.nan
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    vx = sum((a - mx) ** 2 for a in rx)
+    vy = sum((b - my) ** 2 for b in ry)
+    return cov / math.sqrt(vx * vy) if vx and vy else math.nan
+
+
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def ablate_checkpoint(
+    path: Path, tokens: int, batch: int = 8, renormalise: bool = False
+) -> dict[str, Any]:
+    """:func:`ablate` on a checkpoint or conversion, on the CPU, with its own validation set.
+
+    Args:
+        path: A checkpoint folder (any ZeRO stage) or an ``ancre convert`` folder.
+        tokens: Validation target tokens (the first of the run's validation split).
+        batch: Sequences per forward pass.
+        renormalise: Rescale the rest of a row to its old sum.
+
+    Returns:
+        The result as a JSON-ready dict: the intact loss, every connection (row, column,
+        mass, loss, delta), the Spearman correlation of mass and delta, the prunings.
+
+    Raises:
+        ConfigError: The model's kind has no matrix this can edit.
+    """
+    trained = load_trained(path)
+    topology = trained.model.topology
+    check_ablatable(trained.config.topology.kind, topology.wiring is not None)
+    validation = validation_set(trained.config.data, trained.tokenizer, tokens)
+    started = time.perf_counter()
+    base, singles, prunings = ablate(
+        trained.model, validation.inputs, validation.targets, batch, renormalise
+    )  # fmt: skip
+    return {
+        "checkpoint": str(path), "step": trained.step, "kind": trained.config.topology.kind,
+        "form": trained.config.topology.form, "renormalised": renormalise,
+        "val_tokens": int((validation.targets != IGNORE_INDEX).sum()), "val_loss": base,
+        "spearman_mass_delta": spearman([a.mass for a in singles], [a.delta for a in singles]),
+        "connections": [asdict(a) for a in singles],
+        "top_k": [{"k": a.column, "mass_removed": a.mass, "loss": a.loss, "delta": a.delta}
+                  for a in prunings],
+        "seconds": time.perf_counter() - started,
+    }  # fmt: skip
+
+
+def ablation_table(result: dict[str, Any]) -> str:
+    """The result in words: connections by mass, the correlation, the prunings."""
+    how = "the rest of the row rescaled to its sum" if result["renormalised"] else (
+        "the rest of the row left as it is"
+    )  # fmt: skip
+    lines = [
+        f"{result['kind']} ({result['form']}) at step {result['step']}: val_loss "
+        f"{result['val_loss']:.4f} on {result['val_tokens']} tokens; each connection removed "
+        f"on its own ({how}), {result['seconds']:.1f} s",
+        "",
+        "| row j | column i | mass P[j, i] | loss without it | delta |",
+        "|---|---|---|---|---|",
+    ]
+    for a in sorted(result["connections"], key=lambda a: -a["mass"]):
+        lines.append(
+            f"| {a['row']} | {a['column']} | {a['mass']:.4f} | {a['loss']:.4f} | "
+            f"{a['delta']:+.4f} |"
+        )
+    lines += [
+        "",
+        f"Spearman rank correlation of mass and delta over {len(result['connections'])} "
+        f"connections: {result['spearman_mass_delta']:.3f}",
+        "",
+        "| top k kept per row | mass removed | loss | delta |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p['k']} | {p['mass_removed']:.3f} | {p['loss']:.4f} | {p['delta']:+.4f} |"
+        for p in result["top_k"]
+    ]
+    return "\n".join(lines)

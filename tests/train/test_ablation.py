@@ -1,0 +1,89 @@
+"""ancre ablate: each connection removed on its own, the prunings, the rank correlation,
+and the kinds it refuses; on a model built here and on a trained run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ancre.config import ConfigError, load_config
+from ancre.model.transformer import build_model
+from ancre.train.ablation import ablate, check_ablatable, edited_matrix, spearman, validation_loss
+from tests.helpers.training import QUICKSTART, cli_error, run_ancre, train_args, train_run
+
+
+def tiny(kind: str):
+    config = load_config(QUICKSTART, ["model.num_layers=3", f"topology.kind={kind}"])
+    torch.manual_seed(0)
+    return build_model(config, 64).eval()
+
+
+def batch():
+    torch.manual_seed(1)
+    tokens = torch.randint(0, 64, (4, 17))
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def test_an_edited_matrix_is_what_the_forward_pass_mixes_and_is_put_back() -> None:
+    model = tiny("ancre")
+    inputs, targets = batch()
+    intact = model.topology.matrix()
+    edited = intact.clone()
+    edited[2, 0] = 0.0
+    with edited_matrix(model, edited):
+        assert torch.equal(model.topology.matrix(), edited)
+        changed = validation_loss(model, inputs, targets, 2)
+    assert torch.equal(model.topology.matrix(), intact)
+    assert changed != validation_loss(model, inputs, targets, 2)
+
+
+@pytest.mark.parametrize("renormalise", [False, True])
+def test_every_connection_is_removed_once_and_top_l_changes_nothing(renormalise) -> None:
+    model = tiny("uniform")
+    inputs, targets = batch()
+    base, singles, prunings = ablate(model, inputs, targets, 2, renormalise)
+    assert [(a.row, a.column) for a in singles] == [(j, i) for j in range(3) for i in range(j + 1)]
+    assert all(a.delta == pytest.approx(a.loss - base) for a in singles)
+    assert [p.column for p in prunings] == [1, 2, 3]
+    assert prunings[-1].delta == 0.0 and prunings[-1].mass == 0.0  # k = L keeps every entry
+    if renormalise:  # row 0 holds one connection: rescaling an empty row leaves it empty
+        assert singles[0].mass == 1.0
+
+
+def test_spearman_ranks() -> None:
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2], [5, 5, 6]) == pytest.approx(1.0)  # ties share a rank
+
+
+@pytest.mark.parametrize(
+    ("kind", "frozen", "error"),
+    [
+        ("cascaded", False, "there is nothing to ablate"),
+        ("hyper", False, "computes its own weights"),
+        ("ancre", True, "froze this model's matrix"),
+    ],
+)
+def test_what_cannot_be_ablated_is_refused(kind, frozen, error) -> None:
+    with pytest.raises(ConfigError, match=error):
+        check_ablatable(kind, frozen)
+
+
+@pytest.mark.slow
+def test_ablate_a_trained_run(tmp_path, capsys, subprocess_env, sample_tokenizer) -> None:
+    train_run(*train_args(tmp_path, "a", sample_tokenizer.path), env=subprocess_env)
+    out = tmp_path / "ablation.json"
+    result = run_ancre(
+        "ablate", str(tmp_path / "a"), "--tokens", "256", "--json", str(out), env=subprocess_env
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = json.loads(out.read_text())
+    assert len(saved["connections"]) == 6 * 7 // 2 and saved["step"] == 8
+    assert -1.0 <= saved["spearman_mass_delta"] <= 1.0
+    assert "Spearman rank correlation of mass and delta over 21 connections" in result.stdout
+    train_run(*train_args(tmp_path, "c", sample_tokenizer.path, "topology.kind=cascaded"),
+              env=subprocess_env)  # fmt: skip
+    line = cli_error(capsys, "ablate", str(tmp_path / "c"))
+    assert "topology.kind: is cascaded" in line and "nothing to ablate" in line
