@@ -14,7 +14,7 @@ with an fp32 master copy, a layout ancre does not use, so they are not applied h
 ancre's own code path: the bytes per token of each block were read off
 ``ancre.model.memory.saved_for_backward_bytes`` (flash-style attention, as the CPU's
 and a GPU's fused kernels save it) and are exact for the plain block;
-``tests/sizing/test_memory.py`` holds the formula to the measured bytes. With bf16
+``tests/sizing/test_activation_plan.py`` holds the formula to the measured bytes. With bf16
 autocast each block also keeps the bf16 casts of its weights for the backward.
 """
 
