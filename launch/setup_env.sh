@@ -7,8 +7,8 @@
 # - Installs torch first (torch==2.13.0 unless a torch is already installed), then the
 #   package pinned to that torch, so pip never swaps in a CUDA build of several GB.
 # - Sets DS_ACCELERATOR=cpu for DeepSpeed when there is no GPU, and then builds DeepSpeed's
-#   CPU communication op once per machine (about 40 s on two cores; cached by torch),
-#   which the first run would otherwise build.
+#   CPU communication op once per environment (about 40 s on two cores; cached by torch,
+#   rebuilt for another virtual environment), which the first run would otherwise build.
 
 ancre_repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ancre_extras=${1:-}
@@ -54,11 +54,10 @@ if ! python -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/d
 fi
 
 if [ "${DS_ACCELERATOR:-}" = cpu ]; then
-    ancre_ops=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/torch_extensions}
-    if ! compgen -G "$ancre_ops/*/deepspeed_shm_comm/*.so" >/dev/null \
-        && ! compgen -G "$ancre_ops/deepspeed_shm_comm/*.so" >/dev/null; then
-        echo "[setup] building DeepSpeed's CPU communication op (once per machine, about 40 s)"
-        python -c 'from ancre.train.engine.group import build_cpu_comm_op; build_cpu_comm_op()' \
-            2>/dev/null || echo "[setup] could not build it now; the first run will try again" >&2
+    # builds it only when the cache holds none for this environment (a few seconds else)
+    if python -c 'import sys; from ancre.train.engine.group import build_cpu_comm_op as b; sys.exit(0 if b() else 3)' 2>/dev/null; then
+        echo "[setup] built DeepSpeed's CPU communication op for this environment (once)"
+    elif [ $? -ne 3 ]; then
+        echo "[setup] could not build DeepSpeed's CPU communication op now; the first run will try again" >&2
     fi
 fi

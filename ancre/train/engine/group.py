@@ -97,19 +97,27 @@ def _shm_op_is_built() -> bool:
 
 
 def build_cpu_comm_op() -> bool:
-    """Builds DeepSpeed's CPU communication op into the extensions cache, unless it is there.
+    """Builds DeepSpeed's CPU communication op for this environment, unless it is current.
 
     What the first CPU run would build (about 40 s on two cores); the set-up script
-    calls it, so that the first run, or the first test, does not.
+    calls it, so that the first run, or the first test, does not. The op in the torch
+    extensions cache is rebuilt when it was built for another environment (another
+    virtual environment's headers), which its mere presence does not tell.
 
     Returns:
-        Whether it was built now (False: it was there already).
+        Whether it was built now (False: it was current).
     """
-    if _shm_op_is_built():
-        return False
+    before = _shm_op_mtimes()
     with contextlib.redirect_stdout(io.StringIO()):
         get_accelerator().create_op_builder("ShareMemCommBuilder").load(verbose=False)
-    return True
+    return _shm_op_mtimes() != before
+
+
+def _shm_op_mtimes() -> dict[Path, float]:
+    """When each built copy of the op in the extensions cache was written."""
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    found = [*root.glob("*/deepspeed_shm_comm/*.so"), *root.glob("deepspeed_shm_comm/*.so")]
+    return {path: path.stat().st_mtime for path in found}
 
 
 def barrier() -> None:
