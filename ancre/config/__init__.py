@@ -9,7 +9,7 @@ This package imports nothing else from ``ancre``.
 """
 
 from ancre.config.checks import ConfigError
-from ancre.config.data import SourceConfig
+from ancre.config.data import DataPart, SourceConfig
 from ancre.config.loading import (
     RENAMED_KEYS,
     check_world_size,
@@ -41,6 +41,7 @@ __all__ = [
     "CheckpointConfig",
     "ConfigError",
     "DataConfig",
+    "DataPart",
     "EvalConfig",
     "LoggingConfig",
     "ModelConfig",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from ancre.config.checks import ConfigError, choice, non_negative, positive
 
@@ -42,6 +43,23 @@ class SourceConfig:
     """Configuration of the hub dataset (null: the dataset's default)."""
     text_field: str = "text"
     """Key of each JSON line (or hub example) that holds the document text."""
+
+
+class DataPart(NamedTuple):
+    """One source of the data section, as a single-source section of its own.
+
+    Attributes:
+        name: The source's name ("" for the one source of a section without
+            ``data.sources``).
+        weight: Its weight, normalised so that the parts' weights sum to 1.
+        config: A data section reading this source alone (every other key kept).
+        key: Where its settings are, for messages: ``data`` or ``data.sources[i]``.
+    """
+
+    name: str
+    weight: float
+    config: DataConfig
+    key: str
 
 
 @dataclass(frozen=True)
@@ -93,17 +111,16 @@ class DataConfig:
         """Whether the run reads a mixture (``data.sources`` lists any)."""
         return bool(self.sources)
 
-    def parts(self) -> list[tuple[str, float, DataConfig]]:
-        """Each source as (name, weight normalised to sum 1, a single-source section).
+    def parts(self) -> list[DataPart]:
+        """Each source as a single-source section (see :class:`DataPart`).
 
-        One source (no ``data.sources``) is the single part ``("", 1.0, self)``; the
-        section of a mixture's part keeps every other key of this one.
+        One source (no ``data.sources``) is the single part ``("", 1.0, self, "data")``.
         """
         if not self.sources:
-            return [("", 1.0, self)]
+            return [DataPart("", 1.0, self, "data")]
         total = sum(s.weight for s in self.sources)
         return [
-            (
+            DataPart(
                 s.name,
                 s.weight / total,
                 replace(
@@ -114,9 +131,10 @@ class DataConfig:
                     hub_name=s.hub_name or "",
                     hub_subset=s.hub_subset or "",
                     sources=[],
-                ),
-            )  # fmt: skip
-            for s in self.sources
+                ),  # fmt: skip
+                f"data.sources[{index}]",
+            )
+            for index, s in enumerate(self.sources)
         ]
 
     def check(self) -> None:

@@ -140,18 +140,19 @@ class _ReaderSpec:
         """The micro-batches of reader ``logical`` of this rank, each with its state after."""
         tokenizer = Tokenizer(self.tokenizer_path)
         index, count = self.rank * self.workers + logical, self.world_size * self.workers
+        parts = self.config.parts()
         readers = {
-            name: WindowReader(
-                training_source(part, index, count, self.seed, self.earlier),
+            part.name: WindowReader(
+                training_source(part.config, index, count, self.seed, self.earlier),
                 tokenizer,
                 self.config.seq_len + 1,
                 self.config.packing,
-                source_states(state, name) if self.config.is_mixture else state,
+                source_states(state, part.name) if self.config.is_mixture else state,
             )  # fmt: skip
-            for name, _, part in self.config.parts()
+            for part in parts
         }
         reader: WindowReader | MixtureReader = (
-            MixtureReader(readers, {n: w for n, w, _ in self.config.parts()}, state)
+            MixtureReader(readers, {part.name: part.weight for part in parts}, state)
             if self.config.is_mixture
             else readers[""]
         )
@@ -194,9 +195,9 @@ class TrainLoader:
         self.config = config
         self.workers = max(1, config.num_workers)
         self._lists: dict[str, list[list[Any]]] = {}
-        for _, _, part in config.parts():
-            if part.source == "local":
-                now = shard_list(find_shards(part.path, "train"))
+        for part in config.parts():
+            if part.config.source == "local":
+                now = shard_list(find_shards(part.config.path, "train"))
                 self._lists[list_digest(now)] = [[s.key, s.size] for s in now]
         self._spec = _ReaderSpec(
             config, str(tokenizer.path), micro_batch_size, rank, world_size, self.workers, seed,

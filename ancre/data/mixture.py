@@ -17,10 +17,23 @@ cannot be split over another number of readers (``ancre.data.regroup`` refuses).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from typing import Any, Protocol, TypeVar
 
 from ancre.data.shards import DataError
+
+K = TypeVar("K", bound=Hashable)
+
+
+def furthest_below(weights: Mapping[K, float], taken: Mapping[K, int], among: Iterable[K]) -> K:
+    """The stream whose share of what was taken is furthest below its weight.
+
+    The k of ``among`` that maximises ``weights[k] * total - taken[k]`` (``total``: all
+    taken, of every stream); ties to the first. The rule of the mixture's windows (in
+    tokens) and of the tokenizer's training texts (in characters).
+    """
+    total = sum(taken.values())
+    return max(among, key=lambda k: weights[k] * total - taken[k])
 
 
 class Windows(Protocol):
@@ -59,8 +72,7 @@ class MixtureReader:
 
     def __next__(self) -> tuple[list[int], int]:
         """The next window (T+1 ids) and its count of real tokens."""
-        total = sum(self.taken.values())
-        name = max(self.readers, key=lambda n: self.weights[n] * total - self.taken[n])
+        name = furthest_below(self.weights, self.taken, self.readers)
         try:
             window, valid = next(self.readers[name])
         except DataError as error:

@@ -77,18 +77,17 @@ def check_resume_data(config: DataConfig, seed: int, saved: list[dict[str, Any]]
             changed size.
     """
     notes: list[str] = []
-    for index, (name, _, part) in enumerate(config.parts()):
-        if part.source != "local":
+    for part in config.parts():
+        if part.config.source != "local":
             continue
-        key = f"data.sources[{index}].path" if config.is_mixture else "data.path"
         lists: dict[str, Any] = {}
         positions: list[dict[str, Any]] = []
         for state in saved:
             lists.update(state.get("shard_lists", {}))
             for reader in state.get("readers", []):
-                mine = source_states(reader, name) if config.is_mixture else reader
+                mine = source_states(reader, part.name) if config.is_mixture else reader
                 positions.append((mine or {}).get("position") or {})
-        for note in _check_positions(part, seed, key, lists, positions):
+        for note in _check_positions(part.config, seed, f"{part.key}.path", lists, positions):
             if note not in notes:
                 notes.append(note)
     return notes

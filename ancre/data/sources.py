@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from ancre.config import DataConfig
 from ancre.data.hub import StreamingDocuments, open_hub
+from ancre.data.mixture import furthest_below
 from ancre.data.shards import (
     FILE_REASONS,
     LINE_REASONS,
@@ -68,14 +69,13 @@ def check_data(config: DataConfig) -> None:
         MissingDataError: No shards of a split (local), or the hub is unreachable.
         DataError: No line at the start of a split's first shard has the text field.
     """
-    for index, (name, _, part) in enumerate(config.parts()):
-        key = f"data.sources[{index}]" if config.is_mixture else "data"
+    for part in config.parts():
         try:
-            _check_one(part, key)
+            _check_one(part.config, part.key)
         except (MissingDataError, DataError) as error:
             if not config.is_mixture:
                 raise
-            raise type(error)(f"{key} ({name!r}): {error}") from None
+            raise type(error)(f"{part.key} ({part.name!r}): {error}") from None
 
 
 def _check_one(config: DataConfig, key: str) -> None:
@@ -133,7 +133,7 @@ def split_texts(config: DataConfig, split: str, skipped: Counter[str]) -> Iterat
         Document texts.
     """
     if config.is_mixture:
-        parts = [(weight, _one_split(part, split, skipped)) for _, weight, part in config.parts()]
+        parts = [(p.weight, _one_split(p.config, split, skipped)) for p in config.parts()]
         yield from interleave(parts)
     else:
         yield from _one_split(config, split, skipped)
@@ -148,11 +148,11 @@ def interleave(parts: list[tuple[float, Iterator[str]]]) -> Iterator[str]:
     Yields:
         Texts of every stream, until each is exhausted.
     """
-    taken = [0] * len(parts)
-    live = list(range(len(parts)))
+    weights = {k: weight for k, (weight, _) in enumerate(parts)}
+    taken = dict.fromkeys(weights, 0)
+    live = list(weights)
     while live:
-        total = sum(taken)
-        k = max(live, key=lambda i: parts[i][0] * total - taken[i])  # furthest below its share
+        k = furthest_below(weights, taken, live)
         text = next(parts[k][1], None)
         if text is None:
             live.remove(k)

@@ -78,11 +78,11 @@ def validation_set(config: DataConfig, tokenizer: Tokenizer, num_tokens: int) ->
     if not config.is_mixture:
         return ValidationSet(*_one_source(config, tokenizer, num_tokens, "data"))
     inputs, targets, parts, start = [], [], [], 0
-    for index, (name, weight, part) in enumerate(config.parts()):
-        x, y = _one_source(part, tokenizer, num_tokens, f"data.sources[{index}]")
+    for part in config.parts():
+        x, y = _one_source(part.config, tokenizer, num_tokens, part.key)
         inputs.append(x)
         targets.append(y)
-        parts.append(ValidationPart(name, weight, slice(start, start + x.shape[0])))
+        parts.append(ValidationPart(part.name, part.weight, slice(start, start + x.shape[0])))
         start += x.shape[0]
     return ValidationSet(torch.cat(inputs), torch.cat(targets), tuple(parts))
 

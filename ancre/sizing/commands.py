@@ -71,5 +71,5 @@ def run(command: str, args: argparse.Namespace) -> int:
         print(f"ancre {command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     plan = size_plan(config, vocab, args.gpus, args.gpu)
-    print("\n".join(plan_lines(plan, [] if plan.fits else alternatives(plan, vocab))))
+    print("\n".join(plan_lines(plan, [] if plan.fits else alternatives(plan))))
     return 0 if plan.fits else EXIT_DOES_NOT_FIT

@@ -113,15 +113,6 @@ class Activations:
         return self.blocks + self.weight_casts + self.outside
 
 
-def recomputed_blocks(num_layers: int, recompute: str, every_k: int) -> int:
-    """How many blocks ``train.recompute`` recomputes."""
-    if recompute == "blocks":
-        return num_layers
-    if recompute == "every_k":
-        return len(range(0, num_layers, every_k))
-    return 0
-
-
 def activations(
     tokens: int,
     hidden: int,
@@ -144,7 +135,8 @@ def activations(
         vocab: Vocabulary size V.
         kind: ``topology.kind``; a kind not in the table counts as ancre.
         precision: ``bf16`` (autocast) or ``fp32``.
-        recomputed: Blocks whose internals are recomputed (they keep their input only).
+        recomputed: Blocks whose internals are recomputed (they keep their input only;
+            ``len(ancre.train.speedups.recomputed_blocks(...))``).
 
     Returns:
         The bytes by part.

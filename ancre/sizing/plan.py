@@ -17,17 +17,12 @@ from dataclasses import dataclass, replace
 import torch
 
 from ancre.config import AncreConfig
-from ancre.kernels.traffic import grouped_traffic
+from ancre.kernels.traffic import HBM_BYTES_PER_S, grouped_traffic
 from ancre.model import Transformer, build_model, resolve_shape, whole_numel
-from ancre.sizing.memory import (
-    Activations,
-    ModelStates,
-    activations,
-    model_states,
-    recomputed_blocks,
-)
-from ancre.train.flops import shape_flops_per_token
+from ancre.sizing.memory import Activations, ModelStates, activations, model_states
+from ancre.train.flops import PEAK_BF16_FLOPS, shape_flops_per_token
 from ancre.train.optimizers import is_muon_matrix
+from ancre.train.speedups import recomputed_blocks
 
 GIB = 2**30
 STATIC_MIX_KINDS = ("ancre", "uniform", "fixed", "denseformer")
@@ -60,12 +55,12 @@ def host_memory() -> int:
 
 
 DEVICES = {
-    "a100": Device("A100 SXM 80 GB", 80 * 10**9, 312e12, 2.039e12),
-    "h100": Device("H100 SXM 80 GB", 80 * 10**9, 989e12, 3.35e12),
-    "h200": Device("H200 SXM 141 GB", 141 * 10**9, 989e12, 4.8e12),
-}
-"""The GPUs a plan knows (nominal dense bf16 peaks and HBM bandwidths); ``cpu`` is this
-machine (:func:`device`)."""
+    key: Device(f"{key.upper()} SXM {gb} GB", gb * 10**9, PEAK_BF16_FLOPS[key.upper()],
+                HBM_BYTES_PER_S[key.upper()])
+    for key, gb in (("a100", 80), ("h100", 80), ("h200", 141))
+}  # fmt: skip
+"""The GPUs a plan knows (the nominal dense bf16 peaks of ``ancre.train.flops``, the HBM
+bandwidths of ``ancre.kernels.traffic``); ``cpu`` is this machine (:func:`device`)."""
 
 
 def local_device_key() -> str | None:
@@ -93,9 +88,11 @@ class SizePlan:
 
     Attributes:
         config: The config planned (with the batch split it implies).
+        vocab_size: The tokenizer's vocabulary size.
+        device_key: The ``--gpu`` choice: ``a100``, ``h100``, ``h200`` or ``cpu``.
         device: The device kind.
         ranks: Processes (one per device).
-        num_params: Parameters of the model.
+        counts: The model's parameters, Muon's matrix parameters, the largest block's.
         states: One rank's model states.
         acts: One micro-batch's activations on a rank.
         flops_per_token: Training FLOPs per token.
@@ -105,14 +102,21 @@ class SizePlan:
     """
 
     config: AncreConfig
+    vocab_size: int
+    device_key: str
     device: Device
     ranks: int
-    num_params: int
+    counts: tuple[int, int, int]
     states: ModelStates
     acts: Activations
     flops_per_token: float
     tokens_per_step: int
     mix_bound_s: float | None
+
+    @property
+    def num_params(self) -> int:
+        """Parameters of the model."""
+        return self.counts[0]
 
     @property
     def peak(self) -> int:
@@ -169,17 +173,24 @@ def size_plan(
                 model = build_model(config, vocab_size)
         finally:
             quiet.setLevel(level)
-    num_params, matrices, block = _counts(model)
+    return _plan(config, vocab_size, ranks, device_key, _counts(model))
+
+
+def _plan(
+    config: AncreConfig, vocab_size: int, ranks: int, device_key: str, counts: tuple[int, int, int]
+) -> SizePlan:
+    """:func:`size_plan` from the model's parameter counts (:func:`_counts`)."""
+    num_params, matrices, block = counts
     shape = resolve_shape(config.model, vocab_size, config.data.seq_len)
     train = config.train
     tokens = train.micro_batch_size * config.data.seq_len
     states = model_states(
         num_params, train.zero_stage, ranks, train.optimizer, matrices, block
     )  # fmt: skip
-    recomputed = recomputed_blocks(shape.num_layers, train.recompute, train.recompute_every_k)
     acts = activations(
         tokens, shape.hidden_size, shape.intermediate_size, shape.num_heads, shape.num_layers,
-        shape.vocab_size, config.topology.kind, train.precision, recomputed,
+        shape.vocab_size, config.topology.kind, train.precision,
+        len(recomputed_blocks(train, shape.num_layers)),
     )  # fmt: skip
     kit = device(device_key)
     bound = None
@@ -189,25 +200,28 @@ def size_plan(
         micro_steps = max(1, train.global_batch_size // (train.micro_batch_size * ranks))
         bound = traffic.total * micro_steps / kit.bandwidth
     return SizePlan(
-        config=config, device=kit, ranks=ranks, num_params=num_params, states=states,
-        acts=acts, flops_per_token=shape_flops_per_token(shape, config.data.seq_len),
+        config=config, vocab_size=vocab_size, device_key=device_key, device=kit, ranks=ranks,
+        counts=counts, states=states, acts=acts,
+        flops_per_token=shape_flops_per_token(shape, config.data.seq_len),
         tokens_per_step=train.global_batch_size * config.data.seq_len, mix_bound_s=bound,
     )  # fmt: skip
 
 
-def alternatives(plan: SizePlan, vocab_size: int) -> list[tuple[str, SizePlan]]:
+def alternatives(plan: SizePlan) -> list[tuple[str, SizePlan]]:
     """Changes that make a plan that does not fit fit, cheapest first.
 
     Tried, one at a time and then together: a higher ZeRO stage, recomputing every
-    block, halving the micro-batch (the global batch kept), more devices.
+    block, halving the micro-batch (the global batch kept), more devices. The model's
+    parameter counts do not change, so no trial builds it again.
     """
     config, found = plan.config, []
 
-    def trial(label: str, train_changes: dict, ranks: int = plan.ranks) -> None:
+    def trial(label: str, train_changes: dict, ranks: int = plan.ranks) -> bool:
         changed = replace(config, train=replace(config.train, **train_changes))
-        tried = size_plan(changed, vocab_size, ranks, _key(plan.device))
+        tried = _plan(changed, plan.vocab_size, ranks, plan.device_key, plan.counts)
         if tried.fits:
             found.append((label, tried))
+        return tried.fits
 
     for stage in range(config.train.zero_stage + 1, 4):
         trial(f"train.zero_stage={stage}", {"zero_stage": stage})
@@ -215,20 +229,14 @@ def alternatives(plan: SizePlan, vocab_size: int) -> list[tuple[str, SizePlan]]:
         trial("train.recompute=blocks", {"recompute": "blocks"})
         trial("train.zero_stage=3 train.recompute=blocks", {"zero_stage": 3, "recompute": "blocks"})
     micro = config.train.micro_batch_size // 2
-    while micro >= 1 and not any(label.startswith("train.micro") for label, _ in found):
-        trial(
-            f"train.micro_batch_size={micro} train.zero_stage=3 train.recompute=blocks",
-            {"micro_batch_size": micro, "zero_stage": 3, "recompute": "blocks"},
-        )
+    while micro >= 1 and not trial(
+        f"train.micro_batch_size={micro} train.zero_stage=3 train.recompute=blocks",
+        {"micro_batch_size": micro, "zero_stage": 3, "recompute": "blocks"},
+    ):
         micro //= 2
     if not found:
+        changes = {"zero_stage": 3, "recompute": "blocks", "micro_batch_size": 1}
         for ranks in (plan.ranks * 2, plan.ranks * 4, plan.ranks * 8):
-            changes = {"zero_stage": 3, "recompute": "blocks", "micro_batch_size": 1}
-            trial(f"{ranks} devices, micro-batch 1, ZeRO 3, recompute blocks", changes, ranks)
-            if found:
+            if trial(f"{ranks} devices, micro-batch 1, ZeRO 3, recompute blocks", changes, ranks):
                 break
     return found
-
-
-def _key(kit: Device) -> str:
-    return next((k for k, d in DEVICES.items() if d == kit), "cpu")

@@ -16,6 +16,9 @@ class MetricsSink(Protocol):
     def log(self, record: dict[str, Any]) -> None:
         """Stores one record (it always has a ``step``)."""
 
+    def log_topology(self, snapshot: TopologySnapshot) -> None:
+        """Stores a topology snapshot, or leaves it to the run folder's topology/."""
+
     def close(self) -> None:
         """Flushes and releases the sink."""
 
@@ -36,6 +39,9 @@ class JsonlSink:
         self._file.write(json.dumps(clean) + "\n")
         self._file.flush()
 
+    def log_topology(self, snapshot: TopologySnapshot) -> None:
+        """Takes nothing: the snapshot has its own file under the run folder's topology/."""
+
     def close(self) -> None:
         """Closes the file."""
         self._file.close()
@@ -53,13 +59,9 @@ class MetricsLogger:
             sink.log(record)
 
     def log_topology(self, snapshot: TopologySnapshot) -> None:
-        """Sends a topology snapshot to the sinks that draw it (W&B).
-
-        The run folder has its own copy under topology/; metrics.jsonl does not take it.
-        """
+        """Sends a topology snapshot to every sink (W&B draws it; metrics.jsonl skips it)."""
         for sink in self.sinks:
-            if hasattr(sink, "log_topology"):
-                sink.log_topology(snapshot)
+            sink.log_topology(snapshot)
 
     def close(self) -> None:
         """Closes every sink."""

@@ -44,6 +44,7 @@ class StepProfiler:
         self.rank = rank
         self.cuda = torch.cuda.is_available()
         self._profile: profile | None = None
+        self._range: torch.profiler.record_function | None = None
 
     def before_step(self, step: int) -> None:
         """Called before optimiser step ``step`` (1-based) runs."""
@@ -62,6 +63,7 @@ class StepProfiler:
         """Called after optimiser step ``step``; writes the files after the window's last."""
         if self._profile is None:
             return
+        assert self._range is not None
         self._range.__exit__(None, None, None)
         if step >= self.last:
             self._write()

@@ -9,8 +9,8 @@ import torch
 from ancre.config import load_config
 from ancre.model.memory import saved_for_backward_bytes
 from ancre.model.transformer import build_model
-from ancre.sizing.memory import activations, model_states, recomputed_blocks
-from ancre.train.speedups import apply_speedups
+from ancre.sizing.memory import activations, model_states
+from ancre.train.speedups import apply_speedups, recomputed_blocks
 from tests.helpers.training import QUICKSTART
 
 VOCAB = 1000
@@ -31,7 +31,7 @@ def measured_and_planned(kind: str, shape: str, precision: str, recompute: str) 
     model = apply_speedups(build_model(config, VOCAB), config.train).train()
     tokens = torch.randint(0, VOCAB, (batch, seq))
     measured = saved_for_backward_bytes(model, tokens, tokens, autocast=precision == "bf16")
-    recomputed = recomputed_blocks(layers, recompute, config.train.recompute_every_k)
+    recomputed = len(recomputed_blocks(config.train, layers))
     planned = activations(
         batch * seq, hidden, inner, heads, layers, VOCAB, kind, precision, recomputed
     ).kept
