@@ -89,11 +89,12 @@ class Transformer(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=self.shape.init_std)
 
-    def hidden_states(self, tokens: torch.Tensor) -> list[torch.Tensor]:
-        """Returns the L+1 states [h_0 (embeddings), ..., h_L], each (B, T, D).
+    def stream_inputs(self, tokens: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """h_0 and the arguments every block takes.
 
-        Under autocast the residual stream runs in the autocast dtype, while the
-        weights (the fp32 master copy) and the topology logits stay fp32.
+        Returns:
+            The embeddings (B, T, D), in the autocast dtype under autocast, and the
+            blocks' arguments (the rotary tables; the documents when masked).
         """
         h = self.embed(tokens)  # (B, T, D)
         device = h.device.type
@@ -106,6 +107,15 @@ class Transformer(nn.Module):
             if positions is not None:
                 rope = self.rope.at(positions)  # 2 x (B, 1, T, D/H/2)
             block_args = (rope, documents)
+        return h, block_args
+
+    def hidden_states(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Returns the L+1 states [h_0 (embeddings), ..., h_L], each (B, T, D).
+
+        Under autocast the residual stream runs in the autocast dtype, while the
+        weights (the fp32 master copy) and the topology logits stay fp32.
+        """
+        h, block_args = self.stream_inputs(tokens)
         recorder = self.depth_recorder
         if recorder is None:
             return self.topology(self._runners(), h, *block_args)

@@ -10,6 +10,7 @@
       topology/step_00000100.json topology snapshots
       checkpoints/step_00000200/  checkpoints (ancre.checkpoint: one folder's files)
       checkpoints/step_00000200.tasks.json  downstream-task results of that checkpoint
+      checkpoints/step_00000200.ablation.json  ancre ablate's result for it
       checkpoints/latest          the newest complete checkpoint, written last
       superseded/                 complete checkpoints newer than a resume point
       wandb/                      Weights & Biases files, when enabled
@@ -24,6 +25,7 @@ from ancre.run_folder.layout import (
     RUN_ENTRIES,
     RunFolder,
     RunFolderError,
+    ablation_file,
     checkpoint_of,
     task_results_file,
 )
@@ -34,6 +36,7 @@ from ancre.run_folder.retention import prune, start_over
 from ancre.run_folder.rewind import rewind
 
 __all__ = [
+    "ablation_file",
     "EXPORT_MARKER",
     "RUN_ENTRIES",
     "checkpoint_of",

@@ -275,6 +275,16 @@ def task_results_file(checkpoint: Path) -> Path:
     return checkpoint.parent / f"{checkpoint.name}.tasks.json"
 
 
+def ablation_file(checkpoint: Path, renormalised: bool = False) -> Path:
+    """Where ``ancre ablate`` writes its result for a checkpoint (or a conversion).
+
+    Beside the folder, like the task results (``.ablation.json``, or
+    ``.ablation-renormalised.json`` with ``--renormalise``).
+    """
+    suffix = "ablation-renormalised" if renormalised else "ablation"
+    return checkpoint.parent / f"{checkpoint.name}.{suffix}.json"
+
+
 def has_manifest(folder: Path) -> bool:
     """Whether a checkpoint folder's manifest reads (its files are not hashed)."""
     try:

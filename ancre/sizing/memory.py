@@ -5,8 +5,10 @@
 bytes of weights, 4 of gradients and the optimiser's moments: 8 for AdamW (m and v),
 4 for Muon's matrices (momentum) and 8 for the parameters Muon leaves to AdamW.
 ZeRO partitions the optimiser states over the ranks from stage 1, the gradients from
-stage 2, the weights from stage 3; a stage-3 rank also holds the whole of the block it
-computes (gathered, with the next one prefetched). DeepSpeed's own estimators
+stage 2, the weights from stage 3; from stage 1 DeepSpeed also keeps an fp32 copy of
+the rank's partition and a reduce bucket, and a stage-3 rank holds the parameters it
+gathered (see :class:`ModelStates`; ``tools/bench_plan.py`` measured each against real
+runs). DeepSpeed's own estimators
 (``estimate_zero2_model_states_mem_needs``, ``..._zero3_...``) assume fp16 weights
 with an fp32 master copy, a layout ancre does not use, so they are not applied here.
 
@@ -21,6 +23,8 @@ autocast each block also keeps the bf16 casts of its weights for the backward.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ancre.train.zero_buckets import MAX_LIVE_PARAMETERS
 
 BLOCK_BYTES_PER_TOKEN = {"bf16": (26, 8, 4, 8), "fp32": (44, 16, 4, 8)}
 """Per token and block, bytes = a D + b I + c H + d, for the plain block (precision)."""
@@ -37,25 +41,56 @@ HEAD_BYTES_PER_TOKEN = {"bf16": (7.6, 4.13), "fp32": (11.6, 4.13)}
 
 @dataclass(frozen=True)
 class ModelStates:
-    """Bytes of one rank's share of the weights, gradients and optimiser moments.
+    """Bytes of one rank's share of the weights, gradients and optimiser states.
+
+    A rank's peak is in one of two phases: the forward and backward (the activations
+    alive, the gradients being made) or the optimiser step (the gradients the optimiser
+    reads and its temporaries). ``tools/bench_plan.py`` measured each term in real runs.
 
     Attributes:
         weights: fp32 weights held (the whole model below stage 3, a 1/N share at 3).
-        gathered: Stage 3: the blocks gathered whole while computed (this one and the
-            prefetched next one); 0 below.
-        gradients: fp32 gradients held.
+        master: From stage 1: DeepSpeed's fp32 copy of the rank's partition, the one
+            the optimiser updates (the parameters are fp32 already, it copies them).
         optimizer: Optimiser moments held.
+        bucket: From stage 1: the fp32 reduce bucket
+            (``ancre.train.zero_buckets.bucket_elements``).
+        gradients: fp32 gradients while computing: whole below stage 2 (at stage 1 the
+            backward makes them whole before they are reduced), a 1/N share above.
+        gathered: Stage 3: the parameters gathered whole while computed. DeepSpeed keeps
+            the forward's gathered parameters for the backward up to
+            ``stage3_max_live_parameters``, so this is the whole model up to that
+            (``ancre.train.zero_buckets.MAX_LIVE_PARAMETERS``); 0 below stage 3.
+        step_gradients: fp32 gradients at the optimiser step: whole at stage 0; from
+            stage 1 two 1/N shares (the one reduced into and the flat one the
+            optimiser reads).
+        step_temporaries: The optimiser step's temporaries: AdamW's square root and
+            quotient of the second moment over the flat partition from stage 1, one
+            model's worth at stage 0.
     """
 
     weights: int
-    gathered: int
-    gradients: int
+    master: int
     optimizer: int
+    bucket: int
+    gradients: int
+    gathered: int
+    step_gradients: int
+    step_temporaries: int
 
     @property
-    def total(self) -> int:
-        """Every model-state byte of the rank."""
-        return self.weights + self.gathered + self.gradients + self.optimizer
+    def resident(self) -> int:
+        """What the rank holds throughout: weights, master copy, moments, bucket."""
+        return self.weights + self.master + self.optimizer + self.bucket
+
+    @property
+    def computing(self) -> int:
+        """Model-state bytes during the forward and backward."""
+        return self.resident + self.gradients + self.gathered
+
+    @property
+    def stepping(self) -> int:
+        """Model-state bytes during the optimiser step (its whole peak: no activations)."""
+        return self.resident + self.step_gradients + self.step_temporaries
 
 
 def model_states(
@@ -64,7 +99,7 @@ def model_states(
     world_size: int,
     optimizer: str = "adamw",
     matrix_params: int = 0,
-    block_params: int = 0,
+    bucket_elements: int = 0,
 ) -> ModelStates:
     """One rank's model-state bytes.
 
@@ -74,7 +109,7 @@ def model_states(
         world_size: Ranks the states are partitioned over.
         optimizer: ``adamw`` or ``muon``.
         matrix_params: With Muon: the parameters of the matrices it updates.
-        block_params: Parameters of the largest block (stage 3 gathers two at a time).
+        bucket_elements: Elements of ZeRO's reduce bucket (allocated from stage 1).
 
     Returns:
         The bytes by kind.
@@ -82,12 +117,17 @@ def model_states(
     moments = 8 * num_params if optimizer == "adamw" else 4 * matrix_params + 8 * (
         num_params - matrix_params
     )  # fmt: skip
-    share = lambda nbytes, from_stage: -(-nbytes // world_size) if stage >= from_stage else nbytes  # noqa: E731
+    whole = 4 * num_params
+    part = -(-whole // world_size)
     return ModelStates(
-        weights=share(4 * num_params, 3),
-        gathered=2 * 4 * block_params if stage == 3 and world_size > 1 else 0,
-        gradients=share(4 * num_params, 2),
-        optimizer=share(moments, 1),
+        weights=part if stage == 3 else whole,
+        master=part if stage >= 1 else 0,
+        optimizer=-(-moments // world_size) if stage >= 1 else moments,
+        bucket=4 * bucket_elements if stage >= 1 else 0,
+        gradients=whole if stage <= 1 else part,
+        gathered=4 * min(num_params, MAX_LIVE_PARAMETERS) if stage == 3 else 0,
+        step_gradients=2 * part if stage >= 1 else whole,
+        step_temporaries=2 * part if stage >= 1 else whole,
     )
 
 

@@ -23,6 +23,7 @@ from ancre.sizing.memory import Activations, ModelStates, activations, model_sta
 from ancre.train.flops import PEAK_BF16_FLOPS, shape_flops_per_token
 from ancre.train.optimizers import is_muon_matrix
 from ancre.train.speedups import recomputed_blocks
+from ancre.train.zero_buckets import bucket_elements
 
 GIB = 2**30
 STATIC_MIX_KINDS = ("ancre", "uniform", "fixed", "denseformer")
@@ -92,7 +93,7 @@ class SizePlan:
         device_key: The ``--gpu`` choice: ``a100``, ``h100``, ``h200`` or ``cpu``.
         device: The device kind.
         ranks: Processes (one per device).
-        counts: The model's parameters, Muon's matrix parameters, the largest block's.
+        counts: The model's parameters and Muon's matrix parameters.
         states: One rank's model states.
         acts: One micro-batch's activations on a rank.
         flops_per_token: Training FLOPs per token.
@@ -106,7 +107,7 @@ class SizePlan:
     device_key: str
     device: Device
     ranks: int
-    counts: tuple[int, int, int]
+    counts: tuple[int, int]
     states: ModelStates
     acts: Activations
     flops_per_token: float
@@ -119,9 +120,14 @@ class SizePlan:
         return self.counts[0]
 
     @property
+    def computing(self) -> int:
+        """One rank's bytes in the backward: model states, activations, loss transient."""
+        return self.states.computing + self.acts.kept + self.acts.transient
+
+    @property
     def peak(self) -> int:
-        """One rank's peak: model states, a micro-batch's activations, the loss transient."""
-        return self.states.total + self.acts.kept + self.acts.transient
+        """One rank's peak: the backward's bytes or the optimiser step's, the larger."""
+        return max(self.computing, self.states.stepping)
 
     @property
     def fits(self) -> bool:
@@ -136,12 +142,11 @@ class SizePlan:
         return flops / (self.ranks * self.device.peak_flops * mfu)
 
 
-def _counts(model: Transformer) -> tuple[int, int, int]:
-    """(parameters, Muon's matrix parameters, parameters of the largest block)."""
+def _counts(model: Transformer) -> tuple[int, int]:
+    """(parameters, Muon's matrix parameters)."""
     total = sum(whole_numel(p) for p in model.parameters())
     matrices = sum(whole_numel(p) for n, p in model.named_parameters() if is_muon_matrix(n, p))
-    block = max(sum(whole_numel(p) for p in b.parameters()) for b in model.blocks)
-    return total, matrices, block
+    return total, matrices
 
 
 def size_plan(
@@ -177,15 +182,15 @@ def size_plan(
 
 
 def _plan(
-    config: AncreConfig, vocab_size: int, ranks: int, device_key: str, counts: tuple[int, int, int]
+    config: AncreConfig, vocab_size: int, ranks: int, device_key: str, counts: tuple[int, int]
 ) -> SizePlan:
     """:func:`size_plan` from the model's parameter counts (:func:`_counts`)."""
-    num_params, matrices, block = counts
+    num_params, matrices = counts
     shape = resolve_shape(config.model, vocab_size, config.data.seq_len)
     train = config.train
     tokens = train.micro_batch_size * config.data.seq_len
     states = model_states(
-        num_params, train.zero_stage, ranks, train.optimizer, matrices, block
+        num_params, train.zero_stage, ranks, train.optimizer, matrices, bucket_elements(config)
     )  # fmt: skip
     acts = activations(
         tokens, shape.hidden_size, shape.intermediate_size, shape.num_heads, shape.num_layers,

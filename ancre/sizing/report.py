@@ -9,7 +9,8 @@ MFUS = (0.3, 0.4, 0.5)
 
 
 def _gib(nbytes: float) -> str:
-    return f"{nbytes / GIB:.2f} GiB"
+    """Bytes in GiB, or in MiB below one GiB (a small model's plan stays readable)."""
+    return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB else f"{nbytes / 2**20:.1f} MiB"
 
 
 def plan_lines(plan: SizePlan, alternatives: list[tuple[str, SizePlan]]) -> list[str]:
@@ -30,13 +31,17 @@ def plan_lines(plan: SizePlan, alternatives: list[tuple[str, SizePlan]]) -> list
         f"{plan.ranks} x {plan.device.name}, micro-batch {train.micro_batch_size} per rank",
         "memory per rank:",
         f"  weights (fp32)            {_gib(states.weights)}"
-        + (f" + {_gib(states.gathered)} gathered blocks" if states.gathered else ""),
-        f"  gradients (fp32)          {_gib(states.gradients)}",
-        f"  optimiser moments         {_gib(states.optimizer)}",
-        f"  activations (micro-batch) {_gib(acts.kept)} (blocks and mix {_gib(acts.blocks)}, "
-        f"bf16 weight casts {_gib(acts.weight_casts)}, embeddings/head/loss "
-        f"{_gib(acts.outside)})",
-        f"  loss gradient (transient) {_gib(acts.transient)}",
+        + (f" + {_gib(states.master)} ZeRO's fp32 copy of the partition" if states.master else ""),
+        f"  optimiser moments         {_gib(states.optimizer)}"
+        + (f" + {_gib(states.bucket)} ZeRO's reduce bucket" if states.bucket else ""),
+        f"  forward and backward      {_gib(plan.computing)}: gradients (fp32) "
+        f"{_gib(states.gradients)}"
+        + (f", parameters gathered {_gib(states.gathered)}" if states.gathered else "")
+        + f", activations {_gib(acts.kept)} (blocks and mix {_gib(acts.blocks)}, bf16 weight "
+        f"casts {_gib(acts.weight_casts)}, embeddings/head/loss {_gib(acts.outside)}), loss "
+        f"gradient {_gib(acts.transient)}",
+        f"  optimiser step            {_gib(states.stepping)}: gradients "
+        f"{_gib(states.step_gradients)}, temporaries {_gib(states.step_temporaries)}",
         f"  peak                      {_gib(plan.peak)} of {_gib(plan.device.memory)} "
         f"({plan.peak / plan.device.memory:.0%}; the plan allows {HEADROOM:.0%})",
     ]
@@ -79,7 +84,7 @@ def plan_summary(plan: SizePlan) -> str:
     """One line for a run's log: the peak per rank and whether it fits."""
     verdict = "fits" if plan.fits else "does NOT fit"
     return (
-        f"plan: {_gib(plan.peak)} per rank (model states {_gib(plan.states.total)}, "
-        f"activations {_gib(plan.acts.kept)}) on {plan.device.name}: {verdict}; "
+        f"plan: {_gib(plan.peak)} per rank (forward and backward {_gib(plan.computing)}, "
+        f"optimiser step {_gib(plan.states.stepping)}) on {plan.device.name}: {verdict}; "
         "ancre plan CONFIG prints the whole plan"
     )

@@ -10,18 +10,20 @@ rest of the row to the old sum. Then, per k, every row pruned to its k heaviest
 connections at once, the cut that ``topology.prune: topk`` makes at
 ``topology.freeze_at``: does it keep what matters?
 
-It covers the kinds whose mix is a static matrix of the stored states (``ancre``,
-``uniform``, ``fixed``), unfrozen. Input-dependent kinds (hyper, mhc, attnres) and
-DenseFormer, whose forward passes compute their own weights, are refused, as is a
-cascaded model, which has nothing to ablate.
+It covers the kinds whose wiring is static, unfrozen: ``ancre``, ``uniform`` and
+``fixed`` (the entries of P over the states h_i) and ``denseformer`` (its
+depth-weighted-average weights alpha over the embeddings and block outputs x_k; they
+are unconstrained, so a weight's "mass" is its absolute value). The passes share what
+an edit leaves unchanged (``ancre.train.ablation_passes``). Input-dependent kinds
+(hyper, mhc, attnres), whose forward passes compute their weights from the
+activations, are refused, as is a cascaded model, which has nothing to ablate.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +34,53 @@ from ancre.config import ConfigError
 from ancre.data.loader import IGNORE_INDEX
 from ancre.data.validation import validation_set
 from ancre.model import Transformer
+from ancre.model.topology.forms import mix_weights, stream_reads
+from ancre.model.topology.zoo.denseformer import DenseFormerTopology
+from ancre.train.ablation_passes import edited_losses
 from ancre.train.trained import load_trained
 
-ABLATABLE = ("ancre", "uniform", "fixed")
-"""Kinds whose matrix ``ancre ablate`` can edit (the weights their forward pass reads)."""
+ABLATABLE = ("ancre", "uniform", "fixed", "denseformer")
+"""Kinds whose wiring ``ancre ablate`` can edit (static weights their forward pass reads)."""
+
+
+@dataclass(frozen=True)
+class Connections:
+    """What ``ancre ablate`` removes from one model, and how an edit becomes a wiring.
+
+    Attributes:
+        weights: (L, L+1): P for the static kinds (row j: block j's mix over h_0 .. h_j);
+            DenseFormer's alpha after each block (row j: the average after block j over
+            x_0 .. x_{j+1}).
+        learned: (L, L+1) bool: the entries that are connections.
+        reads: Edited weights -> the reads matrix (L+1, L+1) the passes run.
+        columns: What a column indexes, in words.
+    """
+
+    weights: torch.Tensor
+    learned: torch.Tensor
+    reads: Callable[[torch.Tensor], torch.Tensor]
+    columns: str
+
+
+def connections_of(model: Transformer) -> Connections:
+    """The connections of a model of one of the ``ABLATABLE`` kinds."""
+    topology = model.topology
+    if isinstance(topology, DenseFormerTopology):
+        full = topology.reads_matrix().detach().float()  # (L+1, L+1), row 0 = e_0
+        learned = torch.zeros_like(full, dtype=torch.bool)
+        learned[topology.rows, topology.cols] = True
+        learned[0] = False
+        return Connections(
+            full[1:], learned[1:], lambda edited: torch.cat([full[:1], edited]),
+            "x_k: the embeddings (0) and block k-1's output",
+        )  # fmt: skip
+    matrix = topology.matrix().detach().float()  # (L, L+1)
+    gates = None if topology.gates is None else topology.gates.detach().float()
+    return Connections(
+        matrix, torch.ones_like(matrix, dtype=torch.bool).tril(),
+        lambda edited: stream_reads(mix_weights(edited, topology.form, gates)),
+        "h_i: the embeddings (0) and block i-1's mixed output",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,36 +125,13 @@ def check_ablatable(kind: str, frozen: bool) -> None:
         )  # fmt: skip
 
 
-@contextmanager
-def edited_matrix(model: Transformer, matrix: torch.Tensor) -> Iterator[None]:
-    """Runs the model with ``matrix`` (L, L+1) as its connection matrix, then restores it."""
-    topology = model.topology
-    topology.weights = lambda: matrix  # type: ignore[method-assign]  # an instance override
-    try:
-        yield
-    finally:
-        del topology.weights
-
-
-@torch.no_grad()
-def validation_loss(
-    model: Transformer, inputs: torch.Tensor, targets: torch.Tensor, batch: int
-) -> float:
-    """Mean cross-entropy per target token over the set (inputs, targets: (N, T))."""
-    total, count = 0.0, 0
-    for start in range(0, inputs.shape[0], batch):
-        x, y = inputs[start : start + batch], targets[start : start + batch]  # (b, T)
-        total += float(model(x, y, reduction="sum"))
-        count += int((y != IGNORE_INDEX).sum())
-    return total / count
-
-
 def ablate(
     model: Transformer,
     inputs: torch.Tensor,
     targets: torch.Tensor,
     batch: int = 8,
     renormalise: bool = False,
+    stack: int = 4,
 ) -> tuple[float, list[Ablation], list[Ablation]]:
     """Every connection removed on its own, then every row pruned to its top k.
 
@@ -119,45 +141,52 @@ def ablate(
         targets: Validation targets (N, T).
         batch: Sequences per forward pass.
         renormalise: Rescale the rest of a row to its old sum.
+        stack: Edits run together (``ancre.train.ablation_passes.edited_losses``).
 
     Returns:
-        The intact loss, one :class:`Ablation` per connection of nonzero mass, and one
+        The intact loss, one :class:`Ablation` per connection of nonzero weight, and one
         per k from 1 to L (``row`` -1, ``column`` k).
     """
-    matrix = model.topology.matrix().to(inputs.device)  # (L, L+1) fp32
-    base = validation_loss(model, inputs, targets, batch)
-    singles = []
-    for j in range(matrix.shape[0]):
-        for i in range(j + 1):
-            mass = float(matrix[j, i])
-            if mass == 0.0:
-                continue
-            edited = matrix.clone()
-            edited[j, i] = 0.0
-            if renormalise:
-                edited[j] *= matrix[j].sum() / edited[j].sum().clamp_min(1e-12)
-            with edited_matrix(model, edited):
-                loss = validation_loss(model, inputs, targets, batch)
-            singles.append(Ablation(j, i, mass, loss, loss - base))
+    found = connections_of(model)
+    weights, learned = found.weights, found.learned
+    edits: dict[tuple[int, int], torch.Tensor] = {(-2, 0): found.reads(weights)}  # intact
+    for j, i in learned.nonzero().tolist():
+        if float(weights[j, i]) == 0.0:
+            continue
+        edited = weights.clone()
+        edited[j, i] = 0.0
+        if renormalise:
+            edited[j] *= weights[j].sum() / edited[j].sum().clamp_min(1e-12)
+        edits[(j, i)] = found.reads(edited)
+    for k in range(1, weights.shape[0] + 1):
+        edits[(-1, k)] = found.reads(_top_k(weights, learned, k, renormalise))
+    losses = edited_losses(model, inputs, targets, edits, batch, stack)
+    base = losses.pop((-2, 0))
+    singles = [
+        Ablation(j, i, float(weights[j, i]), loss, loss - base)
+        for (j, i), loss in losses.items() if j >= 0
+    ]  # fmt: skip
     prunings = []
-    for k in range(1, matrix.shape[0] + 1):
-        edited = _top_k(matrix, k, renormalise)
-        with edited_matrix(model, edited):
-            loss = validation_loss(model, inputs, targets, batch)
-        removed = float((matrix - edited).clamp_min(0).sum())
+    for k in range(1, weights.shape[0] + 1):
+        removed = float((weights - _top_k(weights, learned, k, renormalise)).abs().sum())
+        loss = losses[(-1, k)]
         prunings.append(Ablation(-1, k, removed, loss, loss - base))
     return base, singles, prunings
 
 
-def _top_k(matrix: torch.Tensor, k: int, renormalise: bool) -> torch.Tensor:
-    """Each row j keeps its k heaviest of h_0 .. h_j (all of them when j + 1 <= k)."""
-    edited = torch.zeros_like(matrix)
-    for j in range(matrix.shape[0]):
-        row = matrix[j, : j + 1]
-        keep = torch.topk(row, min(k, j + 1)).indices
-        edited[j, keep] = row[keep]
+def _top_k(weights: torch.Tensor, learned: torch.Tensor, k: int, renormalise: bool) -> torch.Tensor:
+    """Each row keeps its k largest connections by absolute weight (all when it has <= k).
+
+    The entries that are not connections stay as they are.
+    """
+    edited = torch.where(learned, torch.zeros_like(weights), weights)
+    for j in range(weights.shape[0]):
+        columns = learned[j].nonzero().flatten()
+        row = weights[j, columns]
+        keep = columns[torch.topk(row.abs(), min(k, columns.numel())).indices]
+        edited[j, keep] = weights[j, keep]
         if renormalise:
-            edited[j] *= row.sum() / edited[j].sum().clamp_min(1e-12)
+            edited[j] *= weights[j].sum() / edited[j].sum().clamp_min(1e-12)
     return edited
 
 
@@ -217,7 +246,9 @@ def ablate_checkpoint(
         "checkpoint": str(path), "step": trained.step, "kind": trained.config.topology.kind,
         "form": trained.config.topology.form, "renormalised": renormalise,
         "val_tokens": int((validation.targets != IGNORE_INDEX).sum()), "val_loss": base,
-        "spearman_mass_delta": spearman([a.mass for a in singles], [a.delta for a in singles]),
+        "columns": connections_of(trained.model).columns,
+        "spearman_mass_delta": spearman([abs(a.mass) for a in singles],
+                                        [a.delta for a in singles]),
         "connections": [asdict(a) for a in singles],
         "top_k": [{"k": a.column, "mass_removed": a.mass, "loss": a.loss, "delta": a.delta}
                   for a in prunings],

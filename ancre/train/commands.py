@@ -19,7 +19,7 @@ from ancre.checkpoint import CheckpointError
 from ancre.config import ConfigError, load_config
 from ancre.data.sources import DataError
 from ancre.pretrained import ConversionError
-from ancre.run_folder import RunFolderError, RunLockedError, checkpoint_of
+from ancre.run_folder import RunFolderError, RunLockedError, ablation_file, checkpoint_of
 from ancre.tasks import TaskError
 from ancre.train.ablation import ablate_checkpoint, ablation_table
 from ancre.train.launcher import lost_peer
@@ -106,8 +106,12 @@ def _run(command: str, args: argparse.Namespace) -> None:
             raise ConfigError("--tokens/--batch-size", "must be 1 or more")
         result = ablate_checkpoint(args.checkpoint, args.tokens, args.batch_size, args.renormalise)
         print(ablation_table(result))
+        text = json.dumps(result, indent=1) + "\n"
+        beside = ablation_file(args.checkpoint, args.renormalise)  # where ancre viz finds it
+        write_text_atomic(beside, text)
+        print(f"\nwritten to {beside} (ancre viz draws it)")
         if args.json is not None:
-            write_text_atomic(args.json, json.dumps(result, indent=1) + "\n")
+            write_text_atomic(args.json, text)
         return
     if args.tasks is not None:
         _no_overrides(args.overrides)

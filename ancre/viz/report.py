@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ancre.snapshot import TopologySnapshot
+from ancre.viz.ablation import ablation_sections
 from ancre.viz.animation import write_animation
 from ancre.viz.canvas import save_figure
 from ancre.viz.compare import (
@@ -184,6 +185,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path, options: ReportOption
     sections.append(_animation_section(run, names[0], figures))
     sections += _statistics_sections(run, shown, names[0], figures)
     sections += _stream_sections(run, names[0], figures)
+    sections += ablation_sections(run.path, names[0], figures.save)
     report.files.append(write_statistics_csv(run.snapshots, out / "block_statistics.csv"))
     runs = list(zip(names, [run.records] + [o.records for o in others], strict=True))
     if others:

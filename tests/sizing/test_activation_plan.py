@@ -63,10 +63,16 @@ def test_recomputed_blocks_keep_only_their_input(kind, recompute) -> None:
 
 def test_model_states_follow_the_zero_stages() -> None:
     n, world = 1_000_000, 4
-    by_stage = [model_states(n, stage, world) for stage in range(4)]
+    by_stage = [model_states(n, stage, world, bucket_elements=1000) for stage in range(4)]
     assert [s.optimizer for s in by_stage] == [8 * n, 2 * n, 2 * n, 2 * n]
     assert [s.gradients for s in by_stage] == [4 * n, 4 * n, n, n]
     assert [s.weights for s in by_stage] == [4 * n, 4 * n, 4 * n, n]
-    assert model_states(n, 3, 1).gathered == 0  # one rank holds everything anyway
+    assert [s.master for s in by_stage] == [0, n, n, n]
+    assert [s.bucket for s in by_stage] == [0, 4000, 4000, 4000]
+    assert [s.step_gradients for s in by_stage] == [4 * n, 2 * n, 2 * n, 2 * n]
+    assert [s.gathered for s in by_stage] == [0, 0, 0, 4 * n]  # the whole model, gathered
+    assert model_states(10**10, 3, 8).gathered == 4 * 10**9  # up to max_live_parameters
+    # past stage 0 the optimiser step holds less than the backward on many ranks
+    assert by_stage[3].stepping < by_stage[3].computing
     muon = model_states(n, 0, 1, "muon", matrix_params=800_000)
     assert muon.optimizer == 4 * 800_000 + 8 * 200_000

@@ -8,9 +8,11 @@ import json
 import pytest
 import torch
 
+from ancre.cli import main
 from ancre.config import ConfigError, load_config
 from ancre.model.transformer import build_model
-from ancre.train.ablation import ablate, check_ablatable, edited_matrix, spearman, validation_loss
+from ancre.train.ablation import ablate, check_ablatable, connections_of, spearman
+from ancre.train.ablation_passes import edited_losses
 from tests.helpers.training import QUICKSTART, cli_error, run_ancre, train_args, train_run
 
 
@@ -26,17 +28,39 @@ def batch():
     return tokens[:, :-1], tokens[:, 1:]
 
 
-def test_an_edited_matrix_is_what_the_forward_pass_mixes_and_is_put_back() -> None:
-    model = tiny("ancre")
+def own_forward_loss(model, inputs, targets, override: str, value) -> float:
+    """The model's own forward pass (its real mix) with one topology method overridden."""
+    setattr(model.topology, override, lambda: value)  # an instance override
+    try:
+        with torch.no_grad():
+            total = float(model(inputs, targets, reduction="sum"))
+    finally:
+        delattr(model.topology, override)
+    return total / targets.numel()
+
+
+@pytest.mark.parametrize("kind", ["ancre", "denseformer"])
+def test_shared_passes_give_each_wiring_the_loss_of_its_own_forward_pass(kind) -> None:
+    model = tiny(kind)
+    if kind == "denseformer":  # every average weight non-zero, as after training
+        with torch.no_grad():
+            model.topology.alpha.add_(0.3 * torch.rand_like(model.topology.alpha))
     inputs, targets = batch()
-    intact = model.topology.matrix()
-    edited = intact.clone()
-    edited[2, 0] = 0.0
-    with edited_matrix(model, edited):
-        assert torch.equal(model.topology.matrix(), edited)
-        changed = validation_loss(model, inputs, targets, 2)
-    assert torch.equal(model.topology.matrix(), intact)
-    assert changed != validation_loss(model, inputs, targets, 2)
+    found = connections_of(model)
+    override = "reads_matrix" if kind == "denseformer" else "weights"
+    edited = found.weights.clone()
+    edited[2, 1] = 0.0  # one connection of the last row: blocks 0 and 1 are shared
+    first = found.weights.clone()
+    first[0, 0] = 0.0  # row 0: nothing is shared
+    edits = {"intact": found.weights, "last": edited, "first": first}
+    for stack in (1, 4):
+        losses = edited_losses(model, inputs, targets,
+                               {n: found.reads(w) for n, w in edits.items()}, 2, stack)  # fmt: skip
+        for name, weights in edits.items():
+            value = found.reads(weights) if kind == "denseformer" else weights
+            expected = own_forward_loss(model, inputs, targets, override, value)
+            assert losses[name] == pytest.approx(expected, rel=1e-6), (name, stack)
+    assert losses["last"] != losses["intact"] != losses["first"]
 
 
 @pytest.mark.parametrize("renormalise", [False, True])
@@ -50,6 +74,15 @@ def test_every_connection_is_removed_once_and_top_l_changes_nothing(renormalise)
     assert prunings[-1].delta == 0.0 and prunings[-1].mass == 0.0  # k = L keeps every entry
     if renormalise:  # row 0 holds one connection: rescaling an empty row leaves it empty
         assert singles[0].mass == 1.0
+
+
+def test_denseformer_connections_are_its_average_weights() -> None:
+    model = tiny("denseformer")
+    inputs, targets = batch()
+    base, singles, _ = ablate(model, inputs, targets, 2)
+    # at initialisation every average is the block's own output alone: its removal matters
+    assert [(a.row, a.column, a.mass) for a in singles] == [(j, j + 1, 1.0) for j in range(3)]
+    assert all(a.delta != 0.0 for a in singles)
 
 
 def test_spearman_ranks() -> None:
@@ -83,6 +116,13 @@ def test_ablate_a_trained_run(tmp_path, capsys, subprocess_env, sample_tokenizer
     assert len(saved["connections"]) == 6 * 7 // 2 and saved["step"] == 8
     assert -1.0 <= saved["spearman_mass_delta"] <= 1.0
     assert "Spearman rank correlation of mass and delta over 21 connections" in result.stdout
+    beside = tmp_path / "a" / "checkpoints" / "step_00000008.ablation.json"
+    assert json.loads(beside.read_text()) == saved  # where ancre viz finds it
+    report = tmp_path / "report"
+    assert main(["viz", str(tmp_path / "a"), "--out", str(report)]) == 0
+    page = (report / "report.html").read_text()
+    assert "Which connections matter (ancre ablate)" in page
+    assert f"{saved['spearman_mass_delta']:.3f}" in page and (report / "ablation.png").exists()
     train_run(*train_args(tmp_path, "c", sample_tokenizer.path, "topology.kind=cascaded"),
               env=subprocess_env)  # fmt: skip
     line = cli_error(capsys, "ablate", str(tmp_path / "c"))

@@ -11,6 +11,7 @@ import torch
 
 from ancre.config import AncreConfig
 from ancre.train.optimizers import SkipsFlaggedSteps
+from ancre.train.zero_buckets import zero_buckets
 
 
 def deepspeed_config(
@@ -31,7 +32,7 @@ def deepspeed_config(
         "train_micro_batch_size_per_gpu": train.micro_batch_size,
         "gradient_accumulation_steps": accumulation_steps,
         "gradient_clipping": train.grad_clip,
-        "zero_optimization": {"stage": train.zero_stage},
+        "zero_optimization": {"stage": train.zero_stage, **zero_buckets(config)},
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
