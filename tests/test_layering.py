@@ -184,10 +184,11 @@ def test_only_the_run_folder_spells_run_folder_paths():
 CHECKPOINT_NAMES = {
     '"engine"': (), '"trainer_state.json"': (), '"manifest.json"': (), '"ranks"': (),
     '"universal"': (), "rank_{": ("ancre.cli",),  # the launcher's exit files, not a checkpoint's
-    # the run folder, a conversion and an HF export hold files of the same names
+    # the run folder, a conversion, an HF export and an HF source hold files of those names
     '"topology.json"': ("ancre.pretrained",),
     '"config.yaml"': ("ancre.pretrained", "ancre.run_folder.layout"),
-    '"tokenizer.model"': ("ancre.pretrained", "ancre.run_folder.layout", "ancre.export.hf"),
+    '"tokenizer.model"': ("ancre.pretrained", "ancre.run_folder.layout", "ancre.export.hf",
+                          "ancre.config.hf_source"),
 }  # fmt: skip
 
 

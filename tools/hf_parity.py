@@ -29,7 +29,7 @@ from ancre.model import build_model
 from ancre.pretrained import PRETRAINED_FORMAT, WEIGHTS
 from ancre.train.trained import load_trained
 
-KINDS = ("cascaded", "ancre", "uniform", "fixed")
+KINDS = ("cascaded", "ancre", "uniform", "fixed", "denseformer")
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
 
@@ -42,9 +42,11 @@ def tiny_conversion(kind: str, tokenizer: Tokenizer, folder: Path) -> Path:
     )  # fmt: skip
     torch.manual_seed(0)
     model = build_model(config, tokenizer.vocab_size)
-    if kind == "ancre":
-        with torch.no_grad():
+    with torch.no_grad():
+        if kind == "ancre":
             model.topology.logits.normal_(0.0, 1.0)
+        if kind == "denseformer":  # averages away from the identity
+            model.topology.alpha.add_(0.3 * torch.randn_like(model.topology.alpha))
     folder.mkdir(parents=True)
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS),

@@ -23,6 +23,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ancre.config.checks import ConfigError
 from ancre.config.data import SourceConfig
+from ancre.config.hf_source import with_hf_source
 from ancre.config.sections import AncreConfig
 
 RENAMED_KEYS = {
@@ -69,6 +70,7 @@ def load_config(
     except OmegaConfBaseException as error:
         raise _named(error) from None
     assert isinstance(config, AncreConfig)
+    config = with_hf_source(config)  # model.init_from: hf:FOLDER decides the shape
     validate(config)
     return config
 

@@ -21,7 +21,8 @@ from typing import Any
 
 REFUSED_ON_RESUME = (
     "model.preset", "model.hidden_size", "model.intermediate_size", "model.num_layers",
-    "model.num_heads", "model.vocab_size", "topology.kind", "topology.edges", "data.source",
+    "model.num_heads", "model.num_kv_heads", "model.vocab_size", "topology.kind",
+    "topology.edges", "data.source",
     "topology.dilation", "topology.period", "topology.streams", "topology.dynamic",
     "topology.sinkhorn_iters", "topology.attnres_blocks", "topology.form",
 )  # fmt: skip

@@ -57,6 +57,9 @@ class ModelConfig:
     """Number of decoder blocks L; overrides the preset."""
     num_heads: int | None = None
     """Number of attention heads; must divide hidden_size."""
+    num_kv_heads: int | None = None
+    """Key and value heads (grouped-query attention: each serves num_heads / num_kv_heads
+    query heads); null gives every query head its own (multi-head attention)."""
     vocab_size: int | None = None
     """Vocabulary size; null takes the tokenizer's. When set it must equal the tokenizer's."""
     max_seq_len: int | None = None
@@ -77,7 +80,11 @@ class ModelConfig:
     imports, else sdpa)."""
     init_from: str | None = None
     """Folder written by ``ancre convert``: start from its weights (a new run, fresh
-    optimiser and data position) instead of the random initialisation."""
+    optimiser and data position) instead of the random initialisation. ``hf:FOLDER``
+    starts from a local Hugging Face LlamaForCausalLM folder instead: its config.json
+    decides the shape (model.preset becomes null) and its tokenizer the vocabulary; the
+    topology's own weights start where the kind starts as the plain residual network
+    (docs/export.md)."""
 
     def check(self) -> None:
         """Raises ConfigError naming the first field of this section that is not allowed."""
@@ -89,7 +96,7 @@ class ModelConfig:
             for key in shape_keys:
                 if getattr(self, key) is None:
                     raise ConfigError(f"model.{key}", "must be set when model.preset is null")
-        for key in (*shape_keys, "vocab_size", "max_seq_len"):
+        for key in (*shape_keys, "num_kv_heads", "vocab_size", "max_seq_len"):
             positive(f"model.{key}", getattr(self, key), optional=True)
         for key in ("rope_theta", "norm_eps", "init_std"):
             positive(f"model.{key}", getattr(self, key))

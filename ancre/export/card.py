@@ -65,7 +65,8 @@ def model_card(trained: TrainedModel, matrix: list[list[float]]) -> str:
         + (f", {trained.tokens:,} training tokens)" if trained.tokens is not None else ")")
         + " |",
         f"| shape | {shape.num_layers} blocks, hidden {shape.hidden_size}, {shape.num_heads} "
-        f"heads, vocabulary {shape.vocab_size}, {trained.model.num_parameters():,} parameters |",
+        f"heads ({shape.num_kv_heads} key/value), vocabulary {shape.vocab_size}, "
+        f"{trained.model.num_parameters():,} parameters |",
         f"| topology | {topology.kind}"
         + (f", temperature {topology.temperature}" if topology.kind == "ancre" else "")
         + (f", edges {topology.edges}" if topology.kind == "fixed" else "")

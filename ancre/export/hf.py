@@ -77,6 +77,10 @@ def export_hf(source: Path, out_dir: Path, dtype: str = "fp32") -> Path:
         for name, t in trained.model.state_dict().items()
         if frozen is None or not name.startswith("topology.")  # frozen: its edges say all
     }
+    if kind == "denseformer":  # which (depth, source) pair each alpha weighs
+        topology = trained.model.topology
+        weights["topology.rows"] = topology.rows.clone()
+        weights["topology.cols"] = topology.cols.clone()
     write_export_marker(out_dir, "export", source, WRITTEN)
     metadata = {"format": "pt", "exported_by": "ancre", "step": str(trained.step)}
     save_file(weights, str(out_dir / "model.safetensors"), metadata=metadata)
@@ -151,6 +155,7 @@ def hf_config(
         "intermediate_size": shape.intermediate_size,
         "num_hidden_layers": shape.num_layers,
         "num_attention_heads": shape.num_heads,
+        "num_key_value_heads": shape.num_kv_heads,
         "max_position_embeddings": shape.max_seq_len,
         "rotary_base": shape.rope_theta,
         "rms_norm_eps": shape.norm_eps,
@@ -159,6 +164,7 @@ def hf_config(
         "topology_form": "additive" if frozen is not None else topology.form,
         "topology_temperature": None if frozen is not None else topology.temperature,
         "topology_edges": [list(edge) for edge in edges] if edges is not None else None,
+        "topology_dwa_entries": int(topology.alpha.numel()) if kind == "denseformer" else None,
         "use_cache": True,
         "tie_word_embeddings": False,
         "bos_token_id": tokens["bos_token"][1] if "bos_token" in tokens else None,

@@ -16,7 +16,9 @@ class DecoderBlock(nn.Module):
     def __init__(self, shape: ModelShape, attend: Attention = sdpa_attention) -> None:
         super().__init__()
         self.attn_norm = RMSNorm(shape.hidden_size, shape.norm_eps)
-        self.attn = CausalSelfAttention(shape.hidden_size, shape.num_heads, attend)
+        self.attn = CausalSelfAttention(
+            shape.hidden_size, shape.num_heads, attend, shape.num_kv_heads
+        )  # fmt: skip
         self.mlp_norm = RMSNorm(shape.hidden_size, shape.norm_eps)
         self.mlp = SwiGLU(shape.hidden_size, shape.intermediate_size)
 

@@ -81,22 +81,30 @@ class KeyValueCache(Protocol):
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with rotary embeddings.
+    """Multi-head causal self-attention with rotary embeddings, grouped-query when asked.
 
     ``attend`` is the attention kernel chosen at build (``ancre.kernels.attention``):
-    it maps (B, H, T, K) queries, keys and values to (B, H, T, K).
+    it maps (B, H, T, K) queries, keys and values to (B, H, T, K). With G key and value
+    heads (G < H), each serves H / G consecutive query heads, as in Llama 2-3: the keys
+    and values (and a decoding cache) have G heads, repeated to H for the kernel.
     """
 
     def __init__(
-        self, hidden_size: int, num_heads: int, attend: Attention = sdpa_attention
+        self,
+        hidden_size: int,
+        num_heads: int,
+        attend: Attention = sdpa_attention,
+        num_kv_heads: int | None = None,
     ) -> None:
         super().__init__()
         self.attend = attend
         self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads or num_heads
         self.head_dim = hidden_size // num_heads
+        kv_size = self.num_kv_heads * self.head_dim
         self.wq = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.wk = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.wv = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.wk = nn.Linear(hidden_size, kv_size, bias=False)
+        self.wv = nn.Linear(hidden_size, kv_size, bias=False)
         self.wo = nn.Linear(hidden_size, hidden_size, bias=False)
 
     def forward(
@@ -114,13 +122,17 @@ class CausalSelfAttention(nn.Module):
         """
         b, t, d = x.shape
         q = self.wq(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
-        k = self.wk(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
-        v = self.wv(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
+        k = self.wk(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, K)
+        v = self.wv(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, K)
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, G, S, K) each
+        group = self.num_heads // self.num_kv_heads
+        if group > 1:  # each key and value head serves `group` consecutive query heads
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         if cache is None:
             out = self.attend(q, k, v, documents)  # (B, H, T, K)
         else:
-            k, v = cache.update(k, v)  # (B, H, S, K) each
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.mask)  # (B, H, T, K)
         return self.wo(out.transpose(1, 2).reshape(b, t, d))  # (B, T, D)
 

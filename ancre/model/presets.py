@@ -20,6 +20,7 @@ class ModelShape:
         intermediate_size: Width of the SwiGLU hidden layer.
         num_layers: Number of decoder blocks L.
         num_heads: Number of attention heads H; head size is D / H.
+        num_kv_heads: Key and value heads (grouped-query attention when below H).
         vocab_size: Vocabulary size V.
         max_seq_len: Longest sequence the rotary tables cover.
         rope_theta: Base of the rotary frequencies.
@@ -38,6 +39,11 @@ class ModelShape:
     norm_eps: float = 1e-6
     init_std: float = 0.02
     init: str = "normal"
+    num_kv_heads: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.num_kv_heads:  # multi-head attention: a key and value head per query head
+            object.__setattr__(self, "num_kv_heads", self.num_heads)
 
     @property
     def head_dim(self) -> int:
@@ -93,6 +99,7 @@ def resolve_shape(model: ModelConfig, vocab_size: int, seq_len: int) -> ModelSha
         norm_eps=model.norm_eps,
         init_std=model.init_std,
         init=model.init,
+        num_kv_heads=model.num_kv_heads or 0,
     )
     if shape.vocab_size != vocab_size:
         raise ConfigError(
@@ -104,6 +111,12 @@ def resolve_shape(model: ModelConfig, vocab_size: int, seq_len: int) -> ModelSha
         raise ConfigError(
             "model.num_heads",
             f"{shape.num_heads} heads do not divide model.hidden_size={shape.hidden_size}",
+        )
+    if shape.num_heads % shape.num_kv_heads:
+        raise ConfigError(
+            "model.num_kv_heads",
+            f"{shape.num_kv_heads} key/value heads do not divide model.num_heads="
+            f"{shape.num_heads}; give a divisor (null: one per query head)",
         )
     if shape.head_dim % 2:
         raise ConfigError(

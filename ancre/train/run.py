@@ -21,10 +21,12 @@ import torch
 
 from ancre.checkpoint import CheckpointFolder
 from ancre.config import AncreConfig, check_world_size, load_config
+from ancre.config.hf_source import hf_folder
 from ancre.data.loader import TrainLoader
 from ancre.data.tokenizer import Tokenizer
 from ancre.data.validation import ValidationSet, validation_set
 from ancre.model import Transformer, build_model, resolve_shape
+from ancre.model.llama_import import llama_weights
 from ancre.pretrained import read_conversion
 from ancre.run_folder import RunFolder, RunLock, RunPlan
 from ancre.sizing.plan import local_device_key, size_plan
@@ -70,6 +72,16 @@ class DiskFullError(RuntimeError):
 
 
 def _init_weights(model: Transformer, folder: str) -> None:
+    source = hf_folder(folder)
+    if source is not None:  # a stock Llama: the topology keeps its own start
+        weights = llama_weights(source)
+        with whole_parameters(list(model.parameters())):
+            missing, _ = model.load_state_dict(weights, strict=False)
+        # check_inputs compared the names; what is left is the topology's own
+        assert all(name.startswith("topology.") for name in missing), missing
+        logger.info("initialised the weights from the Llama checkpoint %s (the topology's "
+                    "%d parameter(s) at their start)", source, len(missing))  # fmt: skip
+        return
     weights = read_conversion(folder).weights  # the format was checked by check_inputs
     with whole_parameters(list(model.parameters())):
         model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 
 KINDS = (
     "cascaded", "ancre", "uniform", "fixed", "ancre-frozen", "ancre-replace", "uniform-gated",
-    "ancre-gated-frozen",
+    "ancre-gated-frozen", "denseformer", "denseformer-dilated",
 )  # fmt: skip
 """The kinds the export covers; ancre-frozen is Ancre frozen at step 5 to its top-2 edges;
 the others name a kind and a topology.form."""
@@ -24,6 +24,7 @@ SETTINGS = {
     "ancre-replace": ("ancre", ("topology.form=replace",)),
     "uniform-gated": ("uniform", ("topology.form=gated",)),
     "ancre-gated-frozen": ("ancre", ("topology.form=gated", *FROZEN)),
+    "denseformer-dilated": ("denseformer", ("topology.dilation=2", "topology.period=2")),
 }
 """Names of KINDS that are not a kind alone: the kind and its overrides."""
 
@@ -54,6 +55,8 @@ def tiny_model(kind: str, vocab_size: int, seed: int = 0) -> tuple[Transformer, 
             model.topology.logits.normal_(0.0, 1.0)
         if model.topology.gates is not None:
             model.topology.gates.normal_(0.0, 1.0)
+        if config.topology.kind == "denseformer":  # averages away from the identity
+            model.topology.alpha.add_(0.3 * torch.randn_like(model.topology.alpha))
     if kind.endswith("-frozen"):
         freeze_if_due(model.topology, config.topology, step=7)
     return model, config

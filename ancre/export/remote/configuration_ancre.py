@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform", "fixed")
+TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform", "fixed", "denseformer")
 TOPOLOGY_FORMS = ("additive", "replace", "gated")
 
 
@@ -24,6 +24,8 @@ class AncreLMConfig(PretrainedConfig):
         intermediate_size: Width of the SwiGLU hidden layer.
         num_hidden_layers: Number of decoder blocks L.
         num_attention_heads: Attention heads H (head size D / H).
+        num_key_value_heads: Key and value heads G (grouped-query attention when G < H;
+            None: H).
         max_position_embeddings: Longest sequence the rotary tables cover.
         rotary_base: Base of the rotary frequencies.
         rms_norm_eps: RMSNorm epsilon.
@@ -36,6 +38,9 @@ class AncreLMConfig(PretrainedConfig):
             sum_i P[j, i] h_i; the g_j are the ``topology.gates`` weight).
         topology_temperature: Softmax temperature of the ancre rows.
         topology_edges: Fixed edges [i, j, w]: P[j-1, i] += w.
+        topology_dwa_entries: DenseFormer: how many depth-weighted-average weights there
+            are (the ``topology.alpha`` weight; ``topology.rows`` and ``topology.cols``
+            say which (depth, source) pair each weighs).
     """
 
     model_type = "ancre"
@@ -45,6 +50,7 @@ class AncreLMConfig(PretrainedConfig):
     intermediate_size: int = 1376
     num_hidden_layers: int = 8
     num_attention_heads: int = 8
+    num_key_value_heads: int | None = None
     max_position_embeddings: int = 1024
     rotary_base: float = 10000.0
     rms_norm_eps: float = 1e-6
@@ -53,6 +59,7 @@ class AncreLMConfig(PretrainedConfig):
     topology_form: str = "additive"
     topology_temperature: float | None = 1.0
     topology_edges: list | None = None
+    topology_dwa_entries: int | None = None
     use_cache: bool = True
     tie_word_embeddings: bool = False
     bos_token_id: int | None = None
@@ -68,5 +75,12 @@ class AncreLMConfig(PretrainedConfig):
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"{self.num_attention_heads} heads do not divide hidden_size {self.hidden_size}"
+            )
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"{self.num_key_value_heads} key/value heads do not divide "
+                f"{self.num_attention_heads} attention heads"
             )
         super().__post_init__(**kwargs)

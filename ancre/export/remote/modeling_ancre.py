@@ -69,17 +69,21 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class Attention(nn.Module):
-    """Multi-head causal self-attention with rotary embeddings and a KV cache."""
+    """Causal self-attention with rotary embeddings and a KV cache.
+
+    Grouped-query when there are fewer key/value heads: each serves consecutive query heads.
+    """
 
     def __init__(self, config: AncreLMConfig, layer_idx: int) -> None:
         super().__init__()
         d = config.hidden_size
         self.layer_idx = layer_idx
         self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads or self.num_heads
         self.head_dim = d // self.num_heads
         self.wq = nn.Linear(d, d, bias=False)
-        self.wk = nn.Linear(d, d, bias=False)
-        self.wv = nn.Linear(d, d, bias=False)
+        self.wk = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(d, self.num_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(d, d, bias=False)
 
     def forward(
@@ -92,11 +96,14 @@ class Attention(nn.Module):
         """Attends the new positions to the earlier ones (``mask`` None: plain causal)."""
         b, t, d = x.shape
         q = self.wq(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
-        k = self.wk(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
-        v = self.wv(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
+        k = self.wk(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, K)
+        v = self.wv(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, K)
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:
-            k, v = cache.update(k, v, self.layer_idx)  # (B, H, S, K) each
+            k, v = cache.update(k, v, self.layer_idx)  # (B, G, S, K) each
+        group = self.num_heads // self.num_kv_heads
+        if group > 1:
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         if mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, K)
         else:
@@ -148,6 +155,23 @@ class Topology(nn.Module):
             self.logits = nn.Parameter(torch.zeros(n * (n + 1) // 2 - 1, dtype=torch.float32))
         if self.form == "gated" and self.kind != "cascaded":  # g_j, one per block
             self.gates = nn.Parameter(torch.zeros(n, dtype=torch.float32))
+        if self.kind == "denseformer":  # alpha_{i,k} at (rows, cols): h_i = sum_k R[i, k] x_k
+            entries = config.topology_dwa_entries
+            self.alpha = nn.Parameter(torch.zeros(entries, dtype=torch.float32))
+            self.register_buffer("rows", torch.zeros(entries, dtype=torch.long))
+            self.register_buffer("cols", torch.zeros(entries, dtype=torch.long))
+
+    def reads(self, device: torch.device) -> torch.Tensor:
+        """DenseFormer's R (L+1, L+1) in fp32.
+
+        The identity at the depths without an average, alpha at its (depth, source) pairs.
+        """
+        n = self.num_layers
+        averaged = torch.zeros(n + 1, dtype=torch.bool, device=device)
+        averaged[self.rows.to(device)] = True
+        reads = torch.diag((~averaged).float())  # (L+1, L+1)
+        alpha = self.alpha.to(device, torch.float32)
+        return reads.index_put((self.rows.to(device), self.cols.to(device)), alpha, accumulate=True)
 
     def weights(self, device: torch.device) -> torch.Tensor | None:
         """The mix weights W (L, L+1) in fp32, or None for the cascaded stack (no mix).
@@ -279,12 +303,16 @@ class AncreForCausalLM(PreTrainedModel, GenerationMixin):
             self.config.rotary_base,
         )
         mask = self._mask(attention_mask, b, t, past, h.device)
-        weights = self.topology.weights(h.device)  # (L, L+1) or None
-        states = [h]
-        for j, block in enumerate(self.blocks):
-            y = block(states[-1], rope, mask, cache)  # (B, T, D)
-            states.append(y if weights is None else Topology.mix(y, states, weights[j, : j + 1]))
-        h = states[-1]
+        if self.topology.kind == "denseformer":
+            h = self._averaged(h, rope, mask, cache)
+        else:
+            weights = self.topology.weights(h.device)  # (L, L+1) or None
+            states = [h]
+            for j, block in enumerate(self.blocks):
+                y = block(states[-1], rope, mask, cache)  # (B, T, D)
+                row = None if weights is None else weights[j, : j + 1]
+                states.append(y if row is None else Topology.mix(y, states, row))
+            h = states[-1]
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
         logits = self.head(self.norm(h))  # (B, T, V)
@@ -296,6 +324,23 @@ class AncreForCausalLM(PreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss, logits=logits, **{CACHE_FIELD: cache if use_cache else None}
         )
+
+    def _averaged(self, h: torch.Tensor, rope, mask, cache) -> torch.Tensor:
+        """DenseFormer's forward: block j reads h_j = sum_k R[j, k] x_k.
+
+        Over the embeddings x_0 and the block outputs x_{k+1}; the final norm reads h_L.
+        Accumulated in fp32.
+        """
+        reads = self.topology.reads(h.device)  # (L+1, L+1)
+        outputs, read = [h], h  # x_0 .. x_j; h_0 = x_0
+        for j, block in enumerate(self.blocks):
+            outputs.append(block(read, rope, mask, cache))  # x_{j+1} (B, T, D)
+            acc = wide(h.dtype)
+            total = torch.zeros_like(outputs[0], dtype=acc)
+            for k, x in enumerate(outputs):
+                total = total + reads[j + 1, k].to(acc) * x.to(acc)
+            read = total.to(h.dtype)  # h_{j+1}
+        return read
 
     @staticmethod
     def _positions(

@@ -44,7 +44,7 @@ KINDS: dict[str, Kind] = {
     "ancre": Kind(AncreTopology, exportable=True),
     "uniform": Kind(UniformTopology, exportable=True),
     "fixed": Kind(FixedTopology, exportable=True),
-    "denseformer": Kind(DenseFormerTopology),
+    "denseformer": Kind(DenseFormerTopology, exportable=True),
     "hyper": Kind(HyperTopology, needs_width=True),
     "mhc": Kind(ManifoldHyperTopology, needs_width=True),
     "attnres": Kind(AttentionResidualTopology, needs_width=True),

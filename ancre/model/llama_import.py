@@ -1,0 +1,117 @@
+"""A stock Llama checkpoint's weights on ancre's blocks, and which wirings start as it.
+
+``model.init_from: hf:FOLDER`` (``ancre.config.hf_source`` fills the shape and the
+tokenizer) reads the folder's safetensors, one file or shards with their
+``model.safetensors.index.json`` (never a pickle), and renames each tensor to ancre's
+parameter (:func:`ancre_name`). ancre's rotary embedding rotates the two halves of
+each head as transformers' Llama does, so no weight is permuted; grouped-query
+attention maps onto ``model.num_kv_heads``. Tied embeddings (no ``lm_head.weight``, or
+``tie_word_embeddings``) become an untied head that starts as a copy of the embeddings.
+
+The topology's own parameters are not in the source: they start where the kind starts.
+A kind imports only where that start computes the plain residual network, so that the
+imported model's logits at step 0 are the source's (:func:`preserving_start`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ancre.config import AncreConfig, ConfigError
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+RENAMES = (
+    (r"^model\.embed_tokens\.weight$", "embed.weight"),
+    (r"^model\.norm\.weight$", "norm.weight"),
+    (r"^lm_head\.weight$", "head.weight"),
+    (r"^model\.layers\.(\d+)\.input_layernorm\.weight$", r"blocks.\1.attn_norm.weight"),
+    (r"^model\.layers\.(\d+)\.post_attention_layernorm\.weight$", r"blocks.\1.mlp_norm.weight"),
+    (r"^model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.weight$", r"blocks.\1.attn.w\2.weight"),
+    (r"^model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight$", r"blocks.\1.mlp.\2.weight"),
+)
+"""transformers' LlamaForCausalLM names -> ancre's (``ancre.model.Transformer``)."""
+IGNORED = re.compile(r"rotary_emb\.inv_freq$")
+"""Buffers some exports carry that ancre recomputes."""
+
+
+def ancre_name(name: str) -> str | None:
+    """The ancre parameter of a transformers Llama tensor name (None: not a Llama weight)."""
+    for pattern, replacement in RENAMES:
+        if re.match(pattern, name):
+            return re.sub(pattern, replacement, name)
+    return None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a folder: the shards its index names, or the one file.
+
+    Raises:
+        ConfigError: Naming ``model.init_from``: no safetensors (a pickle-only folder is
+            refused: loading one would run its code), or a shard the index names is missing.
+    """
+    if (folder / INDEX).is_file():
+        shards = sorted(set(json.loads((folder / INDEX).read_text())["weight_map"].values()))
+        missing = [name for name in shards if not (folder / name).is_file()]
+        if missing:
+            raise ConfigError("model.init_from", f"{folder / INDEX} names missing shards "
+                              f"{missing}; download them")  # fmt: skip
+        return [folder / name for name in shards]
+    if (folder / SINGLE).is_file():
+        return [folder / SINGLE]
+    raise ConfigError("model.init_from", f"{folder} has no {SINGLE} or {INDEX}; ancre reads "
+                      "safetensors only (convert pytorch_model.bin with transformers' "
+                      "save_pretrained(..., safe_serialization=True))")  # fmt: skip
+
+
+def llama_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Every weight of the folder under ancre's names, fp32 (the head untied).
+
+    Raises:
+        ConfigError: A tensor that is not a Llama weight ancre knows (naming it).
+    """
+    weights: dict[str, torch.Tensor] = {}
+    for path in weight_files(folder):
+        with safe_open(str(path), framework="pt", device="cpu") as opened:
+            for name in opened.keys():  # noqa: SIM118 (safe_open is not a dict)
+                if IGNORED.search(name):
+                    continue
+                target = ancre_name(name)
+                if target is None:
+                    raise ConfigError("model.init_from", f"{path}: tensor {name!r} is not a "
+                                      "LlamaForCausalLM weight ancre maps")  # fmt: skip
+                weights[target] = opened.get_tensor(name).float()
+    if "head.weight" not in weights:  # tied embeddings: the head starts as their copy
+        weights["head.weight"] = weights["embed.weight"].clone()
+    return weights
+
+
+def preserving_start(config: AncreConfig) -> str | None:
+    """Why the configured wiring would not start as the plain residual network (None: it does).
+
+    Cascaded does. Ancre, uniform and fixed do in the gated form (h_{j+1} = y_j + g_j sum_i
+    P[j, i] h_i with every g_j = 0 at step 0). DenseFormer's averages start as the
+    identity. Hyper-connections and mHC do not exactly: their n streams start equal to
+    the plain stream and are summed before the final RMSNorm, which gives the plain
+    network's function only up to the norm's epsilon (n h against h: 4e-3 in the logits
+    of a small random model, tests/model/test_llama_import.py). AttnRes does not (its
+    depth attention averages the blocks' updates from the start).
+    """
+    topology = config.topology
+    if topology.kind in ("ancre", "uniform", "fixed") and topology.form != "gated":
+        return (f"topology.kind={topology.kind} in the {topology.form} form adds earlier "
+                "states from step 0; set topology.form=gated (every gate starts at 0)")  # fmt: skip
+    if topology.kind in ("hyper", "mhc"):
+        return (f"topology.kind={topology.kind} sums its streams before the final RMSNorm, "
+                "equal to the plain network only up to the norm's epsilon; import into "
+                "cascaded, denseformer, or ancre/uniform/fixed with "
+                "topology.form=gated")  # fmt: skip
+    if topology.kind == "attnres":
+        return ("topology.kind=attnres reads a softmax average of every earlier update from "
+                "step 0, which no initialisation turns into the plain residual stream")  # fmt: skip
+    return None
