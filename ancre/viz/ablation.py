@@ -75,7 +75,6 @@ def ablation_figure(result: dict[str, Any], run_name: str) -> Figure:
     axes[2].set_xlabel("|weight|")
     axes[2].set_ylabel("val_loss change when removed")
     axes[2].set_title(f"Spearman {result['spearman_mass_delta']:.3f}")
-    figure.tight_layout()
     return figure
 
 
