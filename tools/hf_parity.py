@@ -29,7 +29,7 @@ from ancre.model import build_model
 from ancre.pretrained import PRETRAINED_FORMAT, WEIGHTS
 from ancre.train.trained import load_trained
 
-KINDS = ("cascaded", "ancre", "uniform", "fixed", "denseformer")
+KINDS = ("cascaded", "ancre", "uniform", "fixed", "denseformer", "hyper", "mhc")
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
 
@@ -38,7 +38,8 @@ def tiny_conversion(kind: str, tokenizer: Tokenizer, folder: Path) -> Path:
     config = load_config(
         Path(__file__).resolve().parents[1] / "configs/quickstart.yaml",
         [f"topology.kind={kind}", "topology.temperature=0.5", "topology.edges=0:2,1:3@0.5,2:4",
-         "data.seq_len=128", "topology.backend=reference"],
+         "data.seq_len=128", "topology.backend=reference",
+         *(["topology.dynamic=true"] if kind in ("hyper", "mhc") else [])],
     )  # fmt: skip
     torch.manual_seed(0)
     model = build_model(config, tokenizer.vocab_size)
@@ -47,6 +48,9 @@ def tiny_conversion(kind: str, tokenizer: Tokenizer, folder: Path) -> Path:
             model.topology.logits.normal_(0.0, 1.0)
         if kind == "denseformer":  # averages away from the identity
             model.topology.alpha.add_(0.3 * torch.randn_like(model.topology.alpha))
+        if kind in ("hyper", "mhc"):  # every map away from its start
+            for parameter in model.topology.parameters():
+                parameter.add_(0.1 * torch.randn_like(parameter))
     folder.mkdir(parents=True)
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS),

@@ -28,7 +28,7 @@ from ancre.run_folder import EXPORT_MARKER
 from ancre.train.trained import TrainedModel, load_trained
 
 REMOTE = Path(__file__).parent / "remote"
-CODE = ("configuration_ancre.py", "modeling_ancre.py")
+CODE = ("configuration_ancre.py", "modeling_ancre.py", "streams_ancre.py")
 WRITTEN = (
     EXPORT_MARKER, "config.json", "generation_config.json", "model.safetensors",
     "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -102,8 +102,27 @@ def export_hf(source: Path, out_dir: Path, dtype: str = "fp32") -> Path:
             "pad_token_id": tokens["pad_token"][1],
         },
     )
-    write_card(trained, trained.model.topology.matrix().tolist(), out_dir / "README.md")
+    write_card(trained, card_matrix(trained), out_dir / "README.md")
     return out_dir
+
+
+PROBE_TOKENS = 64
+"""Tokens of the probe an input-dependent wiring's card matrix is averaged over."""
+
+
+def card_matrix(trained: TrainedModel) -> list[list[float]]:
+    """The connection matrix for the model card.
+
+    Exact for a static wiring; for a dynamic one, its mean over a probe of the first
+    ``PROBE_TOKENS`` token ids (fewer when the vocabulary or the rotary tables are shorter).
+    """
+    topology, shape = trained.model.topology, trained.model.shape
+    if getattr(topology, "dynamic", False):
+        count = min(PROBE_TOKENS, shape.vocab_size, shape.max_seq_len)
+        tokens = torch.arange(count).unsqueeze(0)  # (1, T)
+        with topology.recording(), torch.no_grad():
+            trained.model(tokens)
+    return topology.matrix().tolist()
 
 
 def frozen_edges(topology: Topology) -> list[tuple[int, int, float]] | None:
@@ -165,6 +184,9 @@ def hf_config(
         "topology_temperature": None if frozen is not None else topology.temperature,
         "topology_edges": [list(edge) for edge in edges] if edges is not None else None,
         "topology_dwa_entries": int(topology.alpha.numel()) if kind == "denseformer" else None,
+        "topology_streams": trained.config.topology.streams,
+        "topology_dynamic": trained.config.topology.dynamic,
+        "topology_sinkhorn_iters": trained.config.topology.sinkhorn_iters,
         "use_cache": True,
         "tie_word_embeddings": False,
         "bos_token_id": tokens["bos_token"][1] if "bos_token" in tokens else None,

@@ -111,10 +111,10 @@ def test_a_frozen_ancre_travels_as_its_fixed_edges(exported):
 
 
 def test_a_wiring_the_exported_code_does_not_compute_is_refused(tmp_path, sample_tokenizer):
-    config = tiny_config("mhc")
+    config = tiny_config("attnres")
     model = build_model(config, sample_tokenizer.vocab_size)
     conversion = write_conversion(model, config, sample_tokenizer.path, tmp_path / "conv")
-    with pytest.raises(ConfigError, match="topology.kind: is mhc"):
+    with pytest.raises(ConfigError, match="topology.kind: is attnres"):
         export_hf(conversion, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing written
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform", "fixed", "denseformer")
+TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform", "fixed", "denseformer", "hyper", "mhc")
 TOPOLOGY_FORMS = ("additive", "replace", "gated")
 
 
@@ -41,6 +41,9 @@ class AncreLMConfig(PretrainedConfig):
         topology_dwa_entries: DenseFormer: how many depth-weighted-average weights there
             are (the ``topology.alpha`` weight; ``topology.rows`` and ``topology.cols``
             say which (depth, source) pair each weighs).
+        topology_streams: hyper and mhc: the number of residual streams n.
+        topology_dynamic: hyper and mhc: the maps depend on the state.
+        topology_sinkhorn_iters: mhc: Sinkhorn-Knopp iterations.
     """
 
     model_type = "ancre"
@@ -60,6 +63,9 @@ class AncreLMConfig(PretrainedConfig):
     topology_temperature: float | None = 1.0
     topology_edges: list | None = None
     topology_dwa_entries: int | None = None
+    topology_streams: int = 4
+    topology_dynamic: bool = False
+    topology_sinkhorn_iters: int = 20
     use_cache: bool = True
     tie_word_embeddings: bool = False
     bos_token_id: int | None = None

@@ -45,8 +45,8 @@ KINDS: dict[str, Kind] = {
     "uniform": Kind(UniformTopology, exportable=True),
     "fixed": Kind(FixedTopology, exportable=True),
     "denseformer": Kind(DenseFormerTopology, exportable=True),
-    "hyper": Kind(HyperTopology, needs_width=True),
-    "mhc": Kind(ManifoldHyperTopology, needs_width=True),
+    "hyper": Kind(HyperTopology, needs_width=True, exportable=True),
+    "mhc": Kind(ManifoldHyperTopology, needs_width=True, exportable=True),
     "attnres": Kind(AttentionResidualTopology, needs_width=True),
 }
 """Every ``topology.kind``: the kinds of docs/method.md, then those of other papers."""
