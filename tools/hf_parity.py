@@ -29,7 +29,7 @@ from ancre.model import build_model
 from ancre.pretrained import PRETRAINED_FORMAT, WEIGHTS
 from ancre.train.trained import load_trained
 
-KINDS = ("cascaded", "ancre", "uniform", "fixed", "denseformer", "hyper", "mhc")
+KINDS = ("cascaded", "ancre", "uniform", "fixed", "denseformer", "hyper", "mhc", "attnres")
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
 
@@ -48,7 +48,7 @@ def tiny_conversion(kind: str, tokenizer: Tokenizer, folder: Path) -> Path:
             model.topology.logits.normal_(0.0, 1.0)
         if kind == "denseformer":  # averages away from the identity
             model.topology.alpha.add_(0.3 * torch.randn_like(model.topology.alpha))
-        if kind in ("hyper", "mhc"):  # every map away from its start
+        if kind in ("hyper", "mhc", "attnres"):  # every weight away from its start
             for parameter in model.topology.parameters():
                 parameter.add_(0.1 * torch.randn_like(parameter))
     folder.mkdir(parents=True)

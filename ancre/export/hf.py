@@ -28,7 +28,7 @@ from ancre.run_folder import EXPORT_MARKER
 from ancre.train.trained import TrainedModel, load_trained
 
 REMOTE = Path(__file__).parent / "remote"
-CODE = ("configuration_ancre.py", "modeling_ancre.py", "streams_ancre.py")
+CODE = ("configuration_ancre.py", "modeling_ancre.py", "zoo_ancre.py")
 WRITTEN = (
     EXPORT_MARKER, "config.json", "generation_config.json", "model.safetensors",
     "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -187,6 +187,7 @@ def hf_config(
         "topology_streams": trained.config.topology.streams,
         "topology_dynamic": trained.config.topology.dynamic,
         "topology_sinkhorn_iters": trained.config.topology.sinkhorn_iters,
+        "topology_attnres_group": getattr(topology, "group", 1),
         "use_cache": True,
         "tie_word_embeddings": False,
         "bos_token_id": tokens["bos_token"][1] if "bos_token" in tokens else None,

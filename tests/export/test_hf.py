@@ -110,7 +110,11 @@ def test_a_frozen_ancre_travels_as_its_fixed_edges(exported):
     assert all(len(row) <= 2 for row in topology.wiring.edges)  # top-2 rows
 
 
-def test_a_wiring_the_exported_code_does_not_compute_is_refused(tmp_path, sample_tokenizer):
+def test_a_wiring_the_exported_code_does_not_compute_is_refused(
+    tmp_path, sample_tokenizer, monkeypatch
+):
+    # every kind exports today: a kind left out of the exportable ones stands for a new one
+    monkeypatch.setattr("ancre.export.hf.EXPORTABLE", ("cascaded", "ancre"))
     config = tiny_config("attnres")
     model = build_model(config, sample_tokenizer.vocab_size)
     conversion = write_conversion(model, config, sample_tokenizer.path, tmp_path / "conv")

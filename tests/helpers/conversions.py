@@ -15,7 +15,7 @@ from tests.conftest import REPO
 KINDS = (
     "cascaded", "ancre", "uniform", "fixed", "ancre-frozen", "ancre-replace", "uniform-gated",
     "ancre-gated-frozen", "denseformer", "denseformer-dilated", "hyper", "hyper-dynamic", "mhc",
-    "mhc-dynamic",
+    "mhc-dynamic", "attnres", "attnres-blocks",
 )  # fmt: skip
 """The kinds the export covers; ancre-frozen is Ancre frozen at step 5 to its top-2 edges;
 the others name a kind and a topology.form."""
@@ -28,6 +28,7 @@ SETTINGS = {
     "denseformer-dilated": ("denseformer", ("topology.dilation=2", "topology.period=2")),
     "hyper-dynamic": ("hyper", ("topology.dynamic=true",)),
     "mhc-dynamic": ("mhc", ("topology.dynamic=true",)),
+    "attnres-blocks": ("attnres", ("topology.attnres_blocks=2",)),
 }
 """Names of KINDS that are not a kind alone: the kind and its overrides."""
 
@@ -60,7 +61,7 @@ def tiny_model(kind: str, vocab_size: int, seed: int = 0) -> tuple[Transformer, 
             model.topology.gates.normal_(0.0, 1.0)
         if config.topology.kind == "denseformer":  # averages away from the identity
             model.topology.alpha.add_(0.3 * torch.randn_like(model.topology.alpha))
-        if config.topology.kind in ("hyper", "mhc"):  # every map away from its start
+        if config.topology.kind in ("hyper", "mhc", "attnres"):  # away from their start
             for parameter in model.topology.parameters():
                 parameter.add_(0.1 * torch.randn_like(parameter))
     if kind.endswith("-frozen"):

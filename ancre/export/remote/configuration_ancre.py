@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-TOPOLOGY_KINDS = ("cascaded", "ancre", "uniform", "fixed", "denseformer", "hyper", "mhc")
+TOPOLOGY_KINDS = (
+    "cascaded",
+    "ancre",
+    "uniform",
+    "fixed",
+    "denseformer",
+    "hyper",
+    "mhc",
+    "attnres",
+)
 TOPOLOGY_FORMS = ("additive", "replace", "gated")
 
 
@@ -44,6 +53,8 @@ class AncreLMConfig(PretrainedConfig):
         topology_streams: hyper and mhc: the number of residual streams n.
         topology_dynamic: hyper and mhc: the maps depend on the state.
         topology_sinkhorn_iters: mhc: Sinkhorn-Knopp iterations.
+        topology_attnres_group: attnres: blocks whose updates are summed into one source
+            (1: Full AttnRes).
     """
 
     model_type = "ancre"
@@ -66,6 +77,7 @@ class AncreLMConfig(PretrainedConfig):
     topology_streams: int = 4
     topology_dynamic: bool = False
     topology_sinkhorn_iters: int = 20
+    topology_attnres_group: int = 1
     use_cache: bool = True
     tie_word_embeddings: bool = False
     bos_token_id: int | None = None

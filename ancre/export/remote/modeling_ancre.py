@@ -24,7 +24,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_ancre import AncreLMConfig
-from .streams_ancre import Streams
+from .zoo_ancre import DepthAttention, Streams
 
 CACHE_FIELD = (
     "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -230,8 +230,13 @@ class AncreForCausalLM(PreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
         self.blocks = nn.ModuleList(Block(config, j) for j in range(config.num_hidden_layers))
-        stream_kind = config.topology_kind in ("hyper", "mhc")
-        self.topology = Streams(config, config.topology_kind) if stream_kind else Topology(config)
+        kind = config.topology_kind
+        if kind in ("hyper", "mhc"):
+            self.topology = Streams(config, kind)
+        elif kind == "attnres":
+            self.topology = DepthAttention(config)
+        else:
+            self.topology = Topology(config)
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
@@ -305,7 +310,7 @@ class AncreForCausalLM(PreTrainedModel, GenerationMixin):
             self.config.rotary_base,
         )
         mask = self._mask(attention_mask, b, t, past, h.device)
-        if isinstance(self.topology, Streams):
+        if isinstance(self.topology, (Streams, DepthAttention)):
             h = self.topology.run(h, self.blocks, rope, mask, cache)
         elif self.topology.kind == "denseformer":
             h = self._averaged(h, rope, mask, cache)

@@ -47,7 +47,7 @@ KINDS: dict[str, Kind] = {
     "denseformer": Kind(DenseFormerTopology, exportable=True),
     "hyper": Kind(HyperTopology, needs_width=True, exportable=True),
     "mhc": Kind(ManifoldHyperTopology, needs_width=True, exportable=True),
-    "attnres": Kind(AttentionResidualTopology, needs_width=True),
+    "attnres": Kind(AttentionResidualTopology, needs_width=True, exportable=True),
 }
 """Every ``topology.kind``: the kinds of docs/method.md, then those of other papers."""
 

@@ -1,4 +1,4 @@
-"""The stream wirings of an exported ancre model: Hyper-Connections and mHC.
+"""The zoo wirings of an exported ancre model: Hyper-Connections, mHC, Attention Residuals.
 
 The residual state of a token is n streams (n x D), each starting as the embeddings.
 Block j reads ``h_j = pre^T H_j`` and writes ``H_{j+1} = res^T H_j + post^T (y_j -
@@ -8,7 +8,13 @@ dynamic. ``mhc`` (DeepSeek-AI, arXiv 2512.24880): ``pre = sigmoid(.)``, ``post =
 sigmoid(.)`` and ``res`` the transposed Sinkhorn-Knopp normalisation of ``exp(.)``,
 of the static biases plus, when dynamic, gated projections of the RMS-normalised
 flattened state. The same numbers as ancre's ``topology.kind: hyper`` and ``mhc``
-(fp32 maps); torch only.
+(fp32 maps).
+
+``attnres`` (Kimi Team, arXiv 2603.15031): with ``v_0`` the embeddings and ``v_{i+1} =
+y_i - h_i`` each block's update, block j+1 (and the final norm) reads ``sum_i a_{j,i}
+v_i`` with ``a_j = softmax_i(q_j . RMSNorm(v_i))``; in the block variant the updates
+of each finished group of blocks are summed into one source. As ancre's ``topology.kind:
+attnres``. torch only.
 """
 
 from __future__ import annotations
@@ -91,3 +97,44 @@ class Streams(nn.Module):
             state = torch.einsum("...st,...sd->...td", carry, state)  # (B, T, n, D)
             state = state + post.unsqueeze(-1) * y.unsqueeze(-2)
         return state.sum(-2)
+
+
+class DepthAttention(nn.Module):
+    """Attention Residuals, full or by groups of ``topology_attnres_group`` blocks."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.kind = "attnres"
+        self.group, self.eps = config.topology_attnres_group, config.rms_norm_eps
+        self.queries = nn.Parameter(torch.zeros(config.num_hidden_layers, config.hidden_size))
+
+    def _inverse_rms(self, source: torch.Tensor) -> torch.Tensor:
+        """1 / sqrt(mean(v^2) + eps) per token (B, T), fp32 or wider."""
+        norm = torch.linalg.vector_norm(source, dim=-1, dtype=wide(source.dtype))
+        return torch.rsqrt(norm.square() / source.shape[-1] + self.eps)
+
+    def run(self, h0: torch.Tensor, blocks, rope, mask, cache) -> torch.Tensor:
+        """The blocks, each reading its softmax over depth; returns what the norm reads."""
+        sources, scales = [h0], [self._inverse_rms(h0)]
+        partial, h = None, h0
+        for j, block in enumerate(blocks):
+            update = block(h, rope, mask, cache) - h  # v_{j+1} (B, T, D)
+            partial = update if partial is None else partial + update
+            if (j + 1) % self.group == 0:
+                sources.append(partial)
+                scales.append(self._inverse_rms(partial))
+                partial = None
+            candidates, inverse = list(sources), list(scales)
+            if partial is not None:
+                candidates.append(partial)
+                inverse.append(self._inverse_rms(partial))
+            query = self.queries[j].to(h.dtype)  # (D,)
+            scores = torch.stack(
+                [(c @ query).to(s.dtype) * s for c, s in zip(candidates, inverse, strict=True)], -1
+            )  # (B, T, S)
+            weights = torch.softmax(scores, dim=-1)
+            mixed = weights[..., 0:1].to(h.dtype) * candidates[0]
+            for i in range(1, len(candidates)):
+                mixed = mixed + weights[..., i : i + 1].to(h.dtype) * candidates[i]
+            h = mixed  # h_{j+1} (B, T, D)
+        return h
