@@ -17,7 +17,7 @@ PRUNE_MODES = ("none", "top_k", "mass")
 TOPOLOGY_FORMS = ("additive", "replace", "gated")
 ROW_INITS = ("uniform", "predecessor")
 TOPOLOGY_OPTIONS = {
-    "form": ("ancre", "uniform", "fixed"), "init": ("ancre",),
+    "form": ("ancre", "uniform", "fixed", "attnres"), "init": ("ancre",),
     "predecessor_weight": ("ancre",),
     "dilation": ("denseformer",), "period": ("denseformer",), "streams": ("hyper", "mhc"),
     "dynamic": ("hyper", "mhc"), "sinkhorn_iters": ("mhc",), "attnres_blocks": ("attnres",),
@@ -45,7 +45,9 @@ class TopologyConfig:
     docs/method.md): additive (the paper's, h_{j+1} = y_j + sum_i P[j, i] h_i), replace
     (the mix replaces the block's own identity path, h_{j+1} = y_j - h_j + sum_i
     P[j, i] h_i, so P one-hot on h_j is the plain residual) or gated (h_{j+1} = y_j +
-    g_j sum_i P[j, i] h_i with a learned g_j per block, 0 at step 0)."""
+    g_j sum_i P[j, i] h_i with a learned g_j per block, 0 at step 0). Kind attnres takes
+    additive (the paper's) or gated (h_{j+1} = y_j + g_j (AttnRes_j - y_j), g_j = 0 at
+    step 0: the plain residual network until the gates open)."""
     init: str = "uniform"
     """For kind ancre: the matrix at step 0. uniform (theta = 0: P[j, i] = 1/(j+1)) or
     predecessor (P[j, j] = topology.predecessor_weight, the rest shared equally)."""
@@ -100,6 +102,8 @@ class TopologyConfig:
             raise ConfigError("topology.edges", 'kind fixed needs edges, e.g. "0:2,2:3"')
         non_negative("topology.lr_multiplier", self.lr_multiplier)
         choice("topology.form", self.form, TOPOLOGY_FORMS)
+        if self.kind == "attnres" and self.form == "replace":
+            raise ConfigError("topology.form", "kind attnres takes additive or gated")
         choice("topology.init", self.init, ROW_INITS)
         if not 0.0 < self.predecessor_weight < 1.0:
             raise ConfigError(

@@ -99,8 +99,8 @@ def preserving_start(config: AncreConfig) -> str | None:
     identity. Hyper-connections and mHC do not exactly: their n streams start equal to
     the plain stream and are summed before the final RMSNorm, which gives the plain
     network's function only up to the norm's epsilon (n h against h: 4e-3 in the logits
-    of a small random model, tests/model/test_llama_import.py). AttnRes does not (its
-    depth attention averages the blocks' updates from the start).
+    of a small random model, tests/model/test_llama_import.py). AttnRes does in its gated
+    form (its depth attention enters through gates at 0).
     """
     topology = config.topology
     if topology.kind in ("ancre", "uniform", "fixed") and topology.form != "gated":
@@ -111,7 +111,8 @@ def preserving_start(config: AncreConfig) -> str | None:
                 "equal to the plain network only up to the norm's epsilon; import into "
                 "cascaded, denseformer, or ancre/uniform/fixed with "
                 "topology.form=gated")  # fmt: skip
-    if topology.kind == "attnres":
+    if topology.kind == "attnres" and topology.form != "gated":
         return ("topology.kind=attnres reads a softmax average of every earlier update from "
-                "step 0, which no initialisation turns into the plain residual stream")  # fmt: skip
+                "step 0; set topology.form=gated (h_{j+1} = y_j + g_j (AttnRes_j - y_j), "
+                "every gate 0 at step 0)")  # fmt: skip
     return None

@@ -15,7 +15,7 @@ from tests.conftest import REPO
 KINDS = (
     "cascaded", "ancre", "uniform", "fixed", "ancre-frozen", "ancre-replace", "uniform-gated",
     "ancre-gated-frozen", "denseformer", "denseformer-dilated", "hyper", "hyper-dynamic", "mhc",
-    "mhc-dynamic", "attnres", "attnres-blocks",
+    "mhc-dynamic", "attnres", "attnres-blocks", "attnres-gated",
 )  # fmt: skip
 """The kinds the export covers; ancre-frozen is Ancre frozen at step 5 to its top-2 edges;
 the others name a kind and a topology.form."""
@@ -29,6 +29,7 @@ SETTINGS = {
     "hyper-dynamic": ("hyper", ("topology.dynamic=true",)),
     "mhc-dynamic": ("mhc", ("topology.dynamic=true",)),
     "attnres-blocks": ("attnres", ("topology.attnres_blocks=2",)),
+    "attnres-gated": ("attnres", ("topology.form=gated",)),
 }
 """Names of KINDS that are not a kind alone: the kind and its overrides."""
 

@@ -20,6 +20,7 @@ ZOO = {
     "mhc-dynamic": ["topology.kind=mhc", "topology.streams=3", "topology.dynamic=true"],
     "attnres": [],
     "attnres-blocks": ["topology.kind=attnres", "topology.attnres_blocks=2"],
+    "attnres-gated": ["topology.kind=attnres", "topology.form=gated"],
 }
 """Test configurations: name -> overrides (the kind is the name when not overridden)."""
 

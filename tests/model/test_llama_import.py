@@ -20,7 +20,7 @@ from tests.helpers.training import QUICKSTART, SAMPLE, records, run_ancre
 transformers = pytest.importorskip("transformers")
 
 PRESERVING = [("cascaded", "additive"), ("ancre", "gated"), ("uniform", "gated"),
-              ("denseformer", "additive")]  # fmt: skip
+              ("denseformer", "additive"), ("attnres", "gated")]  # fmt: skip
 
 
 def llama_folder(root, tokenizer_path, tied: bool):
@@ -73,7 +73,7 @@ def test_every_preserving_wiring_starts_with_the_source_logits(source, kind, for
         ("ancre", "additive", "set topology.form=gated"),
         ("hyper", "additive", "only up to the norm's epsilon"),
         ("mhc", "additive", "only up to the norm's epsilon"),
-        ("attnres", "additive", "no initialisation turns into the plain residual stream"),
+        ("attnres", "additive", "set topology.form=gated"),
     ],
 )
 def test_a_wiring_that_cannot_start_as_the_source_is_refused(source, kind, form, error) -> None:

@@ -14,7 +14,7 @@ flattened state. The same numbers as ancre's ``topology.kind: hyper`` and ``mhc`
 y_i - h_i`` each block's update, block j+1 (and the final norm) reads ``sum_i a_{j,i}
 v_i`` with ``a_j = softmax_i(q_j . RMSNorm(v_i))``; in the block variant the updates
 of each finished group of blocks are summed into one source. As ancre's ``topology.kind:
-attnres``. torch only.
+attnres`` (and its gated form, ``y_j + g_j (mix - y_j)``). torch only.
 """
 
 from __future__ import annotations
@@ -107,6 +107,9 @@ class DepthAttention(nn.Module):
         self.kind = "attnres"
         self.group, self.eps = config.topology_attnres_group, config.rms_norm_eps
         self.queries = nn.Parameter(torch.zeros(config.num_hidden_layers, config.hidden_size))
+        self.gates = None
+        if config.topology_form == "gated":  # h_{j+1} = y_j + g_j (mix - y_j)
+            self.gates = nn.Parameter(torch.zeros(config.num_hidden_layers))
 
     def _inverse_rms(self, source: torch.Tensor) -> torch.Tensor:
         """1 / sqrt(mean(v^2) + eps) per token (B, T), fp32 or wider."""
@@ -136,5 +139,8 @@ class DepthAttention(nn.Module):
             mixed = weights[..., 0:1].to(h.dtype) * candidates[0]
             for i in range(1, len(candidates)):
                 mixed = mixed + weights[..., i : i + 1].to(h.dtype) * candidates[i]
+            if self.gates is not None:
+                y = h + update
+                mixed = y + self.gates[j].to(h.dtype) * (mixed - y)
             h = mixed  # h_{j+1} (B, T, D)
         return h

@@ -24,6 +24,11 @@ decoder block (attention and MLP keep the inner residual between them) where the
 attends before every sublayer; the embeddings are a source of their own in the block
 variant; RMSNorm of the keys without a gain.
 
+Gated (``topology.form: gated``), for a start as the plain residual network (a stock
+Llama imported with ``model.init_from: hf:``)::
+
+    h_{j+1} = y_j + g_j (sum_i a_{j,i} v_i - y_j),   g_j learned, 0 at step 0
+
 A fused kernel would, per reading, take the S sources once: their dot products with
 q_j and their RMS in one pass (S reads of D per token), the softmax in registers, and
 the weighted sum in a second pass; its backward needs the sources and the S weights.
@@ -69,23 +74,37 @@ class AttentionResidualTopology(LearnedWiring):
 
     parameterisation = "attnres"
     FORMULA = "h_{j+1} = sum_i softmax_i(q_j . RMSNorm(v_i)) v_i;  v_0 = h_0, v_{i+1} = y_i - h_i"  # noqa: E501
-    OPTIONS = ("attnres_blocks",)
+    OPTIONS = ("attnres_blocks", "form")
     dynamic = True
+    GATED_FORMULA = "h_{j+1} = y_j + g_j (sum_i softmax_i(q_j . RMSNorm(v_i)) v_i - y_j)"
 
     @classmethod
     def from_config(
         cls, config: TopologyConfig, num_layers: int, mix: MixBackend, hidden_size: int, eps: float
     ) -> AttentionResidualTopology:
-        """Reads ``topology.attnres_blocks``; D and the epsilon."""
-        return cls(num_layers, mix, hidden_size, config.attnres_blocks, eps)
+        """Reads ``topology.attnres_blocks`` and ``topology.form``; D and the epsilon."""
+        return cls(num_layers, mix, hidden_size, config.attnres_blocks, eps, config.form)
 
     def __init__(
-        self, num_layers: int, mix: MixBackend, hidden_size: int, groups: int = 0, eps: float = 1e-5
+        self,
+        num_layers: int,
+        mix: MixBackend,
+        hidden_size: int,
+        groups: int = 0,
+        eps: float = 1e-5,
+        form: str = "additive",
     ) -> None:
         super().__init__(num_layers, mix)
         self.group = group_size(num_layers, groups)
         self.eps = eps
         self.queries = nn.Parameter(torch.zeros(num_layers, hidden_size))
+        if form == "gated":  # g_j = 0: the plain residual network at step 0
+            self.form = form
+            self.gates = nn.Parameter(torch.zeros(num_layers, dtype=torch.float32))
+
+    def formula(self) -> str:
+        """The paper's formula, or the gated one."""
+        return self.GATED_FORMULA if self.gates is not None else self.FORMULA
 
     def _inverse_rms(self, source: torch.Tensor) -> torch.Tensor:
         """1 / sqrt(mean(v^2) + eps) per token, (...,) fp32 or wider."""
@@ -126,6 +145,9 @@ class AttentionResidualTopology(LearnedWiring):
             mixed = weights[..., 0:1].to(h.dtype) * candidates[0]  # (..., D)
             for i in range(1, len(candidates)):
                 mixed = mixed + weights[..., i : i + 1].to(h.dtype) * candidates[i]  # (..., D)
+            if self.gates is not None:  # y_j + g_j (mix - y_j)
+                y = h + update  # (..., D)
+                mixed = y + self.gates[j].to(h.dtype) * (mixed - y)
             states.append(mixed)
         return states
 
@@ -146,6 +168,10 @@ class AttentionResidualTopology(LearnedWiring):
                 partial = None
             candidates = sources + ([partial] if partial is not None else [])
             reads[:, j + 1] = torch.einsum("ns,snx->nx", a, torch.stack(candidates))
+            if self.gates is not None:  # (1 - g_j) y_j + g_j mix, y_j = x_{j+1}
+                gate = float(self.gates[j].detach())
+                reads[:, j + 1] *= gate
+                reads[:, j + 1, j + 1] += 1.0 - gate
         return reads
 
     def extra_repr(self) -> str:
