@@ -57,13 +57,16 @@ def main() -> None:
     validation = validation_set(trained.config.data, trained.tokenizer, args.tokens)
     inputs, targets = validation.inputs, validation.targets
     found = connections_of(model)
+    if found.reads is None:
+        raise SystemExit("the shared passes are for static wirings; attnres runs whole passes")
+    widest = int(found.learned.sum(1).max())
     edits = {"intact": found.weights}
     for j, i in found.learned.nonzero().tolist():
         if float(found.weights[j, i]) != 0.0:
             edited = found.weights.clone()
             edited[j, i] = 0.0
             edits[(j, i)] = edited
-    for k in range(1, found.weights.shape[0] + 1):
+    for k in range(1, widest + 1):
         edits[("top", k)] = _top_k(found.weights, found.learned, k, False)
     started = time.perf_counter()
     shared = edited_losses(
@@ -84,8 +87,8 @@ def main() -> None:
     print(
         f"{trained.config.topology.kind}, {model.shape.num_layers} blocks, "
         f"{int((targets != IGNORE_INDEX).sum())} tokens, {len(edits)} evaluations "
-        f"(intact, {len(edits) - 1 - found.weights.shape[0]} connections, "
-        f"{found.weights.shape[0]} prunings), {args.threads} thread(s):"
+        f"(intact, {len(edits) - 1 - widest} connections, {widest} prunings), "
+        f"{args.threads} thread(s):"
     )
     print(f"  one whole forward pass per edit: {whole_s:.1f} s")
     print(f"  shared blocks, stacked edits:    {shared_s:.1f} s ({whole_s / shared_s:.2f}x faster)")

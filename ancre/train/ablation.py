@@ -14,9 +14,12 @@ It covers the kinds whose wiring is static, unfrozen: ``ancre``, ``uniform`` and
 ``fixed`` (the entries of P over the states h_i) and ``denseformer`` (its
 depth-weighted-average weights alpha over the embeddings and block outputs x_k; they
 are unconstrained, so a weight's "mass" is its absolute value). The passes share what
-an edit leaves unchanged (``ancre.train.ablation_passes``). Input-dependent kinds
-(hyper, mhc, attnres), whose forward passes compute their weights from the
-activations, are refused, as is a cascaded model, which has nothing to ablate.
+an edit leaves unchanged (``ancre.train.ablation_passes``). ``attnres`` computes its
+weights from the activations: a source is removed from a reading inside its softmax
+(renormalised) or after it, its mass is its mean weight over the validation tokens,
+and each edit is a whole forward pass. Hyper-connections and mHC, whose sources are
+mixed into n streams with no weight of their own to remove, are refused, as is a
+cascaded model, which has nothing to ablate.
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ from ancre.data.loader import IGNORE_INDEX
 from ancre.data.validation import validation_set
 from ancre.model import Transformer
 from ancre.model.topology.forms import mix_weights, stream_reads
+from ancre.model.topology.zoo.attnres import AttentionResidualTopology
 from ancre.model.topology.zoo.denseformer import DenseFormerTopology
 from ancre.train.ablation_passes import edited_losses
 from ancre.train.trained import load_trained
 
-ABLATABLE = ("ancre", "uniform", "fixed", "denseformer")
+ABLATABLE = ("ancre", "uniform", "fixed", "denseformer", "attnres")
 """Kinds whose wiring ``ancre ablate`` can edit (static weights their forward pass reads)."""
 
 
@@ -51,20 +55,64 @@ class Connections:
         weights: (L, L+1): P for the static kinds (row j: block j's mix over h_0 .. h_j);
             DenseFormer's alpha after each block (row j: the average after block j over
             x_0 .. x_{j+1}).
+            AttnRes: the mean softmax weight of each source over the validation tokens
+            (row j: the input of block j+1, the last row what the final norm reads).
         learned: (L, L+1) bool: the entries that are connections.
-        reads: Edited weights -> the reads matrix (L+1, L+1) the passes run.
+        reads: Edited weights -> the reads matrix (L+1, L+1) the passes run; None for
+            AttnRes, whose weights depend on the input.
         columns: What a column indexes, in words.
     """
 
     weights: torch.Tensor
     learned: torch.Tensor
-    reads: Callable[[torch.Tensor], torch.Tensor]
+    reads: Callable[[torch.Tensor], torch.Tensor] | None
     columns: str
 
+    def losses(
+        self,
+        model: Transformer,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        edits: dict[Any, torch.Tensor],
+        batch: int,
+        stack: int,
+    ) -> dict[Any, float]:
+        """The validation loss under each edited weights (L, L+1), by the edit's key.
 
-def connections_of(model: Transformer) -> Connections:
-    """The connections of a model of one of the ``ABLATABLE`` kinds."""
+        A static wiring runs its edited reads matrices through the shared passes; AttnRes
+        runs whole forward passes with the sources an edit zeroed left out of the
+        readings (out of the softmax when ``renormalise_removed``, else after it).
+        """
+        if self.reads is not None:
+            reads = {key: self.reads(weights) for key, weights in edits.items()}
+            return edited_losses(model, inputs, targets, reads, batch, stack)
+        topology = model.topology
+        found = {}
+        try:
+            for key, weights in edits.items():
+                removed = self.learned & (weights == 0) & (self.weights != 0)
+                topology.removed = removed if bool(removed.any()) else None
+                found[key] = validation_loss(model, inputs, targets, batch)
+        finally:
+            topology.removed = None
+        return found
+
+
+def connections_of(
+    model: Transformer, inputs: torch.Tensor | None = None, batch: int = 8
+) -> Connections:
+    """The connections of a model of one of the ``ABLATABLE`` kinds.
+
+    Args:
+        model: The model, in eval mode.
+        inputs: Validation inputs (N, T): AttnRes's mean weights are measured on them.
+        batch: Sequences per forward pass.
+    """
     topology = model.topology
+    if isinstance(topology, AttentionResidualTopology):
+        if inputs is None:
+            raise ValueError("AttnRes's weights depend on the input: give validation inputs")
+        return _attention_connections(model, inputs, batch)
     if isinstance(topology, DenseFormerTopology):
         full = topology.reads_matrix().detach().float()  # (L+1, L+1), row 0 = e_0
         learned = torch.zeros_like(full, dtype=torch.bool)
@@ -72,15 +120,45 @@ def connections_of(model: Transformer) -> Connections:
         learned[0] = False
         return Connections(
             full[1:], learned[1:], lambda edited: torch.cat([full[:1], edited]),
-            "x_k: the embeddings (0) and block k-1's output",
+            columns_of(model),
         )  # fmt: skip
     matrix = topology.matrix().detach().float()  # (L, L+1)
     gates = None if topology.gates is None else topology.gates.detach().float()
     return Connections(
         matrix, torch.ones_like(matrix, dtype=torch.bool).tril(),
         lambda edited: stream_reads(mix_weights(edited, topology.form, gates)),
-        "h_i: the embeddings (0) and block i-1's mixed output",
+        columns_of(model),
     )  # fmt: skip
+
+
+def _attention_connections(model: Transformer, inputs: torch.Tensor, batch: int) -> Connections:
+    """AttnRes's sources with their mean softmax weight over the validation inputs."""
+    topology = model.topology
+    layers = topology.num_layers
+    totals = torch.zeros(layers, layers + 1, dtype=torch.float64)
+    count = 0
+    with torch.no_grad():
+        for start in range(0, inputs.shape[0], batch):
+            with topology.recording():
+                model(inputs[start : start + batch])
+            for j, (weights,) in enumerate(topology.recorded()[-layers:]):  # (N, S_j)
+                totals[j, : weights.shape[1]] += weights.double().sum(0)
+            count += inputs[start : start + batch].numel()
+    mean = (totals / count).float()
+    learned = torch.zeros(layers, layers + 1, dtype=torch.bool)
+    for j in range(layers):
+        learned[j, : topology.sources_read(j)] = True
+    return Connections(mean, learned, None, columns_of(model))
+
+
+def columns_of(model: Transformer) -> str:
+    """What a column of the model's connections indexes, in words."""
+    topology = model.topology
+    if isinstance(topology, AttentionResidualTopology):
+        return "the sources read: v_0 (the embeddings), then the updates (or group sums)"
+    if isinstance(topology, DenseFormerTopology):
+        return "x_k: the embeddings (0) and block k-1's output"
+    return "h_i: the embeddings (0) and block i-1's mixed output"
 
 
 @dataclass(frozen=True)
@@ -125,6 +203,19 @@ def check_ablatable(kind: str, frozen: bool) -> None:
         )  # fmt: skip
 
 
+@torch.no_grad()
+def validation_loss(
+    model: Transformer, inputs: torch.Tensor, targets: torch.Tensor, batch: int
+) -> float:
+    """Mean cross-entropy per counted target token of the model's own forward passes."""
+    total, count = 0.0, 0
+    for start in range(0, inputs.shape[0], batch):
+        x, y = inputs[start : start + batch], targets[start : start + batch]  # (b, T)
+        total += float(model(x, y, reduction="sum"))
+        count += int((y != IGNORE_INDEX).sum())
+    return total / count
+
+
 def ablate(
     model: Transformer,
     inputs: torch.Tensor,
@@ -145,11 +236,12 @@ def ablate(
 
     Returns:
         The intact loss, one :class:`Ablation` per connection of nonzero weight, and one
-        per k from 1 to L (``row`` -1, ``column`` k).
+        per k from 1 to the most connections a row has (``row`` -1, ``column`` k).
     """
-    found = connections_of(model)
+    found = connections_of(model, inputs, batch)
     weights, learned = found.weights, found.learned
-    edits: dict[tuple[int, int], torch.Tensor] = {(-2, 0): found.reads(weights)}  # intact
+    widest = int(learned.sum(1).max())  # the most connections a row has
+    edits: dict[tuple[int, int], torch.Tensor] = {(-2, 0): weights}  # intact
     for j, i in learned.nonzero().tolist():
         if float(weights[j, i]) == 0.0:
             continue
@@ -157,17 +249,19 @@ def ablate(
         edited[j, i] = 0.0
         if renormalise:
             edited[j] *= weights[j].sum() / edited[j].sum().clamp_min(1e-12)
-        edits[(j, i)] = found.reads(edited)
-    for k in range(1, weights.shape[0] + 1):
-        edits[(-1, k)] = found.reads(_top_k(weights, learned, k, renormalise))
-    losses = edited_losses(model, inputs, targets, edits, batch, stack)
+        edits[(j, i)] = edited
+    for k in range(1, widest + 1):
+        edits[(-1, k)] = _top_k(weights, learned, k, renormalise)
+    if found.reads is None:  # AttnRes renormalises in its softmax, or not at all
+        model.topology.renormalise_removed = renormalise
+    losses = found.losses(model, inputs, targets, edits, batch, stack)
     base = losses.pop((-2, 0))
     singles = [
         Ablation(j, i, float(weights[j, i]), loss, loss - base)
         for (j, i), loss in losses.items() if j >= 0
     ]  # fmt: skip
     prunings = []
-    for k in range(1, weights.shape[0] + 1):
+    for k in range(1, widest + 1):
         removed = float((weights - _top_k(weights, learned, k, renormalise)).abs().sum())
         loss = losses[(-1, k)]
         prunings.append(Ablation(-1, k, removed, loss, loss - base))
@@ -246,7 +340,7 @@ def ablate_checkpoint(
         "checkpoint": str(path), "step": trained.step, "kind": trained.config.topology.kind,
         "form": trained.config.topology.form, "renormalised": renormalise,
         "val_tokens": int((validation.targets != IGNORE_INDEX).sum()), "val_loss": base,
-        "columns": connections_of(trained.model).columns,
+        "columns": columns_of(trained.model),
         "spearman_mass_delta": spearman([abs(a.mass) for a in singles],
                                         [a.delta for a in singles]),
         "connections": [asdict(a) for a in singles],

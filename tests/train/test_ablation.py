@@ -91,6 +91,22 @@ def test_spearman_ranks() -> None:
     assert spearman([1, 1, 2], [5, 5, 6]) == pytest.approx(1.0)  # ties share a rank
 
 
+def test_attnres_sources_are_removed_inside_or_after_the_softmax() -> None:
+    model = tiny("attnres")
+    with torch.no_grad():
+        model.topology.queries.normal_(0.0, 1.0)
+    inputs, targets = batch()
+    plain = ablate(model, inputs, targets, 2)
+    rescaled = ablate(model, inputs, targets, 2, renormalise=True)
+    # reading j attends over v_0 .. v_{j+1}: 2 + 3 + 4 sources for 3 blocks
+    assert len(plain[1]) == len(rescaled[1]) == 9
+    assert plain[0] == rescaled[0]  # the intact model is the same
+    assert all(a.loss != b.loss for a, b in zip(plain[1], rescaled[1], strict=True))
+    assert abs(sum(a.mass for a in plain[1] if a.row == 0) - 1.0) < 1e-6  # a softmax
+    assert plain[2][-1].delta == 0.0  # top L keeps every source
+    assert model.topology.removed is None  # put back
+
+
 @pytest.mark.parametrize(
     ("kind", "frozen", "error"),
     [

@@ -101,6 +101,15 @@ class AttentionResidualTopology(LearnedWiring):
         if form == "gated":  # g_j = 0: the plain residual network at step 0
             self.form = form
             self.gates = nn.Parameter(torch.zeros(num_layers, dtype=torch.float32))
+        self.removed: torch.Tensor | None = None
+        """(L, L+1) bool: sources each reading leaves out (``ancre ablate``); None: none."""
+        self.renormalise_removed = True
+        """Leave a removed source out of the softmax (True) or zero its weight after it."""
+
+    def sources_read(self, j: int) -> int:
+        """How many sources reading j (the input of block j+1) attends over."""
+        finished = (j + 1) // self.group
+        return 1 + finished + (1 if (j + 1) % self.group else 0)
 
     def formula(self) -> str:
         """The paper's formula, or the gated one."""
@@ -140,7 +149,12 @@ class AttentionResidualTopology(LearnedWiring):
             scores = torch.stack(
                 [(c @ query).to(s.dtype) * s for c, s in zip(candidates, inverse, strict=True)], -1
             )  # (..., S)
+            removed = None if self.removed is None else self.removed[j, : len(candidates)]
+            if removed is not None and self.renormalise_removed:
+                scores = scores.masked_fill(removed.to(scores.device), float("-inf"))
             weights = torch.softmax(scores, dim=-1)  # (..., S) fp32 or wider
+            if removed is not None and not self.renormalise_removed:
+                weights = weights.masked_fill(removed.to(weights.device), 0.0)
             self._record(weights)
             mixed = weights[..., 0:1].to(h.dtype) * candidates[0]  # (..., D)
             for i in range(1, len(candidates)):
