@@ -80,25 +80,39 @@ class LockOwner:
         return f"pid {self.pid} on host {self.host} since {self.since}"
 
     def is_running_here(self) -> bool:
-        """On this host: whether the owning process still runs (and is the same process)."""
+        """On this host: whether the owning process still runs (and is the same process).
+
+        A process that has ended but was not yet reaped (a zombie: its parent, or a
+        container's PID 1 that does not reap, has not waited for it) no longer runs.
+        """
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             pass  # it exists, under another user
-        start = _process_start(self.pid)
-        return start is None or self.process_start is None or start == self.process_start
+        fields = _process_stat(self.pid)
+        if fields is None:
+            return True  # no /proc: it exists, and nothing tells more
+        if fields[0] in ("Z", "X"):  # ended: a zombie, or dead
+            return False
+        return self.process_start is None or int(fields[19]) == self.process_start
 
 
-def _process_start(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks), or None where unreadable."""
+def _process_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # the command name (field 2) is in parentheses and may hold spaces
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _process_start(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks), or None where unreadable."""
+    fields = _process_stat(pid)
+    return None if fields is None else int(fields[19])
 
 
 def _read_owner(path: Path) -> LockOwner | None:

@@ -61,6 +61,27 @@ def test_dead_owner_on_this_host_is_taken_over_with_a_warning(tmp_path, caplog):
     assert "taking over" in caplog.text and f"pid {int(dead.stdout)}" in caplog.text
 
 
+def test_a_killed_owner_not_yet_reaped_is_taken_over(tmp_path):
+    # a zombie: the holder was SIGKILLed and nobody waited for it yet (as under a
+    # container's PID 1 that does not reap, or a launcher killed with its workers)
+    path = tmp_path / "run.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.kill()
+        stat = f"/proc/{holder.pid}/stat"
+        deadline = time.monotonic() + 30
+        while open(stat).read().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with RunLock(path):  # not refused as "still running"
+            assert json.loads(path.read_text())["pid"] == os.getpid()
+    finally:
+        holder.wait()
+
+
 def test_a_live_lock_on_another_host_is_refused_when_its_heartbeat_moves(tmp_path):
     path = tmp_path / "run.lock"
     other = dict(LockOwner.me().__dict__, host="node-elsewhere", pid=1, token="theirs")

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 RANKS = 8
 EIGHT = [
     "train.zero_stage=3", "train.micro_batch_size=1", f"train.global_batch_size={RANKS}",
-    "train.steps=8", "checkpoint.every=2", "eval.every=4", "eval.tokens=512",
+    "train.steps=6", "checkpoint.every=2", "eval.every=3", "eval.tokens=512",
 ]  # fmt: skip
 
 
@@ -25,15 +25,15 @@ def test_eight_ranks_killed_mid_run_resume_exactly(tmp_path, subprocess_env, sam
     result = run_ancre("train", *reference, env=subprocess_env, processes=RANKS, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     expected = records(tmp_path / "ref")
-    assert sum("loss" in r for r in expected) == 8
+    assert sum("loss" in r for r in expected) == 6
 
     killed = [*reference, "run.name=killed"]
     popen = subprocess.Popen(
         [*launcher(RANKS), "train", *killed], env=subprocess_env, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    assert kill_when(popen, lambda: logged_step(tmp_path / "killed") >= 5, timeout=600)
-    assert 5 <= logged_step(tmp_path / "killed") < 8  # killed mid-run, not after it
+    assert kill_when(popen, lambda: logged_step(tmp_path / "killed") >= 3, timeout=600)
+    assert 3 <= logged_step(tmp_path / "killed") < 6  # killed mid-run, not after it
     result = run_ancre("train", *killed, env=subprocess_env, processes=RANKS, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "resuming from" in result.stderr
