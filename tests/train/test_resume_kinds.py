@@ -36,8 +36,9 @@ def test_killed_run_resumes_to_the_uninterrupted_metrics(
     run_dir = tmp_path / "killed" / "run"
     folder = RunFolder(run_dir)
     popen = start(args(tmp_path / "killed"), subprocess_env)
+    # killed after the checkpoint of step 4 or 6 (a loaded machine may poll past step 4)
     assert kill_when(popen, lambda: (latest := folder.latest()) is not None and latest.name
-                     == "step_00000004")  # fmt: skip
+                     in ("step_00000004", "step_00000006"))  # fmt: skip
     result = run_ancre("train", *args(tmp_path / "killed"), env=subprocess_env)
     assert result.returncode == 0, result.stderr[-4000:]
     assert records(run_dir) == expected  # losses, grad norms, val loss, block stats: equal
