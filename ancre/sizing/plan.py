@@ -76,10 +76,16 @@ def local_device_key() -> str | None:
     return next((key for key in DEVICES if key.upper() in name), None)
 
 
-def device(key: str) -> Device:
-    """The device of a ``--gpu`` choice: a known GPU, or ``cpu`` (this machine)."""
+def device(key: str, ranks: int = 1) -> Device:
+    """The device of a ``--gpu`` choice: a known GPU, or ``cpu`` (this machine).
+
+    The ranks of a CPU run share this machine's memory: each gets its share.
+    """
     if key == "cpu":
-        return Device("this machine's CPU (host memory)", host_memory(), None, None)
+        name = "this machine's CPU (host memory" + (
+            f", shared by {ranks} processes)" if ranks > 1 else ")"
+        )  # fmt: skip
+        return Device(name, host_memory() // ranks, None, None)
     return DEVICES[key]
 
 
@@ -197,7 +203,7 @@ def _plan(
         shape.vocab_size, config.topology.kind, train.precision,
         len(recomputed_blocks(train, shape.num_layers)),
     )  # fmt: skip
-    kit = device(device_key)
+    kit = device(device_key, ranks)
     bound = None
     if config.topology.kind in STATIC_MIX_KINDS and kit.bandwidth is not None:
         element = 2 if train.precision == "bf16" else 4

@@ -73,3 +73,10 @@ def test_bad_input_is_one_line_naming_it(capsys, args, error) -> None:
     assert main(["plan", str(QUICKSTART), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ancre plan: error:") and error in err
+
+
+def test_the_ranks_of_a_cpu_run_share_its_memory() -> None:
+    one = size_plan(preset_config("60m"), 32000, 1, "cpu")
+    four = size_plan(preset_config("60m"), 32000, 4, "cpu")
+    assert four.device.memory == one.device.memory // 4  # one machine, four processes
+    assert "shared by 4 processes" in four.device.name
