@@ -50,7 +50,7 @@ command -v deepspeed >/dev/null || ancre_die "the deepspeed command is not on PA
 if [ "$(ancre_gpu_count)" -eq 0 ]; then
     export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu}
 fi
-master_addr=${MASTER_ADDR:-$(echo "$hosts" | head -n 1)}
+master_addr=${MASTER_ADDR:-${hosts%%$'\n'*}}  # the first host (no pipe: SIGPIPE under pipefail)
 
 # DeepSpeed's launcher passes only SIGINT and SIGTERM on, and kills the workers 30 s
 # later: stop signals go to the training processes directly instead.

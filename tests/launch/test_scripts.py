@@ -79,7 +79,11 @@ def test_slurm_script_runs_one_torchrun_per_node(tmp_path, subprocess_env):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "srun").write_text('#!/bin/sh\necho "srun $*"\n')
-    (bin_dir / "scontrol").write_text("#!/bin/sh\necho gpu07\necho gpu08\n")
+    # a long node list after the first two: the script must read the first without a
+    # pipe into head, whose early exit SIGPIPEs scontrol and, under pipefail, the job
+    (bin_dir / "scontrol").write_text(
+        "#!/bin/sh\necho gpu07\necho gpu08\nseq 1 200000 | sed 's/^/gpu-extra-/'\n"
+    )
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
     env = {
