@@ -22,7 +22,7 @@ from ancre.data.loader import IGNORE_INDEX
 from ancre.data.validation import validation_set
 from ancre.model.topology.zoo.denseformer import DenseFormerTopology
 from ancre.run_folder import checkpoint_of
-from ancre.train.ablation import _top_k, check_ablatable, connections_of
+from ancre.train.ablation import check_ablatable, connections_of, top_k, validation_loss
 from ancre.train.ablation_passes import edited_losses
 from ancre.train.trained import load_trained
 
@@ -30,15 +30,10 @@ from ancre.train.trained import load_trained
 def whole_pass_loss(model, inputs, targets, batch: int, override: str, value) -> float:
     """The model's own forward over the set with one topology method overridden."""
     setattr(model.topology, override, lambda: value)
-    total = 0.0
     try:
-        with torch.no_grad():
-            for start in range(0, inputs.shape[0], batch):
-                x, y = inputs[start : start + batch], targets[start : start + batch]
-                total += float(model(x, y, reduction="sum"))
+        return validation_loss(model, inputs, targets, batch)
     finally:
         delattr(model.topology, override)
-    return total / int((targets != IGNORE_INDEX).sum())
 
 
 def main() -> None:
@@ -67,7 +62,7 @@ def main() -> None:
             edited[j, i] = 0.0
             edits[(j, i)] = edited
     for k in range(1, widest + 1):
-        edits[("top", k)] = _top_k(found.weights, found.learned, k, False)
+        edits[("top", k)] = top_k(found.weights, found.learned, k, False)
     started = time.perf_counter()
     shared = edited_losses(
         model, inputs, targets, {n: found.reads(w) for n, w in edits.items()},

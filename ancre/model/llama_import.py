@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -69,13 +71,12 @@ def weight_files(folder: Path) -> list[Path]:
                       "save_pretrained(..., safe_serialization=True))")  # fmt: skip
 
 
-def llama_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """Every weight of the folder under ancre's names, fp32 (the head untied).
+def _tensors(folder: Path) -> Iterator[tuple[str, str, Any]]:
+    """(ancre's name, the file's name, the open file) of every weight of the folder.
 
     Raises:
         ConfigError: A tensor that is not a Llama weight ancre knows (naming it).
     """
-    weights: dict[str, torch.Tensor] = {}
     for path in weight_files(folder):
         with safe_open(str(path), framework="pt", device="cpu") as opened:
             for name in opened.keys():  # noqa: SIM118 (safe_open is not a dict)
@@ -85,10 +86,44 @@ def llama_weights(folder: Path) -> dict[str, torch.Tensor]:
                 if target is None:
                     raise ConfigError("model.init_from", f"{path}: tensor {name!r} is not a "
                                       "LlamaForCausalLM weight ancre maps")  # fmt: skip
-                weights[target] = opened.get_tensor(name).float()
+                yield target, name, opened
+
+
+def llama_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Every weight of the folder under ancre's names, fp32 (the head untied).
+
+    Raises:
+        ConfigError: A tensor that is not a Llama weight ancre knows (naming it).
+    """
+    weights = {target: opened.get_tensor(name).float() for target, name, opened in _tensors(folder)}
     if "head.weight" not in weights:  # tied embeddings: the head starts as their copy
         weights["head.weight"] = weights["embed.weight"].clone()
     return weights
+
+
+def check_llama_fit(folder: Path, expected: dict[str, tuple[int, ...]]) -> None:
+    """Checks the folder's tensors against the model's shapes, from the files' headers.
+
+    Args:
+        folder: The source folder.
+        expected: The model's parameter name -> shape; the topology's own are not
+            imported, so only they may be missing.
+
+    Raises:
+        ConfigError: Naming ``model.init_from``: a tensor ancre does not map, one of the
+            wrong shape, or a weight of the model the folder lacks.
+    """
+    found = {
+        target: tuple(opened.get_slice(name).get_shape())
+        for target, name, opened in _tensors(folder)
+    }  # fmt: skip
+    found.setdefault("head.weight", found.get("embed.weight", ()))  # tied embeddings
+    wrong = [f"{n}: {found[n]} in the source, {s} here" for n, s in expected.items()
+             if n in found and found[n] != s]  # fmt: skip
+    missing = [n for n in expected if n not in found and not n.startswith("topology.")]
+    if wrong or missing:
+        raise ConfigError("model.init_from", f"{folder} does not fit the model: "
+                          + "; ".join(wrong + [f"{n} missing" for n in missing]))  # fmt: skip
 
 
 def preserving_start(config: AncreConfig) -> str | None:

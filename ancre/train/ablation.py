@@ -251,7 +251,7 @@ def ablate(
             edited[j] *= weights[j].sum() / edited[j].sum().clamp_min(1e-12)
         edits[(j, i)] = edited
     for k in range(1, widest + 1):
-        edits[(-1, k)] = _top_k(weights, learned, k, renormalise)
+        edits[(-1, k)] = top_k(weights, learned, k, renormalise)
     if found.reads is None:  # AttnRes renormalises in its softmax, or not at all
         model.topology.renormalise_removed = renormalise
     losses = found.losses(model, inputs, targets, edits, batch, stack)
@@ -262,13 +262,13 @@ def ablate(
     ]  # fmt: skip
     prunings = []
     for k in range(1, widest + 1):
-        removed = float((weights - _top_k(weights, learned, k, renormalise)).abs().sum())
+        removed = float((weights - top_k(weights, learned, k, renormalise)).abs().sum())
         loss = losses[(-1, k)]
         prunings.append(Ablation(-1, k, removed, loss, loss - base))
     return base, singles, prunings
 
 
-def _top_k(weights: torch.Tensor, learned: torch.Tensor, k: int, renormalise: bool) -> torch.Tensor:
+def top_k(weights: torch.Tensor, learned: torch.Tensor, k: int, renormalise: bool) -> torch.Tensor:
     """Each row keeps its k largest connections by absolute weight (all when it has <= k).
 
     The entries that are not connections stay as they are.

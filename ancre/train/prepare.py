@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
-from safetensors import safe_open
 
 from ancre.atomic import write_bytes_atomic, write_text_atomic
 from ancre.config import AncreConfig, ConfigError, DataConfig, config_yaml
@@ -31,7 +30,7 @@ from ancre.data.positions import check_resume_data, check_state_format
 from ancre.data.sources import check_data, split_texts
 from ancre.data.tokenizer import Tokenizer, train_tokenizer
 from ancre.model import build_model, check_buildable
-from ancre.model.llama_import import ancre_name, preserving_start, weight_files
+from ancre.model.llama_import import check_llama_fit, preserving_start
 from ancre.pretrained import ConversionError, conversion_step
 from ancre.run_folder import RunFolder, RunFolderError, RunLock, RunPlan, plan_run, rewind
 from ancre.run_folder import start_over as clear_run
@@ -86,8 +85,8 @@ def check_llama_source(config: AncreConfig) -> None:
     """Checks a ``model.init_from: hf:FOLDER`` source against the model the config builds.
 
     The wiring must start as the plain residual network, and every tensor of the
-    folder's safetensors must be a weight of the model with its shape (read from the
-    files' headers; no weight is loaded).
+    folder's safetensors must be a weight of the model with its shape
+    (``ancre.model.llama_import.check_llama_fit``: the files' headers, no weight loaded).
 
     Raises:
         ConfigError: Naming ``model.init_from`` (or ``topology.form``) and what to do.
@@ -99,21 +98,7 @@ def check_llama_source(config: AncreConfig) -> None:
     plain = replace(config, topology=replace(config.topology, kind="cascaded"))
     with torch.device("meta"):  # the blocks' shapes (the topology's own are not imported)
         model = build_model(plain, config.model.vocab_size or 0)
-    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    found = {}
-    for path in weight_files(folder):
-        with safe_open(str(path), framework="pt", device="cpu") as opened:
-            for name in opened.keys():  # noqa: SIM118 (safe_open is not a dict)
-                target = ancre_name(name)
-                if target is not None:
-                    found[target] = tuple(opened.get_slice(name).get_shape())
-    found.setdefault("head.weight", found.get("embed.weight", ()))  # tied embeddings
-    wrong = [f"{n}: {found[n]} in the source, {s} here" for n, s in expected.items()
-             if n in found and found[n] != s]  # fmt: skip
-    missing = [n for n in expected if n not in found and not n.startswith("topology.")]
-    if wrong or missing:
-        raise ConfigError("model.init_from", f"{folder} does not fit the model: "
-                          + "; ".join(wrong + [f"{n} missing" for n in missing]))  # fmt: skip
+    check_llama_fit(folder, {name: tuple(p.shape) for name, p in model.named_parameters()})
 
 
 def check_data_inputs(data: DataConfig) -> None:

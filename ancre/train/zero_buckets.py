@@ -23,10 +23,15 @@ many gathered parameters, with ``stage3_max_reuse_distance`` (also 1e9) keeping 
 forward's parameters gathered for the backward."""
 
 
+def _hidden_size(config: AncreConfig) -> int:
+    """D: the config's own, else its preset's."""
+    model = config.model
+    return model.hidden_size or PRESETS[model.preset].hidden_size  # type: ignore[index]
+
+
 def bucket_elements(config: AncreConfig) -> int:
     """Elements of a ZeRO reduce (and all-gather) bucket: D^2, at least ``MIN_BUCKET``."""
-    model = config.model
-    hidden = model.hidden_size or PRESETS[model.preset].hidden_size  # type: ignore[index]
+    hidden = _hidden_size(config)
     return max(hidden * hidden, MIN_BUCKET)
 
 
@@ -37,8 +42,7 @@ def zero_buckets(config: AncreConfig) -> dict[str, int]:
     to 0.9 of a bucket and keeps a parameter of fewer than 10 D elements whole on every
     rank (the norms' weights, the topology).
     """
-    model = config.model
-    hidden = model.hidden_size or PRESETS[model.preset].hidden_size  # type: ignore[index]
+    hidden = _hidden_size(config)
     bucket = bucket_elements(config)
     return {
         "reduce_bucket_size": bucket,

@@ -24,13 +24,19 @@ time.sleep(60)
 """
 
 
-def test_second_owner_is_refused_while_the_first_runs_and_not_after(tmp_path):
-    path = tmp_path / "run.lock"
+def start_holder(path) -> subprocess.Popen:
+    """A process that holds the lock at ``path`` (returned once it does)."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True
     )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_second_owner_is_refused_while_the_first_runs_and_not_after(tmp_path):
+    path = tmp_path / "run.lock"
+    holder = start_holder(path)
     try:
-        assert holder.stdout.readline().strip() == "held"
         owner = json.loads(path.read_text())
         assert owner["pid"] == holder.pid
         with pytest.raises(RunLockedError) as info:
@@ -65,11 +71,8 @@ def test_a_killed_owner_not_yet_reaped_is_taken_over(tmp_path):
     # a zombie: the holder was SIGKILLed and nobody waited for it yet (as under a
     # container's PID 1 that does not reap, or a launcher killed with its workers)
     path = tmp_path / "run.lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True
-    )
+    holder = start_holder(path)
     try:
-        assert holder.stdout.readline().strip() == "held"
         holder.kill()
         stat = f"/proc/{holder.pid}/stat"
         deadline = time.monotonic() + 30
