@@ -26,6 +26,31 @@ THREADS = str(max(1, affinity_cores() // WORKERS))
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or THREADS))
 
 
+# The modules that take longest (a minute or more on two cores), longest first. Parallel
+# workers take whole modules in collection order, so these start first and no worker is
+# left running one of them alone at the end.
+LONGEST_FIRST = (
+    "tests/launch/test_multinode.py",
+    "tests/train/test_resume.py",
+    "tests/train/test_eight_ranks.py",
+    "tests/train/test_training.py",
+    "tests/launch/test_documented_commands.py",
+    "tests/train/test_resume_kinds.py",
+    "tests/train/test_reshard.py",
+    "tests/test_sweep.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Puts the modules of :data:`LONGEST_FIRST` first, in that order (stable otherwise)."""
+
+    def rank(item: pytest.Item) -> int:
+        module = Path(str(item.fspath)).relative_to(REPO).as_posix()
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(scope="session")
 def sample_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
     """A 512-piece unigram tokenizer trained on the bundled sample corpus."""

@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import wandb
-from wandb.sdk.lib.runid import generate_id
 
 from ancre.atomic import write_text_atomic
 from ancre.config import AncreConfig, flat_config
@@ -84,6 +82,9 @@ class WandbSink:
     """
 
     def __init__(self, config: AncreConfig, files_dir: Path, new_timeline: bool) -> None:
+        import wandb  # here, not at import: a run that logs no W&B never pays its import
+        from wandb.sdk.lib.runid import generate_id
+
         settings = config.logging
         if settings.wandb == "offline":
             os.environ["WANDB_MODE"] = "offline"  # also stops the online telemetry thread
@@ -128,6 +129,8 @@ class WandbSink:
 
     def log_topology(self, snapshot: TopologySnapshot) -> None:
         """Logs the connection matrix as a heatmap image and a table of its entries."""
+        import wandb
+
         rows = snapshot.matrix  # L rows of L + 1 weights
         table = wandb.Table(columns=["row", "column", "weight"])
         for j, row in enumerate(rows):
@@ -143,6 +146,8 @@ class WandbSink:
 
 def _block_plots(stats: dict[str, Any]) -> dict[str, Any]:
     """Each per-block statistic as a line plot against depth, and its last value."""
+    import wandb
+
     plots: dict[str, Any] = {}
     for name, values in stats.items():
         if not isinstance(values, list) or not values:

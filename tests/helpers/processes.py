@@ -124,8 +124,11 @@ def captured_output() -> Iterator[tuple[io.TextIOBase, io.TextIOBase]]:
 
 # --- several processes: a gloo world of processes forked from a preloaded server ---
 
-PRELOADED = ["torch", "deepspeed", "ancre.cli", "ancre.train.commands", "ancre.train.run"]
-"""What the fork server imports once, so that each rank starts in milliseconds, not seconds."""
+PRELOADED = [
+    "torch", "torch._dynamo", "deepspeed", "ancre.cli", "ancre.train.commands", "ancre.train.run",
+]  # fmt: skip
+"""What the fork server imports once, so that each rank starts in milliseconds, not seconds
+(torch's optimisers import ``torch._dynamo`` when the first is built: a second each)."""
 
 
 def _rank_main(args: list[str], env: dict[str, str], log: str) -> None:

@@ -5,6 +5,8 @@ the block statistics as media, the flattened config, and credentials checked fir
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,16 @@ def test_a_sweep_sets_the_group_and_job_type() -> None:
         for kind in ("cascaded", "uniform", "ancre")
         for recipe in ("classic", "modern")
     }  # the seeds of one setting share a job type
+
+
+def test_a_run_without_wandb_never_imports_it(subprocess_env):
+    """W&B's import (half a second) is paid only by runs that log to it."""
+    code = (
+        "import sys; import ancre.cli, ancre.train.commands, ancre.train.run; "
+        "print('wandb' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=subprocess_env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
