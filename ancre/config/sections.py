@@ -19,6 +19,7 @@ from ancre.config.train import TrainConfig
 MODEL_PRESETS = ("tiny", "60m", "130m", "350m", "1b", "7b")
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash_attn")
 INIT_SCHEMES = ("normal", "depth_scaled")
+LAUREL_VARIANTS = ("none", "rw", "lr", "rw_lr")
 WANDB_MODES = ("disabled", "offline", "online")
 
 
@@ -86,9 +87,23 @@ class ModelConfig:
     topology's own weights start where the kind starts as the plain residual network
     (docs/export.md)."""
 
+    laurel: str = "none"
+    """LAuReL (learned augmented residual layers, docs/topologies.md) on both residual
+    connections inside every block: none; rw (x' = a f(x) + b x, learned scalars a, b);
+    lr (x' = f(x) + x + B A x, a learned rank-``laurel_rank`` map); rw_lr (x' = a f(x)
+    + b (x + B A x)). Every variant starts as the plain block (a = b = 1, B = 0)."""
+    laurel_rank: int = 16
+    """Rank r of LAuReL's low-rank map B A (D x r and r x D) in the lr and rw_lr variants."""
+    value_residual: bool = False
+    """Value residual learning (ResFormer, docs/topologies.md): the attention of every block
+    after the first reads V' = l1 V_1 + l2 V, V_1 the first block's values, (l1, l2)
+    learned per block from (0.5, 0.5). Combines with every topology kind."""
+
     def check(self) -> None:
         """Raises ConfigError naming the first field of this section that is not allowed."""
         choice("model.preset", self.preset, MODEL_PRESETS, optional=True)
+        choice("model.laurel", self.laurel, LAUREL_VARIANTS)
+        positive("model.laurel_rank", self.laurel_rank)
         choice("model.attention", self.attention, ATTENTION_BACKENDS)
         choice("model.init", self.init, INIT_SCHEMES)
         shape_keys = ("hidden_size", "intermediate_size", "num_layers", "num_heads")

@@ -71,6 +71,14 @@ def export_hf(source: Path, out_dir: Path, dtype: str = "fp32") -> Path:
             f"{', '.join(EXPORTABLE)} only. ancre convert (safetensors) and ancre generate "
             "read this model",
         )
+    model = trained.config.model
+    for key, value in (("laurel", model.laurel), ("value_residual", model.value_residual)):
+        if value not in ("none", False):
+            raise ConfigError(
+                f"model.{key}",
+                f"is {value} in {source}; the exported modeling code computes the plain "
+                "Llama block. ancre convert (safetensors) and ancre generate read this model",
+            )
     frozen = frozen_edges(trained.model.topology)
     weights = {
         name: (t if name.startswith("topology.") else t.to(DTYPES[dtype])).contiguous()

@@ -6,21 +6,39 @@ import torch
 from torch import nn
 
 from ancre.kernels.attention import Attention, DocumentMask, sdpa_attention
+from ancre.model.laurel import LaurelResidual
 from ancre.model.layers import CausalSelfAttention, KeyValueCache, RMSNorm, SwiGLU
 from ancre.model.presets import ModelShape
+from ancre.model.value_residual import FirstValues, ValueMix
 
 
 class DecoderBlock(nn.Module):
-    """``x + Attn(norm x)``, then ``+ MLP(norm .)``: y_j = Block_j(h_j) in docs/method.md."""
+    """``x + Attn(norm x)``, then ``+ MLP(norm .)``: y_j = Block_j(h_j) in docs/method.md.
 
-    def __init__(self, shape: ModelShape, attend: Attention = sdpa_attention) -> None:
+    With ``laurel`` set in the shape, each of the two residual connections is a
+    :class:`~ancre.model.laurel.LaurelResidual` (``attn_residual``, ``mlp_residual``);
+    else both are the plain sum and those attributes are None. With
+    ``value_residual``, the attention of block ``index`` > 0 mixes the first block's
+    values into its own (``ancre.model.value_residual``).
+    """
+
+    def __init__(
+        self, shape: ModelShape, attend: Attention = sdpa_attention, index: int = 0
+    ) -> None:
         super().__init__()
         self.attn_norm = RMSNorm(shape.hidden_size, shape.norm_eps)
+        value_mix = ValueMix(first=index == 0) if shape.value_residual else None
         self.attn = CausalSelfAttention(
-            shape.hidden_size, shape.num_heads, attend, shape.num_kv_heads
+            shape.hidden_size, shape.num_heads, attend, shape.num_kv_heads, value_mix
         )  # fmt: skip
         self.mlp_norm = RMSNorm(shape.hidden_size, shape.norm_eps)
         self.mlp = SwiGLU(shape.hidden_size, shape.intermediate_size)
+        self.attn_residual: LaurelResidual | None = None
+        self.mlp_residual: LaurelResidual | None = None
+        if shape.laurel != "none":
+            width, variant, rank = shape.hidden_size, shape.laurel, shape.laurel_rank
+            self.attn_residual = LaurelResidual(width, variant, rank)
+            self.mlp_residual = LaurelResidual(width, variant, rank)
 
     def forward(
         self,
@@ -28,11 +46,15 @@ class DecoderBlock(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         documents: DocumentMask | None = None,
         cache: KeyValueCache | None = None,
+        first_values: FirstValues | None = None,
     ) -> torch.Tensor:
         """Maps the block's input state (B, T, D) to its output y (B, T, D).
 
         ``documents`` keeps attention within each document of packed windows; ``cache``
-        holds the keys and values of earlier positions when decoding.
+        holds the keys and values of earlier positions when decoding; ``first_values``
+        carries the first block's values under value residual learning.
         """
-        x = x + self.attn(self.attn_norm(x), rope, documents, cache)  # (B, T, D)
-        return x + self.mlp(self.mlp_norm(x))  # (B, T, D)
+        update = self.attn(self.attn_norm(x), rope, documents, cache, first_values)  # (B, T, D)
+        x = x + update if self.attn_residual is None else self.attn_residual(x, update)
+        update = self.mlp(self.mlp_norm(x))  # (B, T, D)
+        return x + update if self.mlp_residual is None else self.mlp_residual(x, update)

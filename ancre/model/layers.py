@@ -14,6 +14,7 @@ from torch import nn
 
 from ancre.kernels.attention import Attention, DocumentMask, sdpa_attention
 from ancre.kernels.reference import accumulation_dtype
+from ancre.model.value_residual import FirstValues, ValueMix
 
 
 class RMSNorm(nn.Module):
@@ -95,9 +96,11 @@ class CausalSelfAttention(nn.Module):
         num_heads: int,
         attend: Attention = sdpa_attention,
         num_kv_heads: int | None = None,
+        value_mix: ValueMix | None = None,
     ) -> None:
         super().__init__()
         self.attend = attend
+        self.value_mix = value_mix
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads or num_heads
         self.head_dim = hidden_size // num_heads
@@ -113,18 +116,25 @@ class CausalSelfAttention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         documents: DocumentMask | None = None,
         cache: KeyValueCache | None = None,
+        first_values: FirstValues | None = None,
     ) -> torch.Tensor:
         """Attends each position to itself and the positions before it.
 
         With ``documents`` (packed windows of several documents), only to those of its own
         document. With a cache, ``x`` holds only the new positions: their keys and values
-        join the cached ones, and the queries read those through the cache's mask.
+        join the cached ones, and the queries read those through the cache's mask. Under
+        value residual learning (``value_mix``), ``first_values`` carries the first
+        block's values to the later ones (``ancre.model.value_residual``).
         """
         b, t, d = x.shape
         q = self.wq(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
         k = self.wk(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, K)
         v = self.wv(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, K)
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if self.value_mix is not None:
+            if first_values is None:
+                raise ValueError("value residual attention needs the pass's FirstValues")
+            v = self.value_mix(v, first_values)  # (B, G, T, K)
         if cache is not None:
             k, v = cache.update(k, v)  # (B, G, S, K) each
         group = self.num_heads // self.num_kv_heads

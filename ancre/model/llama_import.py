@@ -101,13 +101,23 @@ def llama_weights(folder: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
+def kept_at_start(name: str) -> bool:
+    """Whether a parameter is one no Llama checkpoint holds, which keeps its own start.
+
+    The topology's, and LAuReL's (``model.laurel``, which starts as the plain residual).
+    """
+    return name.startswith("topology.") or any(
+        f".{part}_residual." in name for part in ("attn", "mlp")
+    )
+
+
 def check_llama_fit(folder: Path, expected: dict[str, tuple[int, ...]]) -> None:
     """Checks the folder's tensors against the model's shapes, from the files' headers.
 
     Args:
         folder: The source folder.
-        expected: The model's parameter name -> shape; the topology's own are not
-            imported, so only they may be missing.
+        expected: The model's parameter name -> shape; those :func:`kept_at_start` names
+            are not imported, so only they may be missing.
 
     Raises:
         ConfigError: Naming ``model.init_from``: a tensor ancre does not map, one of the
@@ -120,7 +130,7 @@ def check_llama_fit(folder: Path, expected: dict[str, tuple[int, ...]]) -> None:
     found.setdefault("head.weight", found.get("embed.weight", ()))  # tied embeddings
     wrong = [f"{n}: {found[n]} in the source, {s} here" for n, s in expected.items()
              if n in found and found[n] != s]  # fmt: skip
-    missing = [n for n in expected if n not in found and not n.startswith("topology.")]
+    missing = [n for n in expected if n not in found and not kept_at_start(n)]
     if wrong or missing:
         raise ConfigError("model.init_from", f"{folder} does not fit the model: "
                           + "; ".join(wrong + [f"{n} missing" for n in missing]))  # fmt: skip
@@ -137,6 +147,11 @@ def preserving_start(config: AncreConfig) -> str | None:
     of a small random model, tests/model/test_llama_import.py). AttnRes does in its gated
     form (its depth attention enters through gates at 0).
     """
+    if config.model.value_residual:
+        return (
+            "model.value_residual mixes the first block's values into every later block's "
+            "from step 0 (l1 = l2 = 0.5); train without it from a stock Llama"
+        )
     topology = config.topology
     if topology.kind in ("ancre", "uniform", "fixed") and topology.form != "gated":
         return (f"topology.kind={topology.kind} in the {topology.form} form adds earlier "

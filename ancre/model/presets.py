@@ -27,6 +27,9 @@ class ModelShape:
         norm_eps: RMSNorm epsilon.
         init_std: Standard deviation of the weight initialisation.
         init: ``normal``, or ``depth_scaled`` (output projections at init_std / sqrt(2 L)).
+        laurel: LAuReL's variant on the blocks' residual connections (``none``: plain).
+        laurel_rank: Rank of LAuReL's low-rank map.
+        value_residual: Later blocks' attention mixes in the first block's values.
     """
 
     hidden_size: int
@@ -40,6 +43,9 @@ class ModelShape:
     init_std: float = 0.02
     init: str = "normal"
     num_kv_heads: int = 0
+    laurel: str = "none"
+    laurel_rank: int = 16
+    value_residual: bool = False
 
     def __post_init__(self) -> None:
         if not self.num_kv_heads:  # multi-head attention: a key and value head per query head
@@ -100,6 +106,9 @@ def resolve_shape(model: ModelConfig, vocab_size: int, seq_len: int) -> ModelSha
         init_std=model.init_std,
         init=model.init,
         num_kv_heads=model.num_kv_heads or 0,
+        laurel=model.laurel,
+        laurel_rank=model.laurel_rank,
+        value_residual=model.value_residual,
     )
     if shape.vocab_size != vocab_size:
         raise ConfigError(

@@ -19,11 +19,13 @@ from ancre.kernels.attention import Attention, sdpa_attention, select_attention
 from ancre.model.block import DecoderBlock
 from ancre.model.depth_stats import DepthRecorder
 from ancre.model.documents import DocumentMasking, document_layout, within_documents
+from ancre.model.laurel import LaurelResidual
 from ancre.model.layers import KeyValueCache, RMSNorm, RotaryEmbedding
 from ancre.model.losses import cross_entropy
 from ancre.model.presets import ModelShape, resolve_shape
 from ancre.model.topology import Topology
 from ancre.model.topology.kinds import build_topology
+from ancre.model.value_residual import FirstValues
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,9 @@ class Transformer(nn.Module):
         self.shape = shape
         self.embed = nn.Embedding(shape.vocab_size, shape.hidden_size)
         self.rope = RotaryEmbedding(shape.head_dim, shape.max_seq_len, shape.rope_theta)
-        self.blocks = nn.ModuleList(DecoderBlock(shape, attend) for _ in range(shape.num_layers))
+        self.blocks = nn.ModuleList(
+            DecoderBlock(shape, attend, index) for index in range(shape.num_layers)
+        )  # fmt: skip
         self.topology = topology
         self.norm = RMSNorm(shape.hidden_size, shape.norm_eps)
         self.head = nn.Linear(shape.hidden_size, shape.vocab_size, bias=False)
@@ -72,7 +76,8 @@ class Transformer(nn.Module):
         partitioned as they are made (ZeRO-3's ``deepspeed.zero.Init``, which gathers
         each module's parameters around ``Module.apply``) and initialised afterwards, with
         the same draws in the same order as on one device. The topology's parameters are
-        constants of its construction (no draw).
+        constants of its construction (no draw). LAuReL's maps (``model.laurel``) draw A
+        and start B at zero, so the block starts plain.
 
         ``normal``: every Linear and Embedding weight from N(0, init_std).
         ``depth_scaled``: then wo and down, the two projections that write into the
@@ -88,6 +93,8 @@ class Transformer(nn.Module):
     def _init_module(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=self.shape.init_std)
+        elif isinstance(module, LaurelResidual):  # A drawn, B zero, a = b = 1
+            module.reset_parameters(self.shape.init_std)
 
     def stream_inputs(self, tokens: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         """h_0 and the arguments every block takes.
@@ -118,19 +125,26 @@ class Transformer(nn.Module):
         h, block_args = self.stream_inputs(tokens)
         recorder = self.depth_recorder
         if recorder is None:
-            return self.topology(self._runners(), h, *block_args)
+            return self.topology(self._runners(self.first_values()), h, *block_args)
         recorder.embeddings = h.detach()
-        runners = [recorder.wrap(run) for run in self._runners()]
+        runners = [recorder.wrap(run) for run in self._runners(self.first_values())]
         states = self.topology(runners, h, *block_args)
         recorder.final = states[-1].detach()
         return states
 
-    def _runners(self) -> list[Callable[..., torch.Tensor]]:
+    def first_values(self) -> FirstValues | None:
+        """A new carrier of the first block's values for one pass, or None.
+
+        None without value residual learning (``model.value_residual``).
+        """
+        return FirstValues() if self.shape.value_residual else None
+
+    def _runners(self, first: FirstValues | None) -> list[Callable[..., torch.Tensor]]:
         """The blocks as the topology calls them, recomputed ones through checkpoint()."""
         return [
-            functools.partial(checkpoint, block, use_reentrant=False)
+            functools.partial(checkpoint, block, use_reentrant=False, first_values=first)
             if j in self.recompute and self.training and torch.is_grad_enabled()
-            else block
+            else functools.partial(block, first_values=first)
             for j, block in enumerate(self.blocks)
         ]
 
@@ -182,8 +196,9 @@ class Transformer(nn.Module):
         if torch.is_autocast_enabled(device):
             h = h.to(torch.get_autocast_dtype(device))
         rope = self.rope.at(positions)  # 2 x (B, 1, T, D/H/2)
+        first = self.first_values()  # V_1 of the new positions
         runners = [
-            functools.partial(block, cache=cache)
+            functools.partial(block, cache=cache, first_values=first)
             for block, cache in zip(self.blocks, caches, strict=True)
         ]
         h = self.topology(runners, h, rope)[-1]  # (B, T, D)

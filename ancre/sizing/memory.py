@@ -35,6 +35,13 @@ KIND_EXTRA_PER_TOKEN = {
 """What a kind's mix keeps beyond the plain block, per token and block, in units of D
 (bf16, fp32): the states a learned static mix needs for its weights' gradient, the
 streams of hyper-connections, ... (measured at the kinds' default options)."""
+LAUREL_BYTES_PER_TOKEN = {
+    "bf16": {"none": (0, 0), "rw": (6, 0), "lr": (2, 4), "rw_lr": (10, 4)},
+    "fp32": {"none": (0, 0), "rw": (8, 0), "lr": (0, 8), "rw_lr": (16, 8)},
+}
+"""What LAuReL (``model.laurel``) keeps beyond the plain block, per token and block, as
+(units of D, units of its rank r), both residual connections together (measured); its
+maps' bf16 casts count with the weights' (4 r D per block)."""
 HEAD_BYTES_PER_TOKEN = {"bf16": (7.6, 4.13), "fp32": (11.6, 4.13)}
 """Per token outside the blocks: a D + b V (the embeddings, final norm, logits, loss)."""
 
@@ -163,6 +170,8 @@ def activations(
     kind: str = "ancre",
     precision: str = "bf16",
     recomputed: int = 0,
+    laurel: tuple[str, int] = ("none", 0),
+    value_residual_width: int = 0,
 ) -> Activations:
     """The activation bytes of one micro-batch (see the module's docstring).
 
@@ -177,6 +186,10 @@ def activations(
         precision: ``bf16`` (autocast) or ``fp32``.
         recomputed: Blocks whose internals are recomputed (they keep their input only;
             ``len(ancre.train.speedups.recomputed_blocks(...))``).
+        laurel: ``model.laurel`` and ``model.laurel_rank``.
+        value_residual_width: With ``model.value_residual``, the width of the values
+            (key/value heads x head size); each later block keeps its own values for the
+            mix's weights (measured). 0 without it.
 
     Returns:
         The bytes by part.
@@ -186,11 +199,16 @@ def activations(
     extra = KIND_EXTRA_PER_TOKEN.get(kind, KIND_EXTRA_PER_TOKEN["ancre"])
     kept = layers - recomputed  # a recomputed block's input is the state its mix keeps
     mix = extra[0 if precision == "bf16" else 1] * hidden * tokens * kept
+    variant, rank = laurel
+    laurel_d, laurel_r = LAUREL_BYTES_PER_TOKEN[precision][variant]
     plain = (a * hidden + b * intermediate + c * heads + d) * tokens
+    plain += (laurel_d * hidden + laurel_r * rank) * tokens
     kept_blocks = kept * plain + recomputed * element * hidden * tokens
+    kept_blocks += min(kept, layers - 1) * element * value_residual_width * tokens
     casts = 0
     if precision == "bf16":
-        per_block = 2 * (4 * hidden * hidden + 3 * hidden * intermediate + 2 * hidden)
+        maps = 4 * rank * hidden if variant in ("lr", "rw_lr") else 0  # LAuReL's A and B
+        per_block = 2 * (4 * hidden * hidden + 3 * hidden * intermediate + 2 * hidden + maps)
         casts = kept * per_block + 2 * hidden * vocab  # and the head's
     head_d, head_v = HEAD_BYTES_PER_TOKEN[precision]
     return Activations(

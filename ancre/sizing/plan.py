@@ -201,7 +201,8 @@ def _plan(
     acts = activations(
         tokens, shape.hidden_size, shape.intermediate_size, shape.num_heads, shape.num_layers,
         shape.vocab_size, config.topology.kind, train.precision,
-        len(recomputed_blocks(train, shape.num_layers)),
+        len(recomputed_blocks(train, shape.num_layers)), (shape.laurel, shape.laurel_rank),
+        shape.num_kv_heads * shape.head_dim if shape.value_residual else 0,
     )  # fmt: skip
     kit = device(device_key, ranks)
     bound = None

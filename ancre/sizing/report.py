@@ -23,6 +23,11 @@ def plan_lines(plan: SizePlan, alternatives: list[tuple[str, SizePlan]]) -> list
     """
     config, train, states, acts = plan.config, plan.config.train, plan.states, plan.acts
     shape = f"{config.model.preset or 'custom'} preset" if config.model.preset else "custom shape"
+    model = config.model
+    if model.laurel != "none":
+        shape += f", LAuReL {model.laurel} (rank {model.laurel_rank})"
+    if model.value_residual:
+        shape += ", value residual"
     lines = [
         f"model: {plan.num_params / 1e6:.1f}M parameters ({shape}), topology "
         f"{config.topology.kind} ({config.topology.form}); {train.precision}, ZeRO "

@@ -22,6 +22,7 @@ from ancre.data.loader import IGNORE_INDEX
 from ancre.model import Transformer
 from ancre.model.documents import within_documents
 from ancre.model.losses import cross_entropy
+from ancre.model.value_residual import FirstValues
 
 
 def first_changed_row(reads: torch.Tensor, intact: torch.Tensor) -> int:
@@ -87,12 +88,13 @@ def edited_losses(
             y = within_documents(x, y, model.documents)
         count += int((y != IGNORE_INDEX).sum())
         h0, block_args = model.stream_inputs(x)
-        shared = _outputs(model, intact, [h0.unsqueeze(0)], 0, block_args)  # x_0 .. x_L
+        values = model.first_values()  # the first block's values, with value residual
+        shared = _outputs(model, intact, [h0.unsqueeze(0)], 0, block_args, values)  # x_0 .. x_L
         for row, members in sorted(by_row.items()):
             for first in range(0, len(members), stack):
                 group = members[first : first + stack]
                 # x_0 .. x_row are the intact run's; the edits differ from h_row on
-                final = _final(model, reads[group], shared[: row + 1], row, block_args)
+                final = _final(model, reads[group], shared[: row + 1], row, block_args, values)
                 for v, e in enumerate(group):
                     logits = model.head(model.norm(final[v]))  # (b, T, V)
                     totals[e] += float(cross_entropy(logits, y, "sum"))
@@ -100,23 +102,42 @@ def edited_losses(
 
 
 def _outputs(
-    model: Transformer, reads: torch.Tensor, outputs: list[torch.Tensor], row: int, args: tuple
+    model: Transformer,
+    reads: torch.Tensor,
+    outputs: list[torch.Tensor],
+    row: int,
+    args: tuple,
+    first: FirstValues | None,
 ) -> list[torch.Tensor]:
     """x_0 .. x_L of one wiring (reads (L+1, L+1)), from the given x_0 .. x_row."""
     for i in range(row, model.shape.num_layers):
         h = _read(reads.unsqueeze(0), outputs, i)[0]  # (b, T, D)
-        outputs.append(model.blocks[i](h, *args).unsqueeze(0))  # x_{i+1} (1, b, T, D)
+        y = model.blocks[i](h, *args, first_values=first)  # (b, T, D)
+        outputs.append(y.unsqueeze(0))  # x_{i+1} (1, b, T, D)
     return outputs
 
 
 def _final(
-    model: Transformer, reads: torch.Tensor, shared: list[torch.Tensor], row: int, args: tuple
+    model: Transformer,
+    reads: torch.Tensor,
+    shared: list[torch.Tensor],
+    row: int,
+    args: tuple,
+    first: FirstValues | None,
 ) -> torch.Tensor:
-    """h_L of V stacked wirings (reads (V, L+1, L+1)) that share x_0 .. x_row: (V, b, T, D)."""
+    """h_L of V stacked wirings (reads (V, L+1, L+1)) that share x_0 .. x_row: (V, b, T, D).
+
+    ``first`` holds the intact pass's first-block values (value residual), which the
+    stacked edits share unless they run the first block again (row 0).
+    """
     edits = reads.shape[0]
     outputs = list(shared)  # (1, b, T, D) each: broadcast over the edits
+    if first is not None and row > 0:  # (b, G, T, K) -> (V b, G, T, K), as the batch stacks
+        first = FirstValues(first.values.repeat(edits, 1, 1, 1))
+    elif first is not None:
+        first = FirstValues()
     for i in range(row, model.shape.num_layers):
         h = _read(reads, outputs, i)  # (V, b, T, D)
-        stacked = model.blocks[i](h.flatten(0, 1), *args)  # (V b, T, D)
+        stacked = model.blocks[i](h.flatten(0, 1), *args, first_values=first)  # (V b, T, D)
         outputs.append(stacked.view(edits, *h.shape[1:]))  # x_{i+1}
     return _read(reads, outputs, model.shape.num_layers)

@@ -26,7 +26,7 @@ from ancre.data.loader import TrainLoader
 from ancre.data.tokenizer import Tokenizer
 from ancre.data.validation import ValidationSet, validation_set
 from ancre.model import Transformer, build_model, resolve_shape
-from ancre.model.llama_import import llama_weights
+from ancre.model.llama_import import kept_at_start, llama_weights
 from ancre.pretrained import read_conversion
 from ancre.run_folder import RunFolder, RunLock, RunPlan
 from ancre.sizing.plan import local_device_key, size_plan
@@ -77,10 +77,10 @@ def _init_weights(model: Transformer, folder: str) -> None:
         weights = llama_weights(source)
         with whole_parameters(list(model.parameters())):
             missing, _ = model.load_state_dict(weights, strict=False)
-        # check_inputs compared the names; what is left is the topology's own
-        assert all(name.startswith("topology.") for name in missing), missing
-        logger.info("initialised the weights from the Llama checkpoint %s (the topology's "
-                    "%d parameter(s) at their start)", source, len(missing))  # fmt: skip
+        # check_inputs compared the names; what is left is the topology's and LAuReL's own
+        assert all(kept_at_start(name) for name in missing), missing
+        logger.info("initialised the weights from the Llama checkpoint %s (%d parameter(s) "
+                    "of the topology and LAuReL at their start)", source, len(missing))  # fmt: skip
         return
     weights = read_conversion(folder).weights  # the format was checked by check_inputs
     with whole_parameters(list(model.parameters())):

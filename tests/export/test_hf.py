@@ -123,6 +123,22 @@ def test_a_wiring_the_exported_code_does_not_compute_is_refused(
     assert not (tmp_path / "out").exists()  # nothing written
 
 
+@pytest.mark.parametrize(
+    ("option", "error"),
+    [("model.laurel=rw_lr", "model.laurel: is rw_lr"),
+     ("model.value_residual=true", "model.value_residual: is True")],
+)  # fmt: skip
+def test_a_block_option_the_code_does_not_compute_is_refused_before_anything_is_written(
+    tmp_path, sample_tokenizer, option, error
+):
+    config = tiny_config("ancre", option, "model.laurel_rank=4")
+    model = build_model(config, sample_tokenizer.vocab_size)
+    conversion = write_conversion(model, config, sample_tokenizer.path, tmp_path / "conv")
+    with pytest.raises(ConfigError, match=error):
+        export_hf(conversion, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_export_refuses_a_folder_holding_other_files(tmp_path, sample_tokenizer):
     model, config = tiny_model("ancre", sample_tokenizer.vocab_size)
     conversion = write_conversion(model, config, sample_tokenizer.path, tmp_path / "conv")

@@ -67,6 +67,15 @@ def test_every_preserving_wiring_starts_with_the_source_logits(source, kind, for
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("variant", ["rw", "lr", "rw_lr"])
+def test_laurel_blocks_start_with_the_source_logits(source, variant) -> None:
+    folder, reference = source
+    _, model = imported(folder, "ancre", "gated", f"model.laurel={variant}", "model.laurel_rank=4")
+    tokens = torch.randint(0, 512, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), reference(tokens).logits, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("kind", "form", "error"),
     [
@@ -79,6 +88,12 @@ def test_every_preserving_wiring_starts_with_the_source_logits(source, kind, for
 def test_a_wiring_that_cannot_start_as_the_source_is_refused(source, kind, form, error) -> None:
     with pytest.raises(ConfigError, match=error) as raised:
         imported(source[0], kind, form)
+    assert str(raised.value).startswith("model.init_from: cannot start function-preserving")
+
+
+def test_value_residual_cannot_start_as_the_source_and_is_refused(source) -> None:
+    with pytest.raises(ConfigError, match="mixes the first block's values") as raised:
+        imported(source[0], "ancre", "gated", "model.value_residual=true")
     assert str(raised.value).startswith("model.init_from: cannot start function-preserving")
 
 

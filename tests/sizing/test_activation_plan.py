@@ -20,12 +20,21 @@ SHAPES = {  # (hidden, intermediate, heads, layers, batch, seq)
 }
 
 
-def measured_and_planned(kind: str, shape: str, precision: str, recompute: str) -> tuple:
+def measured_and_planned(
+    kind: str,
+    shape: str,
+    precision: str,
+    recompute: str,
+    laurel: tuple[str, int] = ("none", 16),
+    value_residual: bool = False,
+) -> tuple:
     hidden, inner, heads, layers, batch, seq = SHAPES[shape]
     config = load_config(QUICKSTART, [
         f"model.hidden_size={hidden}", f"model.intermediate_size={inner}",
         f"model.num_heads={heads}", f"model.num_layers={layers}", f"data.seq_len={seq}",
         f"topology.kind={kind}", f"train.recompute={recompute}", f"train.precision={precision}",
+        f"model.laurel={laurel[0]}", f"model.laurel_rank={laurel[1]}",
+        f"model.value_residual={value_residual}",
     ])  # fmt: skip
     torch.manual_seed(0)
     model = apply_speedups(build_model(config, VOCAB), config.train).train()
@@ -33,8 +42,9 @@ def measured_and_planned(kind: str, shape: str, precision: str, recompute: str) 
     measured = saved_for_backward_bytes(model, tokens, tokens, autocast=precision == "bf16")
     recomputed = len(recomputed_blocks(config.train, layers))
     planned = activations(
-        batch * seq, hidden, inner, heads, layers, VOCAB, kind, precision, recomputed
-    ).kept
+        batch * seq, hidden, inner, heads, layers, VOCAB, kind, precision, recomputed, laurel,
+        hidden if value_residual else 0,
+    ).kept  # fmt: skip
     return measured, planned
 
 
@@ -44,6 +54,25 @@ def measured_and_planned(kind: str, shape: str, precision: str, recompute: str) 
 def test_planned_activations_are_what_autograd_keeps(kind, shape, precision) -> None:
     measured, planned = measured_and_planned(kind, shape, precision, "none")
     assert planned == pytest.approx(measured, rel=0.03), (measured, planned)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+@pytest.mark.parametrize("rank", [16, 64])
+@pytest.mark.parametrize("variant", ["rw", "lr", "rw_lr"])
+def test_laurel_is_planned_as_autograd_keeps_it(variant, rank, precision) -> None:
+    laurel = (variant, rank)
+    measured, planned = measured_and_planned("ancre", "60m-wide", precision, "none", laurel)
+    assert planned == pytest.approx(measured, rel=0.03), (measured, planned)
+    plain, _ = measured_and_planned("ancre", "60m-wide", precision, "none")
+    assert measured > plain  # it keeps something, and the plan counts it
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_value_residual_is_planned_as_autograd_keeps_it(precision) -> None:
+    measured, planned = measured_and_planned("ancre", "tiny", precision, "none", ("none", 16), True)
+    assert planned == pytest.approx(measured, rel=0.01), (measured, planned)
+    plain, _ = measured_and_planned("ancre", "tiny", precision, "none")
+    assert measured > plain
 
 
 @pytest.mark.parametrize("kind", ["hyper", "mhc"])

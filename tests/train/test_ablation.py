@@ -16,8 +16,8 @@ from ancre.train.ablation_passes import edited_losses
 from tests.helpers.training import QUICKSTART, cli_error, run_ancre, train_args, train_run
 
 
-def tiny(kind: str):
-    config = load_config(QUICKSTART, ["model.num_layers=3", f"topology.kind={kind}"])
+def tiny(kind: str, *extra: str):
+    config = load_config(QUICKSTART, ["model.num_layers=3", f"topology.kind={kind}", *extra])
     torch.manual_seed(0)
     return build_model(config, 64).eval()
 
@@ -39,9 +39,13 @@ def own_forward_loss(model, inputs, targets, override: str, value) -> float:
     return total / targets.numel()
 
 
-@pytest.mark.parametrize("kind", ["ancre", "denseformer"])
-def test_shared_passes_give_each_wiring_the_loss_of_its_own_forward_pass(kind) -> None:
-    model = tiny(kind)
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [("ancre", ()), ("denseformer", ()), ("ancre", ("model.value_residual=true",))],
+    ids=["ancre", "denseformer", "ancre-value-residual"],
+)
+def test_shared_passes_give_each_wiring_the_loss_of_its_own_forward_pass(kind, extra) -> None:
+    model = tiny(kind, *extra)
     if kind == "denseformer":  # every average weight non-zero, as after training
         with torch.no_grad():
             model.topology.alpha.add_(0.3 * torch.rand_like(model.topology.alpha))

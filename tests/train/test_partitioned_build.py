@@ -9,16 +9,22 @@ from ancre.checkpoint import CheckpointFolder
 from ancre.train.engine import consolidated_weights
 from tests.helpers.training import records, run_ancre, train_args
 
+BUILDS = {
+    "normal": ["model.init=normal"],
+    "depth_scaled": ["model.init=depth_scaled"],
+    "block-options": ["model.laurel=rw_lr", "model.laurel_rank=4", "model.value_residual=true"],
+}
 
-@pytest.mark.parametrize("init", ["normal", "depth_scaled"])
+
+@pytest.mark.parametrize("build", BUILDS.values(), ids=BUILDS.keys())
 def test_a_partitioned_build_starts_from_the_weights_of_a_whole_one(
-    init, tmp_path, subprocess_env, sample_tokenizer
+    build, tmp_path, subprocess_env, sample_tokenizer
 ):
     runs = {"zero0": (0, 2), "zero3": (3, 2)}  # name: ZeRO stage, processes (the same split)
     for name, (stage, processes) in runs.items():
         args = train_args(
             tmp_path, name, sample_tokenizer.path, f"train.zero_stage={stage}",
-            f"model.init={init}", "train.steps=1", "train.warmup_steps=1", "eval.every=0",
+            *build, "train.steps=1", "train.warmup_steps=1", "eval.every=0",
             "checkpoint.topology_every=0",
         )  # fmt: skip
         result = run_ancre("train", *args, env=subprocess_env, processes=processes)

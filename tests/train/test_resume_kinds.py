@@ -19,6 +19,12 @@ KINDS = {
     "attnres-blocks": ["topology.kind=attnres", "topology.attnres_blocks=3"],
     "ancre-replace": ["topology.kind=ancre", "topology.form=replace", "topology.init=predecessor"],
     "ancre-gated": ["topology.kind=ancre", "topology.form=gated", "train.block_stats_every=4"],
+    "ancre-block-options": [
+        "topology.kind=ancre",
+        "model.laurel=rw_lr",
+        "model.laurel_rank=4",
+        "model.value_residual=true",
+    ],
 }
 
 
