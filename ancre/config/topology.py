@@ -37,7 +37,10 @@ class TopologyConfig:
     (Attention Residuals)."""
     edges: str = ""
     """For kind fixed: comma-separated edges i:j (or i:j@weight, default weight 1), each
-    adding the output of layer i (0 = the input) to the output of layer j, e.g. "0:2,2:3"."""
+    adding the output of layer i (0 = the input) to the output of layer j, e.g. "0:2,2:3";
+    or a pattern for any depth, the speedrun's wirings with topology.form=gated: x0 (the
+    embeddings into every block's input) or unet (the output of block L/2 - 1 - m into
+    the input of block L/2 + m)."""
     temperature: float = 1e-2
     """Softmax temperature tau of the ancre rows: P[j] = softmax(theta_j / tau)."""
     form: str = "additive"

@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from ancre.config import ConfigError, TopologyConfig
+from ancre.config import ConfigError, TopologyConfig, load_config
 from ancre.kernels import reference_backend
+from ancre.model import build_model
 from ancre.model.topology import (
     AncreTopology,
     FixedTopology,
@@ -13,6 +14,7 @@ from ancre.model.topology import (
 )
 from ancre.model.topology.kinds import build_topology
 from ancre.snapshot import TopologySnapshot
+from tests.helpers.training import REPO
 
 
 def expected_matrix(logits: torch.Tensor, num_layers: int, tau: float) -> torch.Tensor:
@@ -148,3 +150,41 @@ def test_bad_edges_are_named(edges, message):
     with pytest.raises(ConfigError, match=message) as info:
         parse_edges(edges, 3)
     assert info.value.key == "topology.edges"
+
+
+def test_the_speedrun_patterns_follow_the_depth():
+    assert parse_edges("x0", 4) == [(0, 1, 1.0), (0, 2, 1.0), (0, 3, 1.0)]
+    assert parse_edges(" unet ", 8) == [(3, 5, 1.0), (2, 6, 1.0), (1, 7, 1.0)]
+    assert parse_edges("unet", 4) == [(1, 3, 1.0)]
+    for layers in (3, 2, 7):
+        with pytest.raises(ConfigError, match="even number of at least 4") as info:
+            parse_edges("unet", layers)
+        assert info.value.key == "topology.edges"
+
+
+def test_the_x0_pattern_gated_adds_the_embeddings_to_every_block_input():
+    torch.manual_seed(0)
+    blocks = [nn.Linear(4, 4, bias=False) for _ in range(3)]
+    topology = FixedTopology(3, reference_backend, parse_edges("x0", 3), form="gated")
+    with torch.no_grad():
+        topology.gates.copy_(torch.tensor([0.5, -2.0, 7.0]))  # g_2 reads nothing: no 0:3
+    x = torch.randn(5, 4)
+    h1 = blocks[0](x) + 0.5 * x
+    h2 = blocks[1](h1) - 2.0 * x
+    torch.testing.assert_close(topology(blocks, x)[-1], blocks[2](h2))
+
+
+@pytest.mark.parametrize("fragment", ["speedrun_x0", "speedrun_unet"])
+def test_the_speedrun_fragments_start_as_the_plain_network(fragment):
+    plain = load_config(REPO / "configs/quickstart.yaml", ["topology.kind=cascaded"])
+    speedrun = load_config(
+        [REPO / "configs/quickstart.yaml", REPO / f"configs/topologies/{fragment}.yaml"]
+    )
+    assert speedrun.topology.kind == "fixed" and speedrun.topology.form == "gated"
+    models = []
+    for config in (plain, speedrun):
+        torch.manual_seed(0)
+        models.append(build_model(config, 64))
+    tokens = torch.randint(0, 64, (2, 16))
+    torch.testing.assert_close(models[1](tokens), models[0](tokens), rtol=0, atol=0)
+    assert models[1].topology.matrix().count_nonzero() > 0  # edges, gated shut at step 0

@@ -1,4 +1,14 @@
-"""``fixed``: frozen edges i:j (weight 1, or i:j@w), parsed from ``topology.edges``."""
+"""``fixed``: frozen edges i:j (weight 1, or i:j@w), parsed from ``topology.edges``.
+
+Two named patterns stand for edge lists that depend on the depth L, the cheap wirings of
+the modded-nanogpt speedrun in ancre's terms (docs/topologies.md), meant with
+``topology.form: gated`` (each block's learned gate g_j, 0 at step 0, weighs its row):
+
+- ``x0``: the embeddings into every block's input, 0:j for j = 1 .. L-1; gated, block j
+  reads ``h_j = y_{j-1} + g_{j-1} h_0``, the speedrun's ``x <- l1 x + l2 x_0`` with l1 = 1;
+- ``unet``: the speedrun's encoder-decoder skips, the output of block L/2 - 1 - m into the
+  input of block L/2 + m, (L/2 - m):(L/2 + m) for m = 1 .. L/2 - 1 (L even, at least 4).
+"""
 
 from __future__ import annotations
 
@@ -44,19 +54,44 @@ class FixedTopology(Topology):
         return self.fixed.to(accumulation_dtype(self.fixed.dtype))
 
 
+def pattern_edges(name: str, num_layers: int) -> list[tuple[int, int, float]] | None:
+    """The edges of a named pattern (see the module) for L layers, or None for no pattern.
+
+    Raises:
+        ConfigError: ``unet`` with an odd L or fewer than 4 layers.
+    """
+    if name == "x0":
+        return [(0, j, 1.0) for j in range(1, num_layers)]
+    if name != "unet":
+        return None
+    if num_layers % 2 or num_layers < 4:
+        raise ConfigError(
+            "topology.edges",
+            f"unet pairs the first and second halves of the blocks: it needs an even number "
+            f"of at least 4, and model.num_layers is {num_layers}",
+        )
+    half = num_layers // 2
+    return [(half - m, half + m, 1.0) for m in range(1, half)]
+
+
 def parse_edges(text: str, num_layers: int) -> list[tuple[int, int, float]]:
-    """Parses ``topology.edges`` ("0:2,2:3" or "0:2@0.5,...") for a stack of L layers.
+    """Parses ``topology.edges`` ("0:2,2:3", "0:2@0.5,...", or a pattern) for L layers.
 
     Args:
-        text: Comma-separated edges i:j or i:j@weight.
+        text: Comma-separated edges i:j or i:j@weight, or the name of a pattern
+            (``x0``, ``unet``).
         num_layers: L; an edge may go from 0..L-1 to 1..L, forwards only.
 
     Returns:
         (source i, target j, weight) triples.
 
     Raises:
-        ConfigError: An edge is malformed, points backwards, or goes past layer L.
+        ConfigError: An edge is malformed, points backwards, or goes past layer L; a
+            pattern that this depth does not allow.
     """
+    pattern = pattern_edges(text.strip(), num_layers)
+    if pattern is not None:
+        return pattern
     edges = []
     for item in (part.strip() for part in text.split(",")):
         spec, _, weight = item.partition("@")
