@@ -49,8 +49,11 @@ if [ "$ancre_have" != "$ancre_want" ]; then
     echo "$ancre_want" >"$ancre_stamp"
 fi
 
-if ! python -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
-    export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu}
+# Without CUDA, DeepSpeed runs on the CPU; a DS_ACCELERATOR already set is kept (and
+# spares the torch import that asks).
+if [ -z "${DS_ACCELERATOR:-}" ] \
+    && ! python -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+    export DS_ACCELERATOR=cpu
 fi
 
 if [ "${DS_ACCELERATOR:-}" = cpu ]; then

@@ -72,9 +72,13 @@ ZOO = {
     "mhc": ["topology.streams=4", "topology.dynamic=true"],
     "attnres": [],
     "attnres-block2": ["topology.kind=attnres", "topology.attnres_blocks={half}"],
+    "speedrun-x0": ["topology.kind=fixed", "topology.edges=x0", "topology.form=gated"],
+    "ancre+laurel": ["topology.kind=ancre", "model.laurel=rw_lr"],
+    "ancre+vres": ["topology.kind=ancre", "model.value_residual=true"],
 }  # fmt: skip
 """The configurations ``--zoo`` compares: name -> overrides (the kind is the name unless
-set; ``{half}`` is half the preset's blocks: Block AttnRes with groups of two)."""
+set; ``{half}`` is half the preset's blocks: Block AttnRes with groups of two; laurel is
+LAuReL rw_lr at rank 16, vres value residual learning)."""
 
 
 def build(
