@@ -248,6 +248,8 @@ def _dotlist_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, Mapping | list):
         raise SweepError(str(value), "config values are scalars; lists and maps are not allowed")
+    if value == "":
+        return '""'  # an empty string, which "key=" alone would make null
     return str(value)
 
 
