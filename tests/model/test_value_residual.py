@@ -15,8 +15,7 @@ from ancre.model.layers import CausalSelfAttention, RotaryEmbedding, apply_rotar
 from ancre.model.value_residual import START, FirstValues, ValueMix
 from ancre.train.speedups import apply_speedups
 from tests.helpers.training import QUICKSTART
-
-VOCAB = 97
+from tests.helpers.zoo_models import VOCAB, ZOO, tiny_model
 
 
 def model_with(*extra: str):
@@ -111,3 +110,14 @@ def test_recomputed_blocks_give_the_same_loss_and_gradients(recompute):
     torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("kind", ["cascaded", "ancre", *ZOO])
+def test_both_block_options_combine_with_every_kind(kind):
+    model = tiny_model(kind, extra=("model.value_residual=true", "model.laurel=rw_lr",
+                                    "model.laurel_rank=4"))  # fmt: skip
+    tokens = torch.randint(0, VOCAB, (2, 12))
+    model(tokens, tokens).backward()
+    for block in model.blocks[1:]:
+        assert block.attn.value_mix.weights.grad.abs().sum() > 0
+        assert block.mlp_residual.up.grad.abs().sum() > 0
