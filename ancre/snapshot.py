@@ -36,7 +36,7 @@ and the wirings of other papers (``denseformer``, ``hyper``, ``mhc``, ``attnres`
 Version 3 adds the form of the mix (``topology.form``, ``ancre.model.topology.forms``) and the
 gated form's gates::
 
-     "form": "additive",                   # additive, replace or gated
+     "form": "additive",                   # additive, replace, gated (delta: attnres)
      "gates": [g_0, ..., g_{L-1}] or null  # the gated form's learned g_j
 
 ``matrix`` stays P; the forward pass computes the form from it.
@@ -64,7 +64,7 @@ from ancre.atomic import write_json_atomic
 FORMAT = "ancre-topology"
 VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)
-FORMS = ("additive", "replace", "gated")
+FORMS = ("additive", "replace", "gated", "delta")
 ROW_SUMS = {"softmax": 1.0, "uniform": 1.0, "cascaded": 0.0}
 """What every row of P sums to for the parameterisations whose rows are fixed in sum;
 the others (fixed edges, the wirings of other papers) are not checked."""

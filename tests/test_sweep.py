@@ -290,9 +290,11 @@ def test_text_study_sweeps_expand():
 
 def test_the_zoo_sweeps_expand_and_an_empty_string_stays_one():
     depth = load_sweep(REPO / "configs/sweeps/zoo_depth24.yaml")
-    assert len(depth.runs) == 33
+    assert len(depth.runs) == 36
     edges = {r.name: r.config.topology.edges for r in depth.runs}
-    assert edges["fixed-d0-none-v0-s0"] == "x0" and edges["ancre-d0-none-v0-s0"] == ""
+    assert (
+        edges["fixed-gated-d0-none-v0-s0"] == "x0" and edges["ancre-additive-d0-none-v0-s0"] == ""
+    )
     assert {r.config.model.num_layers for r in depth.runs} == {24}
     options = load_sweep(REPO / "configs/sweeps/zoo_block_options.yaml")
     assert len(options.runs) == 21

@@ -72,6 +72,7 @@ ZOO = {
     "mhc": ["topology.streams=4", "topology.dynamic=true"],
     "attnres": [],
     "attnres-block2": ["topology.kind=attnres", "topology.attnres_blocks={half}"],
+    "attnres-delta": ["topology.kind=attnres", "topology.form=delta"],
     "speedrun-x0": ["topology.kind=fixed", "topology.edges=x0", "topology.form=gated"],
     "ancre+laurel": ["topology.kind=ancre", "model.laurel=rw_lr"],
     "ancre+vres": ["topology.kind=ancre", "model.value_residual=true"],

@@ -14,7 +14,7 @@ TOPOLOGY_KINDS = (
 )  # fmt: skip
 MIX_BACKENDS = ("auto", "reference", "triton")
 PRUNE_MODES = ("none", "top_k", "mass")
-TOPOLOGY_FORMS = ("additive", "replace", "gated")
+TOPOLOGY_FORMS = ("additive", "replace", "gated", "delta")
 ROW_INITS = ("uniform", "predecessor")
 TOPOLOGY_OPTIONS = {
     "form": ("ancre", "uniform", "fixed", "attnres"), "init": ("ancre",),
@@ -49,8 +49,10 @@ class TopologyConfig:
     (the mix replaces the block's own identity path, h_{j+1} = y_j - h_j + sum_i
     P[j, i] h_i, so P one-hot on h_j is the plain residual) or gated (h_{j+1} = y_j +
     g_j sum_i P[j, i] h_i with a learned g_j per block, 0 at step 0). Kind attnres takes
-    additive (the paper's) or gated (h_{j+1} = y_j + g_j (AttnRes_j - y_j), g_j = 0 at
-    step 0: the plain residual network until the gates open)."""
+    additive (the paper's), gated (h_{j+1} = y_j + g_j (AttnRes_j - y_j), g_j = 0 at
+    step 0: the plain residual network until the gates open) or delta (Delta Attention
+    Residuals: block j+1 reads s_{j+1} + AttnRes_j while the stream s_{j+1} = s_j +
+    v_{j+1} stays the plain sum of the updates)."""
     init: str = "uniform"
     """For kind ancre: the matrix at step 0. uniform (theta = 0: P[j, i] = 1/(j+1)) or
     predecessor (P[j, j] = topology.predecessor_weight, the rest shared equally)."""
@@ -106,7 +108,13 @@ class TopologyConfig:
         non_negative("topology.lr_multiplier", self.lr_multiplier)
         choice("topology.form", self.form, TOPOLOGY_FORMS)
         if self.kind == "attnres" and self.form == "replace":
-            raise ConfigError("topology.form", "kind attnres takes additive or gated")
+            raise ConfigError("topology.form", "kind attnres takes additive, gated or delta")
+        if self.form == "delta" and self.kind != "attnres":
+            raise ConfigError(
+                "topology.form",
+                f"delta (Delta Attention Residuals) is kind attnres's; kind {self.kind} takes "
+                "additive, replace or gated",
+            )
         choice("topology.init", self.init, ROW_INITS)
         if not 0.0 < self.predecessor_weight < 1.0:
             raise ConfigError(

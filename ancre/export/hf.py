@@ -71,6 +71,13 @@ def export_hf(source: Path, out_dir: Path, dtype: str = "fp32") -> Path:
             f"{', '.join(EXPORTABLE)} only. ancre convert (safetensors) and ancre generate "
             "read this model",
         )
+    if kind == "attnres" and trained.config.topology.form == "delta":
+        raise ConfigError(
+            "topology.form",
+            f"is delta in {source}; the exported modeling code computes attnres in the "
+            "additive and gated forms. ancre convert (safetensors) and ancre generate read "
+            "this model",
+        )
     model = trained.config.model
     for key, value in (("laurel", model.laurel), ("value_residual", model.value_residual)):
         if value not in ("none", False):

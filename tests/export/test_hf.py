@@ -139,6 +139,17 @@ def test_a_block_option_the_code_does_not_compute_is_refused_before_anything_is_
     assert not (tmp_path / "out").exists()
 
 
+def test_attnres_in_the_delta_form_is_refused_before_anything_is_written(
+    tmp_path, sample_tokenizer
+):
+    config = tiny_config("attnres", "topology.form=delta")
+    model = build_model(config, sample_tokenizer.vocab_size)
+    conversion = write_conversion(model, config, sample_tokenizer.path, tmp_path / "conv")
+    with pytest.raises(ConfigError, match="topology.form: is delta"):
+        export_hf(conversion, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_export_refuses_a_folder_holding_other_files(tmp_path, sample_tokenizer):
     model, config = tiny_model("ancre", sample_tokenizer.vocab_size)
     conversion = write_conversion(model, config, sample_tokenizer.path, tmp_path / "conv")

@@ -21,6 +21,7 @@ ZOO = {
     "attnres": [],
     "attnres-blocks": ["topology.kind=attnres", "topology.attnres_blocks=2"],
     "attnres-gated": ["topology.kind=attnres", "topology.form=gated"],
+    "attnres-delta": ["topology.kind=attnres", "topology.form=delta"],
 }
 """Test configurations: name -> overrides (the kind is the name when not overridden)."""
 

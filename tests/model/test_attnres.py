@@ -49,3 +49,30 @@ def test_groups_must_divide_the_blocks():
     assert group_size(6, 0) == 1 and group_size(6, 3) == 2 and group_size(6, 6) == 1
     with pytest.raises(ConfigError, match="topology.attnres_blocks"):
         group_size(6, 4)
+
+
+def test_the_delta_form_reads_the_plain_stream_plus_the_routed_updates():
+    model = tiny_model("attnres-delta").double()
+    perturb(model, scale=3.0)
+    seen = capture(model, torch.randint(0, VOCAB, (2, 12)))
+    queries = model.topology.queries.detach()
+    routed = paper_inputs(queries, seen.embeddings, seen.outputs, seen.inputs, 1,
+                          model.topology.eps)  # fmt: skip
+    stream = seen.embeddings  # s_0
+    for j, (h, y) in enumerate(zip(seen.inputs, seen.outputs, strict=True)):
+        stream = stream + (y - h)  # s_{j+1}: the plain sum of the updates
+        read = seen.inputs[j + 1] if j + 1 < len(seen.inputs) else seen.final
+        torch.testing.assert_close(read, stream + routed[j])
+
+
+def test_the_effective_reads_reproduce_every_input_of_the_delta_form():
+    model = tiny_model("attnres-delta").double()
+    perturb(model, scale=3.0)
+    topology = model.topology
+    tokens = torch.randint(0, VOCAB, (1, 6))
+    with topology.recording(), torch.no_grad():
+        seen = capture(model, tokens)
+    reads = topology.reads()  # (N, L+1, L+1) over x_0 .. x_L, per token
+    x = torch.stack([seen.embeddings, *seen.outputs], -2).reshape(-1, len(seen.outputs) + 1, 32)
+    inputs = torch.stack([*seen.inputs, seen.final], -2).reshape(-1, len(seen.outputs) + 1, 32)
+    torch.testing.assert_close(torch.einsum("nji,nid->njd", reads, x), inputs)

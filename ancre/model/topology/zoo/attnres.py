@@ -29,6 +29,17 @@ Llama imported with ``model.init_from: hf:``)::
 
     h_{j+1} = y_j + g_j (sum_i a_{j,i} v_i - y_j),   g_j learned, 0 at step 0
 
+Delta (``topology.form: delta``; Luo, Cai and Hu, "Delta Attention Residuals", arXiv
+2605.18855): the same sources and softmax, routed additively. The stream stays the plain
+sum of the updates, ``s_0 = h_0`` and ``s_{j+1} = s_j + v_{j+1}``, and block j+1 reads the
+stream plus the routed sum::
+
+    h_{j+1} = s_{j+1} + sum_i a_{j,i} v_i,   v_{j+1} = y_j - h_j
+
+(what the paper's released code does per sublayer; here once per block, and the final
+norm reads such a sum too, as in the other forms). At zero queries every block reads the
+stream plus the plain average of the sources: not the plain network.
+
 A fused kernel would, per reading, take the S sources once: their dot products with
 q_j and their RMS in one pass (S reads of D per token), the softmax in registers, and
 the weighted sum in a second pass; its backward needs the sources and the S weights.
@@ -77,6 +88,10 @@ class AttentionResidualTopology(LearnedWiring):
     OPTIONS = ("attnres_blocks", "form")
     dynamic = True
     GATED_FORMULA = "h_{j+1} = y_j + g_j (sum_i softmax_i(q_j . RMSNorm(v_i)) v_i - y_j)"
+    DELTA_FORMULA = (
+        "h_{j+1} = s_{j+1} + sum_i softmax_i(q_j . RMSNorm(v_i)) v_i;  s_0 = h_0, "
+        "s_{j+1} = s_j + v_{j+1}, v_{j+1} = y_j - h_j"
+    )
 
     @classmethod
     def from_config(
@@ -98,8 +113,9 @@ class AttentionResidualTopology(LearnedWiring):
         self.group = group_size(num_layers, groups)
         self.eps = eps
         self.queries = nn.Parameter(torch.zeros(num_layers, hidden_size))
-        if form == "gated":  # g_j = 0: the plain residual network at step 0
+        if form in ("gated", "delta"):
             self.form = form
+        if form == "gated":  # g_j = 0: the plain residual network at step 0
             self.gates = nn.Parameter(torch.zeros(num_layers, dtype=torch.float32))
         self.removed: torch.Tensor | None = None
         """(L, L+1) bool: sources each reading leaves out (``ancre ablate``); None: none."""
@@ -112,7 +128,9 @@ class AttentionResidualTopology(LearnedWiring):
         return 1 + finished + (1 if (j + 1) % self.group else 0)
 
     def formula(self) -> str:
-        """The paper's formula, or the gated one."""
+        """The paper's formula, or the gated or delta one."""
+        if self.form == "delta":
+            return self.DELTA_FORMULA
         return self.GATED_FORMULA if self.gates is not None else self.FORMULA
 
     def _inverse_rms(self, source: torch.Tensor) -> torch.Tensor:
@@ -132,10 +150,11 @@ class AttentionResidualTopology(LearnedWiring):
             raise ValueError(f"topology wires {self.num_layers} blocks, got {len(blocks)}")
         sources, scales = [h0], [self._inverse_rms(h0)]  # finished sources, (..., D), (...,)
         partial: torch.Tensor | None = None  # the updates of the group under way
-        states = [h0]
+        states, stream = [h0], h0  # stream: s_j of the delta form
         for j, block in enumerate(blocks):
             h = states[-1]
             update = block(h, *block_args) - h  # v_{j+1} (..., D)
+            stream = stream + update  # s_{j+1} (..., D)
             partial = update if partial is None else partial + update  # (..., D)
             if (j + 1) % self.group == 0:
                 sources.append(partial)
@@ -162,6 +181,8 @@ class AttentionResidualTopology(LearnedWiring):
             if self.gates is not None:  # y_j + g_j (mix - y_j)
                 y = h + update  # (..., D)
                 mixed = y + self.gates[j].to(h.dtype) * (mixed - y)
+            elif self.form == "delta":  # s_{j+1} + mix
+                mixed = stream + mixed
             states.append(mixed)
         return states
 
@@ -172,10 +193,12 @@ class AttentionResidualTopology(LearnedWiring):
         reads = torch.zeros(tokens, size, size, dtype=torch.float64)
         reads[:, 0, 0] = 1.0
         sources = [reads[:, 0].clone()]  # rows over x of the finished sources
+        stream = reads[:, 0].clone()  # s_j of the delta form
         partial = None
         for j, a in enumerate(weights):
             update = -reads[:, j]  # v_{j+1} = x_{j+1} - h_j
             update[:, j + 1] += 1.0
+            stream = stream + update
             partial = update if partial is None else partial + update
             if (j + 1) % self.group == 0:
                 sources.append(partial)
@@ -186,6 +209,8 @@ class AttentionResidualTopology(LearnedWiring):
                 gate = float(self.gates[j].detach())
                 reads[:, j + 1] *= gate
                 reads[:, j + 1, j + 1] += 1.0 - gate
+            elif self.form == "delta":
+                reads[:, j + 1] += stream
         return reads
 
     def extra_repr(self) -> str:
