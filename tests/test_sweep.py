@@ -296,6 +296,11 @@ def test_the_zoo_sweeps_expand_and_an_empty_string_stays_one():
         edges["fixed-gated-d0-none-v0-s0"] == "x0" and edges["ancre-additive-d0-none-v0-s0"] == ""
     )
     assert {r.config.model.num_layers for r in depth.runs} == {24}
+    second = load_sweep(REPO / "configs/sweeps/zoo_second_edition.yaml")
+    assert [r.name for r in second.runs[:5]] == [
+        "cascaded-additive-s0", "attnres-additive-s0", "attnres-delta-s0", "fixedx0-gated-s0",
+        "fixedunet-gated-s0",
+    ]  # fmt: skip
     options = load_sweep(REPO / "configs/sweeps/zoo_block_options.yaml")
     assert len(options.runs) == 21
     assert options.runs[-1].config.model.value_residual
