@@ -13,10 +13,10 @@ from tests.helpers.conversions import KINDS, tiny_model
 VOCAB = 97
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_cached_decoding_equals_the_full_forward_at_every_position(kind):
-    model, _ = tiny_model(kind, VOCAB)
-    tokens = torch.randint(0, VOCAB, (3, 20), generator=torch.Generator().manual_seed(1))
+def cached_and_full(model, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (3, 20, V) of 3 sequences decoded with the cache (a prompt of 7, then one
+    token at a time) and of the full forward pass."""
+    tokens = torch.randint(0, vocab, (3, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         full = model(tokens)  # (B, T, V)
         cache = KVCache.for_model(model, 3, 20)
@@ -25,7 +25,13 @@ def test_cached_decoding_equals_the_full_forward_at_every_position(kind):
         for t in range(7, 20):
             positions = cache.advance(torch.ones(3, 1, dtype=torch.bool))
             chunks.append(model.decode(tokens[:, t : t + 1], positions, cache.layers))
-    cached = torch.cat(chunks, dim=1)
+    return torch.cat(chunks, dim=1), full
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cached_decoding_equals_the_full_forward_at_every_position(kind):
+    model, _ = tiny_model(kind, VOCAB)
+    cached, full = cached_and_full(model, VOCAB)
     assert full.abs().max() > 0.1  # logits that differ between positions
     torch.testing.assert_close(cached, full, rtol=0, atol=1e-5)
 

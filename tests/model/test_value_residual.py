@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from ancre.config import load_config
-from ancre.generate.cache import KVCache
 from ancre.model import build_model
 from ancre.model.layers import CausalSelfAttention, RotaryEmbedding, apply_rotary
 from ancre.model.value_residual import START, FirstValues, ValueMix
 from ancre.train.speedups import apply_speedups
+from tests.generate.test_cache import cached_and_full
 from tests.helpers.training import QUICKSTART
 from tests.helpers.zoo_models import VOCAB, ZOO, tiny_model
 
@@ -83,17 +83,8 @@ def test_v1_learns_from_every_later_block():
 
 def test_cached_decoding_equals_the_full_forward():
     model, _ = model_with("model.value_residual=true", "model.laurel=rw_lr")
-    model.eval()
-    tokens = torch.randint(0, VOCAB, (3, 20), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        full = model(tokens)  # (B, T, V)
-        cache = KVCache.for_model(model, 3, 20)
-        chunks = [model.decode(tokens[:, :7], cache.advance(torch.ones(3, 7, dtype=torch.bool)),
-                               cache.layers)]  # fmt: skip
-        for t in range(7, 20):
-            positions = cache.advance(torch.ones(3, 1, dtype=torch.bool))
-            chunks.append(model.decode(tokens[:, t : t + 1], positions, cache.layers))
-    torch.testing.assert_close(torch.cat(chunks, dim=1), full, rtol=0, atol=1e-5)
+    cached, full = cached_and_full(model.eval(), VOCAB)
+    torch.testing.assert_close(cached, full, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("recompute", ["blocks", "every_k"])

@@ -150,11 +150,12 @@ class AttentionResidualTopology(LearnedWiring):
             raise ValueError(f"topology wires {self.num_layers} blocks, got {len(blocks)}")
         sources, scales = [h0], [self._inverse_rms(h0)]  # finished sources, (..., D), (...,)
         partial: torch.Tensor | None = None  # the updates of the group under way
-        states, stream = [h0], h0  # stream: s_j of the delta form
+        states, stream = [h0], h0  # stream: s_j, kept by the delta form only
         for j, block in enumerate(blocks):
             h = states[-1]
             update = block(h, *block_args) - h  # v_{j+1} (..., D)
-            stream = stream + update  # s_{j+1} (..., D)
+            if self.form == "delta":
+                stream = stream + update  # s_{j+1} (..., D)
             partial = update if partial is None else partial + update  # (..., D)
             if (j + 1) % self.group == 0:
                 sources.append(partial)
