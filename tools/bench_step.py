@@ -76,10 +76,15 @@ ZOO = {
     "speedrun-x0": ["topology.kind=fixed", "topology.edges=x0", "topology.form=gated"],
     "ancre+laurel": ["topology.kind=ancre", "model.laurel=rw_lr"],
     "ancre+vres": ["topology.kind=ancre", "model.value_residual=true"],
+    "mudd": [], "mudd-sw2": ["topology.kind=mudd", "topology.window=2"],
+    "frac": ["topology.kind=hyper", "topology.streams=1", "topology.fractions=4"],
+    "frac-dynamic": ["topology.kind=hyper", "topology.streams=1", "topology.fractions=4",
+                     "topology.dynamic=true"],
 }  # fmt: skip
 """The configurations ``--zoo`` compares: name -> overrides (the kind is the name unless
 set; ``{half}`` is half the preset's blocks: Block AttnRes with groups of two; laurel is
-LAuReL rw_lr at rank 16, vres value residual learning)."""
+LAuReL rw_lr at rank 16, vres value residual learning; sw2 MUDD over the last 2 blocks;
+frac Frac-Connections with 4 fractions)."""
 
 
 def build(

@@ -24,8 +24,9 @@ REFUSED_ON_RESUME = (
     "model.num_heads", "model.num_kv_heads", "model.vocab_size", "topology.kind",
     "topology.edges", "data.source",
     "topology.dilation", "topology.period", "topology.streams", "topology.dynamic",
-    "topology.sinkhorn_iters", "topology.attnres_blocks", "topology.form", "model.laurel",
-    "model.laurel_rank", "model.value_residual",
+    "topology.sinkhorn_iters", "topology.attnres_blocks", "topology.window", "topology.fractions",
+    "topology.form",
+    "model.laurel", "model.laurel_rank", "model.value_residual",
 )  # fmt: skip
 """Keys that decide what the checkpoint's weights mean: a resume must keep them."""
 REFUSED_WITH_REASON = {

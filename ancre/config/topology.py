@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ancre.config.checks import ConfigError, choice, non_negative, positive
 
 TOPOLOGY_KINDS = (
-    "cascaded", "ancre", "uniform", "fixed", "denseformer", "hyper", "mhc", "attnres",
+    "cascaded", "ancre", "uniform", "fixed", "denseformer", "hyper", "mhc", "attnres", "mudd",
 )  # fmt: skip
 MIX_BACKENDS = ("auto", "reference", "triton")
 PRUNE_MODES = ("none", "top_k", "mass")
@@ -21,6 +21,7 @@ TOPOLOGY_OPTIONS = {
     "predecessor_weight": ("ancre",),
     "dilation": ("denseformer",), "period": ("denseformer",), "streams": ("hyper", "mhc"),
     "dynamic": ("hyper", "mhc"), "sinkhorn_iters": ("mhc",), "attnres_blocks": ("attnres",),
+    "window": ("mudd",), "fractions": ("hyper",),
 }  # fmt: skip
 """The topology keys that only some kinds read, and those kinds."""
 
@@ -34,7 +35,7 @@ class TopologyConfig:
     fixed (the frozen edges of topology.edges), or one of the learned residual wirings of
     other papers (docs/topologies.md): denseformer (depth-weighted averages), hyper
     (Hyper-Connections), mhc (manifold-constrained Hyper-Connections) or attnres
-    (Attention Residuals)."""
+    (Attention Residuals) or mudd (MUDDFormer's multiway dynamic dense connections)."""
     edges: str = ""
     """For kind fixed: comma-separated edges i:j (or i:j@weight, default weight 1), each
     adding the output of layer i (0 = the input) to the output of layer j, e.g. "0:2,2:3";
@@ -74,6 +75,9 @@ class TopologyConfig:
     (the paper's p; 1 after every block)."""
     streams: int = 4
     """For kinds hyper and mhc: n, the number of parallel residual streams."""
+    fractions: int = 1
+    """For kind hyper with topology.streams=1: m > 1 cuts the one stream into m fractions
+    of equal width (Frac-Connections, expansion rate 1/m); it must divide model.hidden_size."""
     dynamic: bool = False
     """For kinds hyper and mhc: add the input-dependent (dynamic) part of the connection
     weights to the static one."""
@@ -84,6 +88,9 @@ class TopologyConfig:
     """For kind attnres: 0 attends over every earlier block output (Full AttnRes); N > 0
     groups the blocks into N groups of equal size whose outputs are summed and attended
     over as one (Block AttnRes); N must divide the number of blocks."""
+    window: int = 0
+    """For kind mudd: 0 mixes every earlier block's output into each block's four inputs;
+    k > 0 only the embeddings and the outputs of the last k blocks (MUDDFormer-SWk)."""
     freeze_at: int = 0
     """For kind ancre: after this many optimiser steps the learned matrix is frozen
     (pruned by topology.prune); the logits then get no gradient and no update, and the
@@ -149,15 +156,16 @@ class TopologyConfig:
 
     def _check_kind_options(self) -> None:
         """Options of the learned-wiring kinds: in range, and set only for a kind reading them."""
-        for key in ("dilation", "period", "streams", "sinkhorn_iters"):
+        for key in ("dilation", "period", "streams", "sinkhorn_iters", "fractions"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(
                     f"topology.{key}", f"is {value!r}; it must be a whole number >= 1"
                 )
-        blocks = self.attnres_blocks
-        if not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 0:
-            raise ConfigError("topology.attnres_blocks", f"is {blocks!r}; it must be 0 or more")
+        for key in ("attnres_blocks", "window"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"topology.{key}", f"is {value!r}; it must be 0 or more")
         defaults = TopologyConfig()
         for key, kinds in TOPOLOGY_OPTIONS.items():
             if self.kind not in kinds and getattr(self, key) != getattr(defaults, key):
@@ -166,3 +174,9 @@ class TopologyConfig:
                     f"is read only by kind {' or '.join(kinds)}, and topology.kind is "
                     f"{self.kind}: remove the key or change the kind",
                 )
+        if self.fractions > 1 and self.streams != 1:
+            raise ConfigError(
+                "topology.fractions",
+                f"is {self.fractions} with topology.streams={self.streams}; Frac-Connections "
+                "cut one stream into fractions: set topology.streams=1",
+            )

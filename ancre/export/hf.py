@@ -71,6 +71,13 @@ def export_hf(source: Path, out_dir: Path, dtype: str = "fp32") -> Path:
             f"{', '.join(EXPORTABLE)} only. ancre convert (safetensors) and ancre generate "
             "read this model",
         )
+    if trained.config.topology.fractions > 1:
+        raise ConfigError(
+            "topology.fractions",
+            f"is {trained.config.topology.fractions} in {source}; the exported modeling code "
+            "computes hyper-connections over whole streams, not Frac-Connections. ancre "
+            "convert (safetensors) and ancre generate read this model",
+        )
     if kind == "attnres" and trained.config.topology.form == "delta":
         raise ConfigError(
             "topology.form",

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ancre.model.multiway import Multiway, residual_of
+
 Runner = Callable[..., torch.Tensor]
 
 
@@ -63,7 +65,10 @@ class BlockStats:
 
 
 class DepthRecorder:
-    """Keeps what each block read and wrote during one forward pass."""
+    """Keeps what each block read and wrote during one forward pass.
+
+    A block of four inputs (``ancre.model.multiway``) is recorded by its residual input.
+    """
 
     def __init__(self) -> None:
         self.embeddings: torch.Tensor | None = None
@@ -74,8 +79,9 @@ class DepthRecorder:
     def wrap(self, block: Runner) -> Runner:
         """``block`` as the topology calls it, recording its input and update."""
 
-        def run(h: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-            y = block(h, *args, **kwargs)  # (..., D)
+        def run(x: torch.Tensor | Multiway, *args, **kwargs) -> torch.Tensor:
+            y = block(x, *args, **kwargs)  # (..., D)
+            h = residual_of(x)  # the state the update is added to
             self.inputs.append(h.detach())
             self.updates.append((y.detach().float() - h.detach().float()).to(h.dtype))
             return y
@@ -117,7 +123,9 @@ def final_shares(
     """The share of the final state of each term (h_0, u_0, ..., u_{L-1}), see the module.
 
     Args:
-        reads: (1 or N, L+1, L+1) R over x_0 and the block outputs x_{j+1} = y_j.
+        reads: (1 or N, L+1, L+1) R over x_0 and the block outputs x_{j+1} = y_j; or, for a
+            wiring that mixes m equal parts of the width (Frac-Connections), (1 or N, L+1,
+            L+1, m, m): the weight of each part of x_i in each part of a reading.
         terms: The L+1 terms h_0, u_0 .. u_{L-1}, each (..., D) with N positions.
         final: The final state (..., D).
 
@@ -126,19 +134,25 @@ def final_shares(
     """
     n = len(terms) - 1
     reads = reads.double().to(final.device)
-    tokens = reads.shape[0]
-    # coefficients of x_0 .. x_L over the terms: x_0 = h_0, x_{k+1} = h_k + u_k
-    outputs = torch.zeros(tokens, n + 1, n + 1, dtype=torch.float64, device=final.device)
-    outputs[:, 0, 0] = 1.0
+    if reads.dim() == 3:  # one weight per source: 1 x 1 maps
+        reads = reads[..., None, None]
+    tokens, parts = reads.shape[0], reads.shape[-1]
+    eye = torch.eye(parts, dtype=torch.float64, device=final.device)
+    # maps of x_0 .. x_L over the terms: x_0 = h_0, x_{k+1} = h_k + u_k
+    outputs = torch.zeros(tokens, n + 1, n + 1, parts, parts, dtype=torch.float64,
+                          device=final.device)  # fmt: skip
+    outputs[:, 0, 0] = eye
     for k in range(n):
-        block_input = torch.einsum("tm,tmc->tc", reads[:, k, : k + 1], outputs[:, : k + 1])
+        block_input = torch.einsum("tmab,tmcbd->tcad", reads[:, k, : k + 1], outputs[:, : k + 1])
         outputs[:, k + 1] = block_input
-        outputs[:, k + 1, k + 1] += 1.0
-    coefficients = torch.einsum("tm,tmc->tc", reads[:, n], outputs)  # (1 or N, L+1)
-    flat = final.reshape(-1, final.shape[-1]).double()  # (N, D)
-    dots = torch.stack([(t.reshape(-1, t.shape[-1]).double() * flat).sum(-1) for t in terms])
-    weighted = coefficients.T * dots  # (L+1, N)
-    return (weighted.sum(1) / flat.pow(2).sum()).tolist()
+        outputs[:, k + 1, k + 1] += eye
+    maps = torch.einsum("tmab,tmcbd->tcad", reads[:, n], outputs)  # (1 or N, L+1, m, m)
+    flat = final.reshape(-1, parts, final.shape[-1] // parts).double()  # (N, m, D/m)
+    dots = []
+    for c, term in enumerate(terms):
+        part = term.reshape(-1, parts, term.shape[-1] // parts).double()  # (N, m, D/m)
+        dots.append((torch.einsum("tab,tbd->tad", maps[:, c], part) * flat).sum())
+    return (torch.stack(dots) / flat.pow(2).sum()).tolist()
 
 
 @contextlib.contextmanager

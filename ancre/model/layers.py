@@ -117,6 +117,7 @@ class CausalSelfAttention(nn.Module):
         documents: DocumentMask | None = None,
         cache: KeyValueCache | None = None,
         first_values: FirstValues | None = None,
+        key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Attends each position to itself and the positions before it.
 
@@ -124,12 +125,16 @@ class CausalSelfAttention(nn.Module):
         document. With a cache, ``x`` holds only the new positions: their keys and values
         join the cached ones, and the queries read those through the cache's mask. Under
         value residual learning (``value_mix``), ``first_values`` carries the first
-        block's values to the later ones (``ancre.model.value_residual``).
+        block's values to the later ones (``ancre.model.value_residual``). With
+        ``key_value`` (multiway dense connections, ``ancre.model.multiway``) the keys
+        and values are projected from those two (B, T, D) inputs, the queries from ``x``.
         """
         b, t, d = x.shape
+        x_key, x_value = (x, x) if key_value is None else key_value
         q = self.wq(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, K)
-        k = self.wk(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, K)
-        v = self.wv(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, K)
+        k = self.wk(x_key).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B,G,T,K)
+        v = self.wv(x_value).view(b, t, self.num_kv_heads, self.head_dim)  # (B, T, G, K)
+        v = v.transpose(1, 2)  # (B, G, T, K)
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if self.value_mix is not None:
             if first_values is None:

@@ -40,6 +40,20 @@ RENAMES = (
 """transformers' LlamaForCausalLM names -> ancre's (``ancre.model.Transformer``)."""
 IGNORED = re.compile(r"rotary_emb\.inv_freq$")
 """Buffers some exports carry that ancre recomputes."""
+SHARED_INPUT_NORM = re.compile(r"^blocks\.(\d+)\.(key|value)_norm\.weight$")
+"""The key and value norms of a multiway block (``topology.kind: mudd``): a Llama block
+has one input norm, which they start as (so the block computes the source's)."""
+
+
+def with_shared_input_norms(
+    weights: dict[str, torch.Tensor], names: list[str]
+) -> dict[str, torch.Tensor]:
+    """``weights`` with every key and value norm among ``names`` a copy of its attention norm."""
+    shared = dict(weights)
+    for name in names:
+        if (match := SHARED_INPUT_NORM.match(name)) is not None:
+            shared[name] = weights[f"blocks.{match.group(1)}.attn_norm.weight"].clone()
+    return shared
 
 
 def ancre_name(name: str) -> str | None:
@@ -130,7 +144,8 @@ def check_llama_fit(folder: Path, expected: dict[str, tuple[int, ...]]) -> None:
     found.setdefault("head.weight", found.get("embed.weight", ()))  # tied embeddings
     wrong = [f"{n}: {found[n]} in the source, {s} here" for n, s in expected.items()
              if n in found and found[n] != s]  # fmt: skip
-    missing = [n for n in expected if n not in found and not kept_at_start(n)]
+    missing = [n for n in expected if n not in found and not kept_at_start(n)
+               and not SHARED_INPUT_NORM.match(n)]  # fmt: skip
     if wrong or missing:
         raise ConfigError("model.init_from", f"{folder} does not fit the model: "
                           + "; ".join(wrong + [f"{n} missing" for n in missing]))  # fmt: skip
@@ -145,7 +160,10 @@ def preserving_start(config: AncreConfig) -> str | None:
     the plain stream and are summed before the final RMSNorm, which gives the plain
     network's function only up to the norm's epsilon (n h against h: 4e-3 in the logits
     of a small random model, tests/model/test_llama_import.py). AttnRes does in its gated
-    form (its depth attention enters through gates at 0).
+    form (its depth attention enters through gates at 0). MUDD does: every mix starts
+    one-hot on the newest output, and the key and value norms start as the source's
+    input norm (:func:`with_shared_input_norms`). Frac-Connections (``hyper`` with
+    ``topology.fractions``) do: one stream, its widths and depths the identity at step 0.
     """
     if config.model.value_residual:
         return (
@@ -156,7 +174,7 @@ def preserving_start(config: AncreConfig) -> str | None:
     if topology.kind in ("ancre", "uniform", "fixed") and topology.form != "gated":
         return (f"topology.kind={topology.kind} in the {topology.form} form adds earlier "
                 "states from step 0; set topology.form=gated (every gate starts at 0)")  # fmt: skip
-    if topology.kind in ("hyper", "mhc"):
+    if topology.kind in ("hyper", "mhc") and topology.fractions == 1:
         return (f"topology.kind={topology.kind} sums its streams before the final RMSNorm, "
                 "equal to the plain network only up to the norm's epsilon; import into "
                 "cascaded, denseformer, or ancre/uniform/fixed with "

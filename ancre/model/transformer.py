@@ -61,7 +61,8 @@ class Transformer(nn.Module):
         self.embed = nn.Embedding(shape.vocab_size, shape.hidden_size)
         self.rope = RotaryEmbedding(shape.head_dim, shape.max_seq_len, shape.rope_theta)
         self.blocks = nn.ModuleList(
-            DecoderBlock(shape, attend, index) for index in range(shape.num_layers)
+            DecoderBlock(shape, attend, index, topology.MULTIWAY)
+            for index in range(shape.num_layers)
         )  # fmt: skip
         self.topology = topology
         self.norm = RMSNorm(shape.hidden_size, shape.norm_eps)
@@ -76,8 +77,10 @@ class Transformer(nn.Module):
         partitioned as they are made (ZeRO-3's ``deepspeed.zero.Init``, which gathers
         each module's parameters around ``Module.apply``) and initialised afterwards, with
         the same draws in the same order as on one device. The topology's parameters are
-        constants of its construction (no draw). LAuReL's maps (``model.laurel``) draw A
-        and start B at zero, so the block starts plain.
+        constants of its construction, but for those a kind draws after every other
+        weight (a ``draw_parameters`` method of its modules: MUDD's weight MLPs), so the
+        blocks start as the plain model's of the same seed. LAuReL's maps (``model.laurel``)
+        draw A and start B at zero, so the block starts plain.
 
         ``normal``: every Linear and Embedding weight from N(0, init_std).
         ``depth_scaled``: then wo and down, the two projections that write into the
@@ -89,6 +92,7 @@ class Transformer(nn.Module):
             scaled = {id(m) for b in self.blocks for m in (b.attn.wo, b.mlp.down)}
             std = self.shape.init_std / math.sqrt(2 * self.shape.num_layers)
             self.apply(lambda m: nn.init.normal_(m.weight, 0.0, std) if id(m) in scaled else None)
+        self.topology.apply(_draw_parameters)
 
     def _init_module(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -246,6 +250,17 @@ def build_model(config: AncreConfig, vocab_size: int, eos_id: int | None = None)
     model = Transformer(shape, topology, attend, documents=documents)
     model.init_weights()
     return model
+
+
+def _draw_parameters(module: nn.Module) -> None:
+    """Calls a topology module's ``draw_parameters``, if it has one.
+
+    Through ``Module.apply``, which ZeRO-3 wraps to gather each module's own parameters
+    around the call.
+    """
+    draw = getattr(module, "draw_parameters", None)
+    if callable(draw):
+        draw()
 
 
 def whole_numel(parameter: torch.Tensor) -> int:

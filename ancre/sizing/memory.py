@@ -31,10 +31,13 @@ BLOCK_BYTES_PER_TOKEN = {"bf16": (26, 8, 4, 8), "fp32": (44, 16, 4, 8)}
 KIND_EXTRA_PER_TOKEN = {
     "cascaded": (0, 0), "uniform": (0, 0), "fixed": (0, 0), "ancre": (2, 0),
     "denseformer": (2, 4), "hyper": (10, 20), "mhc": (7, 17), "attnres": (2, 4),
+    "mudd": (22, 30), "frac": (5, 10),
 }  # fmt: skip
 """What a kind's mix keeps beyond the plain block, per token and block, in units of D
 (bf16, fp32): the states a learned static mix needs for its weights' gradient, the
-streams of hyper-connections, ... (measured at the kinds' default options)."""
+streams of hyper-connections, ... (measured at the kinds' default options; ``frac`` is
+hyper with ``topology.fractions``, measured at 4; MUDD's grows by its per-token weights,
+4 (j + 2) fp32 numbers per token after block j, which D large makes negligible)."""
 LAUREL_BYTES_PER_TOKEN = {
     "bf16": {"none": (0, 0), "rw": (6, 0), "lr": (2, 4), "rw_lr": (10, 4)},
     "fp32": {"none": (0, 0), "rw": (8, 0), "lr": (0, 8), "rw_lr": (16, 8)},

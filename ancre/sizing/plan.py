@@ -200,7 +200,8 @@ def _plan(
     )  # fmt: skip
     acts = activations(
         tokens, shape.hidden_size, shape.intermediate_size, shape.num_heads, shape.num_layers,
-        shape.vocab_size, config.topology.kind, train.precision,
+        shape.vocab_size, "frac" if config.topology.fractions > 1 else config.topology.kind,
+        train.precision,
         len(recomputed_blocks(train, shape.num_layers)), (shape.laurel, shape.laurel_rank),
         shape.num_kv_heads * shape.head_dim if shape.value_residual else 0,
     )  # fmt: skip

@@ -26,7 +26,7 @@ from ancre.data.loader import TrainLoader
 from ancre.data.tokenizer import Tokenizer
 from ancre.data.validation import ValidationSet, validation_set
 from ancre.model import Transformer, build_model, resolve_shape
-from ancre.model.llama_import import kept_at_start, llama_weights
+from ancre.model.llama_import import kept_at_start, llama_weights, with_shared_input_norms
 from ancre.pretrained import read_conversion
 from ancre.run_folder import RunFolder, RunLock, RunPlan
 from ancre.sizing.plan import local_device_key, size_plan
@@ -74,7 +74,8 @@ class DiskFullError(RuntimeError):
 def _init_weights(model: Transformer, folder: str) -> None:
     source = hf_folder(folder)
     if source is not None:  # a stock Llama: the topology keeps its own start
-        weights = llama_weights(source)
+        names = [name for name, _ in model.named_parameters()]
+        weights = with_shared_input_norms(llama_weights(source), names)
         with whole_parameters(list(model.parameters())):
             missing, _ = model.load_state_dict(weights, strict=False)
         # check_inputs compared the names; what is left is the topology's and LAuReL's own

@@ -110,15 +110,11 @@ def test_a_frozen_ancre_travels_as_its_fixed_edges(exported):
     assert all(len(row) <= 2 for row in topology.wiring.edges)  # top-2 rows
 
 
-def test_a_wiring_the_exported_code_does_not_compute_is_refused(
-    tmp_path, sample_tokenizer, monkeypatch
-):
-    # every kind exports today: a kind left out of the exportable ones stands for a new one
-    monkeypatch.setattr("ancre.export.hf.EXPORTABLE", ("cascaded", "ancre"))
-    config = tiny_config("attnres")
+def test_a_wiring_the_exported_code_does_not_compute_is_refused(tmp_path, sample_tokenizer):
+    config = tiny_config("mudd")  # four mixes per block: the exported blocks read one state
     model = build_model(config, sample_tokenizer.vocab_size)
     conversion = write_conversion(model, config, sample_tokenizer.path, tmp_path / "conv")
-    with pytest.raises(ConfigError, match="topology.kind: is attnres"):
+    with pytest.raises(ConfigError, match="topology.kind: is mudd"):
         export_hf(conversion, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing written
 
@@ -146,6 +142,15 @@ def test_attnres_in_the_delta_form_is_refused_before_anything_is_written(
     model = build_model(config, sample_tokenizer.vocab_size)
     conversion = write_conversion(model, config, sample_tokenizer.path, tmp_path / "conv")
     with pytest.raises(ConfigError, match="topology.form: is delta"):
+        export_hf(conversion, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_frac_connections_are_refused_before_anything_is_written(tmp_path, sample_tokenizer):
+    config = tiny_config("hyper", "topology.streams=1", "topology.fractions=2")
+    model = build_model(config, sample_tokenizer.vocab_size)
+    conversion = write_conversion(model, config, sample_tokenizer.path, tmp_path / "conv")
+    with pytest.raises(ConfigError, match="topology.fractions: is 2"):
         export_hf(conversion, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

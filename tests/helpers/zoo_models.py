@@ -8,6 +8,7 @@ import torch
 
 from ancre.config import load_config
 from ancre.model import Transformer, build_model
+from ancre.model.multiway import residual_of
 
 VOCAB = 61
 
@@ -22,6 +23,15 @@ ZOO = {
     "attnres-blocks": ["topology.kind=attnres", "topology.attnres_blocks=2"],
     "attnres-gated": ["topology.kind=attnres", "topology.form=gated"],
     "attnres-delta": ["topology.kind=attnres", "topology.form=delta"],
+    "frac": ["topology.kind=hyper", "topology.streams=1", "topology.fractions=4"],
+    "frac-dynamic": [
+        "topology.kind=hyper",
+        "topology.streams=1",
+        "topology.fractions=2",
+        "topology.dynamic=true",
+    ],
+    "mudd": [],
+    "mudd-window": ["topology.kind=mudd", "topology.window=2"],
 }
 """Test configurations: name -> overrides (the kind is the name when not overridden)."""
 
@@ -79,7 +89,7 @@ def capture(model: Transformer, tokens: torch.Tensor) -> Seen:
     seen: dict[str, torch.Tensor] = {}
 
     def on_block(module, args, output):
-        inputs.append(args[0].detach())
+        inputs.append(residual_of(args[0]).detach())
         outputs.append(output.detach())
 
     handles = [block.register_forward_hook(on_block) for block in model.blocks]

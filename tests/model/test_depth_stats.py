@@ -25,7 +25,7 @@ def stats_of(name: str, tokens: torch.Tensor, trained: bool = True) -> tuple[Blo
     per_token = topology.recording() if getattr(topology, "dynamic", False) else None
     with torch.no_grad(), recording(model, recorder), per_token or contextlib.nullcontext():
         model(tokens)
-    return recorder.stats(topology.reads()), model
+    return recorder.stats(topology.share_reads()), model
 
 
 def test_statistics_equal_what_hooks_see():

@@ -20,7 +20,7 @@ from tests.helpers.training import QUICKSTART, SAMPLE, records, run_ancre
 transformers = pytest.importorskip("transformers")
 
 PRESERVING = [("cascaded", "additive"), ("ancre", "gated"), ("uniform", "gated"),
-              ("denseformer", "additive"), ("attnres", "gated")]  # fmt: skip
+              ("denseformer", "additive"), ("attnres", "gated"), ("mudd", "additive")]  # fmt: skip
 
 
 def llama_folder(root, tokenizer_path, tied: bool):
@@ -65,6 +65,15 @@ def test_every_preserving_wiring_starts_with_the_source_logits(source, kind, for
         expected = reference(tokens).logits
         got = model(tokens)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_frac_connections_start_with_the_source_logits(source) -> None:
+    folder, reference = source
+    fractions = ("topology.streams=1", "topology.fractions=4", "topology.dynamic=true")
+    _, model = imported(folder, "hyper", "additive", *fractions)
+    tokens = torch.randint(0, 512, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), reference(tokens).logits, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant", ["rw", "lr", "rw_lr"])

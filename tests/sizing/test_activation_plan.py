@@ -27,6 +27,7 @@ def measured_and_planned(
     recompute: str,
     laurel: tuple[str, int] = ("none", 16),
     value_residual: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> tuple:
     hidden, inner, heads, layers, batch, seq = SHAPES[shape]
     config = load_config(QUICKSTART, [
@@ -34,23 +35,24 @@ def measured_and_planned(
         f"model.num_heads={heads}", f"model.num_layers={layers}", f"data.seq_len={seq}",
         f"topology.kind={kind}", f"train.recompute={recompute}", f"train.precision={precision}",
         f"model.laurel={laurel[0]}", f"model.laurel_rank={laurel[1]}",
-        f"model.value_residual={value_residual}",
+        f"model.value_residual={value_residual}", *extra,
     ])  # fmt: skip
     torch.manual_seed(0)
     model = apply_speedups(build_model(config, VOCAB), config.train).train()
     tokens = torch.randint(0, VOCAB, (batch, seq))
     measured = saved_for_backward_bytes(model, tokens, tokens, autocast=precision == "bf16")
     recomputed = len(recomputed_blocks(config.train, layers))
+    planned_kind = "frac" if config.topology.fractions > 1 else kind
     planned = activations(
-        batch * seq, hidden, inner, heads, layers, VOCAB, kind, precision, recomputed, laurel,
-        hidden if value_residual else 0,
+        batch * seq, hidden, inner, heads, layers, VOCAB, planned_kind, precision, recomputed,
+        laurel, hidden if value_residual else 0,
     ).kept  # fmt: skip
     return measured, planned
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 @pytest.mark.parametrize("shape", list(SHAPES))
-@pytest.mark.parametrize("kind", ["cascaded", "ancre", "uniform", "denseformer", "attnres"])
+@pytest.mark.parametrize("kind", ["cascaded", "ancre", "uniform", "denseformer", "attnres", "mudd"])
 def test_planned_activations_are_what_autograd_keeps(kind, shape, precision) -> None:
     measured, planned = measured_and_planned(kind, shape, precision, "none")
     assert planned == pytest.approx(measured, rel=0.03), (measured, planned)
@@ -73,6 +75,13 @@ def test_value_residual_is_planned_as_autograd_keeps_it(precision) -> None:
     assert planned == pytest.approx(measured, rel=0.01), (measured, planned)
     plain, _ = measured_and_planned("ancre", "tiny", precision, "none")
     assert measured > plain
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_frac_connections_are_planned_as_autograd_keeps_them(precision) -> None:
+    fractions = ("topology.streams=1", "topology.fractions=4")
+    measured, planned = measured_and_planned("hyper", "tiny", precision, "none", extra=fractions)
+    assert planned == pytest.approx(measured, rel=0.03), (measured, planned)
 
 
 @pytest.mark.parametrize("kind", ["hyper", "mhc"])

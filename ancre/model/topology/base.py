@@ -46,6 +46,9 @@ class Topology(nn.Module):
     """What P is, for the kinds that take a ``topology.form`` (joined to its formula)."""
     OPTIONS: tuple[str, ...] = ()
     """The ``topology`` keys the kind reads, beyond kind and backend."""
+    MULTIWAY = False
+    """Whether the kind feeds blocks four inputs (``ancre.model.multiway``), so the blocks
+    are built with key and value norms of their own."""
     temperature: float | None = None
     mix_backend = "reference"
     """Name of the mix implementation (``ancre.kernels``), set when built from a config."""
@@ -122,6 +125,14 @@ class Topology(nn.Module):
         if weights is None:
             weights = torch.zeros(self.num_layers, self.num_layers + 1)
         return stream_reads(weights.detach().double().cpu()).unsqueeze(0)
+
+    def share_reads(self) -> torch.Tensor:
+        """The reads the depth statistics split the final state by (``ancre.model.depth_stats``).
+
+        :meth:`reads`, or, for a wiring that mixes parts of the width, the reads per pair
+        of parts (..., L+1, L+1, m, m).
+        """
+        return self.reads()
 
     def forward(self, blocks: Sequence[Block], h0: torch.Tensor, *block_args) -> list[torch.Tensor]:
         """Runs the blocks wired by this topology.

@@ -20,8 +20,10 @@ from ancre.model.topology.softmax import AncreTopology
 from ancre.model.topology.uniform import UniformTopology
 from ancre.model.topology.zoo.attnres import AttentionResidualTopology
 from ancre.model.topology.zoo.denseformer import DenseFormerTopology
+from ancre.model.topology.zoo.frac import FracTopology
 from ancre.model.topology.zoo.hyper import HyperTopology
 from ancre.model.topology.zoo.mhc import ManifoldHyperTopology
+from ancre.model.topology.zoo.mudd import MultiwayDenseTopology
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ KINDS: dict[str, Kind] = {
     "hyper": Kind(HyperTopology, needs_width=True, exportable=True),
     "mhc": Kind(ManifoldHyperTopology, needs_width=True, exportable=True),
     "attnres": Kind(AttentionResidualTopology, needs_width=True, exportable=True),
+    "mudd": Kind(MultiwayDenseTopology, needs_width=True),
 }
 """Every ``topology.kind``: the kinds of docs/method.md, then those of other papers."""
 
@@ -56,6 +59,9 @@ def build_topology(
     config: TopologyConfig, num_layers: int, hidden_size: int | None = None, eps: float = 1e-5
 ) -> Topology:
     """Builds the topology a config names, with its mix backend chosen once, here.
+
+    ``hyper`` with ``topology.fractions`` > 1 is Frac-Connections (``zoo.frac``): hyper's
+    row of the table, the options of its config, another class.
 
     Args:
         config: The ``topology`` section.
@@ -74,6 +80,9 @@ def build_topology(
     kind = KINDS[config.kind]
     if kind.needs_width and hidden_size is None:
         raise ValueError(f"topology.kind={config.kind} needs the hidden size to be built")
-    topology = kind.topology.from_config(config, num_layers, mix, hidden_size or 0, eps)
+    built = kind.topology
+    if config.kind == "hyper" and config.fractions > 1:  # hyper below one stream
+        built = FracTopology
+    topology = built.from_config(config, num_layers, mix, hidden_size or 0, eps)
     topology.mix_backend = backend
     return topology

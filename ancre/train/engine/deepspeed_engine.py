@@ -264,7 +264,7 @@ class Engine:
         with recording(self.model, recorder), per_token or contextlib.nullcontext():
             self._engine(tokens.to(self.context.device))
         with self._whole_topology():
-            return recorder.stats(topology.reads())
+            return recorder.stats(topology.share_reads())
 
     def save(self, folder: Path) -> None:
         """Writes DeepSpeed's model and optimiser state into ``folder`` (collective).

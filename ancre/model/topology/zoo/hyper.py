@@ -75,13 +75,16 @@ class HyperTopology(LearnedWiring):
 
     parameterisation = "hyper"
     FORMULA = "h_j = A_m^T H_j;  H_{j+1} = A_r^T H_j + B^T (y_j - h_j);  the head reads sum_s H_s"  # noqa: E501
-    OPTIONS = ("streams", "dynamic")
+    OPTIONS = ("streams", "dynamic", "fractions")
 
     @classmethod
     def from_config(
         cls, config: TopologyConfig, num_layers: int, mix: MixBackend, hidden_size: int, eps: float
     ) -> HyperTopology:
-        """Reads ``topology.streams`` and ``topology.dynamic``; D and the epsilon."""
+        """Reads ``topology.streams`` and ``topology.dynamic``; D and the epsilon.
+
+        (``topology.fractions`` > 1 builds Frac-Connections instead, ``kinds.build_topology``.)
+        """
         return cls(num_layers, mix, hidden_size, config.streams, config.dynamic, eps)
 
     def __init__(
@@ -106,27 +109,17 @@ class HyperTopology(LearnedWiring):
             self._init_dynamic(hidden_size)
 
     def _init_dynamic(self, hidden_size: int) -> None:
-        n, layers = self.streams, self.num_layers
-        self.norm_weight = nn.Parameter(torch.ones(layers, hidden_size))  # (L, D)
-        self.dynamic_alpha = nn.Parameter(torch.zeros(layers, hidden_size, 1 + n))
-        self.dynamic_beta = nn.Parameter(torch.zeros(layers, hidden_size))
-        self.alpha_scale = nn.Parameter(torch.full((layers,), DYNAMIC_SCALE_INIT))
-        self.beta_scale = nn.Parameter(torch.full((layers,), DYNAMIC_SCALE_INIT))
+        init_dynamic(self, self.num_layers, hidden_size, 1 + self.streams)
 
     def maps(self, j: int, streams: torch.Tensor | None) -> StreamMaps:
         """Block j's connection weights for the streams (..., n, D) (None when static)."""
         if streams is None or not self.dynamic:
             return StreamMaps(self.static_pre[j], self.static_res[j], self.static_post[j])
-        weight = self.norm_weight[j].to(streams.dtype)
-        normed = F.rms_norm(streams, streams.shape[-1:], weight, self.eps)  # (..., n, D)
-        alpha = torch.tanh(normed @ self.dynamic_alpha[j].to(normed.dtype))  # (..., n, 1+n)
-        wide = accumulation_dtype(streams.dtype)
-        alpha = alpha.to(wide) * self.alpha_scale[j]
-        beta = torch.tanh(normed @ self.dynamic_beta[j].to(normed.dtype)).to(wide)  # (..., n)
+        alpha, beta = dynamic_terms(self, j, streams)  # (..., n, 1+n), (..., n)
         return StreamMaps(
             self.static_pre[j] + alpha[..., 0],  # (..., n)
             self.static_res[j] + alpha[..., 1:],  # (..., n, n)
-            self.static_post[j] + beta * self.beta_scale[j],  # (..., n)
+            self.static_post[j] + beta,  # (..., n)
         )
 
     def forward(self, blocks: Sequence[Block], h0: torch.Tensor, *block_args) -> list[torch.Tensor]:
@@ -173,6 +166,39 @@ class HyperTopology(LearnedWiring):
     def extra_repr(self) -> str:
         """Shown by print(model)."""
         return f"{super().extra_repr()}, streams={self.streams}, dynamic={self.dynamic}"
+
+
+def init_dynamic(wiring: nn.Module, layers: int, width: int, columns: int) -> None:
+    """Gives a stream wiring the parameters of its dynamic part, at their start.
+
+    ``norm_weight`` (L, width) ones, ``dynamic_alpha`` (L, width, columns) and
+    ``dynamic_beta`` (L, width) zeros, ``alpha_scale`` and ``beta_scale`` (L,) 0.01: the
+    names and shapes of hyper's (width D) and Frac-Connections' (width D/m).
+    """
+    wiring.norm_weight = nn.Parameter(torch.ones(layers, width))
+    wiring.dynamic_alpha = nn.Parameter(torch.zeros(layers, width, columns))
+    wiring.dynamic_beta = nn.Parameter(torch.zeros(layers, width))
+    wiring.alpha_scale = nn.Parameter(torch.full((layers,), DYNAMIC_SCALE_INIT))
+    wiring.beta_scale = nn.Parameter(torch.full((layers,), DYNAMIC_SCALE_INIT))
+
+
+def dynamic_terms(wiring: nn.Module, j: int, parts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Block j's ``s_a tanh(Hn W_alpha)`` and ``s_b tanh(Hn W_beta)``, Hn = RMSNorm(parts).
+
+    Args:
+        wiring: A module with the parameters of :func:`init_dynamic` and an ``eps``.
+        j: The block.
+        parts: (..., n, width): the streams, or the fractions.
+
+    Returns:
+        (..., n, columns) and (..., n), fp32 or wider.
+    """
+    weight = wiring.norm_weight[j].to(parts.dtype)
+    normed = F.rms_norm(parts, parts.shape[-1:], weight, wiring.eps)  # (..., n, width)
+    alpha = torch.tanh(normed @ wiring.dynamic_alpha[j].to(normed.dtype))  # (..., n, columns)
+    wide = accumulation_dtype(parts.dtype)
+    beta = torch.tanh(normed @ wiring.dynamic_beta[j].to(normed.dtype)).to(wide)  # (..., n)
+    return alpha.to(wide) * wiring.alpha_scale[j], beta * wiring.beta_scale[j]
 
 
 def stream_reads(pre: torch.Tensor, res: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
