@@ -76,15 +76,16 @@ ZOO = {
     "speedrun-x0": ["topology.kind=fixed", "topology.edges=x0", "topology.form=gated"],
     "ancre+laurel": ["topology.kind=ancre", "model.laurel=rw_lr"],
     "ancre+vres": ["topology.kind=ancre", "model.value_residual=true"],
-    "mudd": [], "mudd-sw2": ["topology.kind=mudd", "topology.window=2"],
+    "mudd": [], "mudd-sw": ["topology.kind=mudd", "topology.window={third}"],
     "frac": ["topology.kind=hyper", "topology.streams=1", "topology.fractions=4"],
     "frac-dynamic": ["topology.kind=hyper", "topology.streams=1", "topology.fractions=4",
                      "topology.dynamic=true"],
 }  # fmt: skip
 """The configurations ``--zoo`` compares: name -> overrides (the kind is the name unless
-set; ``{half}`` is half the preset's blocks: Block AttnRes with groups of two; laurel is
-LAuReL rw_lr at rank 16, vres value residual learning; sw2 MUDD over the last 2 blocks;
-frac Frac-Connections with 4 fractions)."""
+set; ``{half}`` is half the blocks: Block AttnRes with groups of two; laurel is LAuReL
+rw_lr at rank 16, vres value residual learning; mudd-sw MUDD over the last third of the
+blocks (``{third}``: SW2 at 6 blocks, SW8 at 24, as the zoo sweeps); frac
+Frac-Connections with 4 fractions)."""
 
 
 def build(
@@ -145,11 +146,12 @@ def print_saved_bytes(args: argparse.Namespace, device: torch.device) -> None:
 
 
 def zoo_models(args: argparse.Namespace, device: torch.device) -> dict[str, Transformer]:
-    """The models of :data:`ZOO` at ``args.preset``."""
-    half = PRESETS[args.preset].num_layers // 2
+    """The models of :data:`ZOO` at ``args.preset`` (and ``args.layers``)."""
+    layers = args.layers or PRESETS[args.preset].num_layers
     models = {}
     for name, overrides in ZOO.items():
-        extra = [o.format(half=half) for o in overrides if not o.startswith("topology.kind=")]
+        extra = [o.format(half=layers // 2, third=layers // 3) for o in overrides
+                 if not o.startswith("topology.kind=")]  # fmt: skip
         kind = next((o.split("=")[1] for o in overrides if o.startswith("topology.kind=")), name)
         models[name] = build(kind, args, device, extra)
     return models

@@ -45,7 +45,7 @@ def test_bench_step_zoo_prints_every_wiring(subprocess_env) -> None:
     rows = {line.split()[0]: line.split() for line in lines[header + 1 :] if line.strip()}
     assert list(rows) == ["cascaded", "ancre", "uniform", "denseformer", "hyper",
                           "hyper-dynamic", "mhc", "attnres", "attnres-block2", "attnres-delta",
-                          "speedrun-x0", "ancre+laurel", "ancre+vres", "mudd", "mudd-sw2",
+                          "speedrun-x0", "ancre+laurel", "ancre+vres", "mudd", "mudd-sw",
                           "frac", "frac-dynamic"]  # fmt: skip
     assert rows["cascaded"][1] == "0" and rows["cascaded"][4] == "1.000x"
     learned = [row for name, row in rows.items() if name not in ("cascaded", "uniform")]

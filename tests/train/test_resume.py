@@ -81,7 +81,7 @@ def test_converted_weights_give_the_training_model(reference, tmp_path, subproce
 # --- killed at any moment ---
 
 
-def kill_when(popen: subprocess.Popen, condition, timeout: float = 120) -> bool:
+def kill_when(popen: subprocess.Popen, condition, timeout: float = 300) -> bool:
     """SIGKILLs the run's process group as soon as ``condition()`` holds; False if it ended."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and popen.poll() is None:
