@@ -12,9 +12,10 @@ from tests.helpers.training import records, run_ancre, train_args
 BUILDS = {
     "normal": ["model.init=normal"],
     "depth_scaled": ["model.init=depth_scaled"],
-    "block-options": ["model.laurel=rw_lr", "model.laurel_rank=4", "model.value_residual=true"],
-    "mudd": ["topology.kind=mudd"],  # its weight MLPs are drawn after the blocks
-}
+    # MUDD's weight MLPs are drawn after the blocks, through Module.apply: drawn whole
+    "mudd-block-options": ["topology.kind=mudd", "model.laurel=rw_lr", "model.laurel_rank=4",
+                           "model.value_residual=true"],
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("build", BUILDS.values(), ids=BUILDS.keys())

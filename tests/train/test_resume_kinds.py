@@ -17,7 +17,6 @@ KINDS = {
     "hyper-dynamic": ["topology.kind=hyper", "topology.streams=2", "topology.dynamic=true"],
     "mhc-dynamic": ["topology.kind=mhc", "topology.streams=2", "topology.dynamic=true"],
     "attnres-blocks": ["topology.kind=attnres", "topology.attnres_blocks=3"],
-    "mudd-window": ["topology.kind=mudd", "topology.window=2"],
     "frac-dynamic": [
         "topology.kind=hyper",
         "topology.streams=1",
@@ -26,8 +25,9 @@ KINDS = {
     ],
     "ancre-replace": ["topology.kind=ancre", "topology.form=replace", "topology.init=predecessor"],
     "ancre-gated": ["topology.kind=ancre", "topology.form=gated", "train.block_stats_every=4"],
-    "ancre-block-options": [
-        "topology.kind=ancre",
+    "mudd-window-block-options": [
+        "topology.kind=mudd",
+        "topology.window=2",
         "model.laurel=rw_lr",
         "model.laurel_rank=4",
         "model.value_residual=true",
