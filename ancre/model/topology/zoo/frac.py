@@ -31,6 +31,10 @@ at initialisation its branch reads copies of the first fraction and every fracti
 gets the sum of the update's fractions (read in its version 0.4.11), so it does not
 start as the plain network; ancre follows the paper and is not compared with it.
 
+A fused kernel would, per block and token, read the fractions once to write u_j and,
+after the block, write H_{j+1} from H_j and y_j in one pass (3 reads and 2 writes of
+D); its backward needs H_j, y_j and the per-token m x m maps.
+
 Snapshots: the reads matrix is the fraction-diagonal part of the wiring, averaged over
 the fractions (R[j, i] = mean_f of the weight of x_i's fraction f in fraction f of
 block j's input); the weights across fractions are in ``raw``. Exact while G and A

@@ -34,6 +34,10 @@ run's of the same seed; the FFN width re-allocation of the paper's section 2.4 i
 part of the kind (it is a change of the blocks, not of the wiring). Mixes are summed in
 fp32 (or wider) and stored in the stream's dtype.
 
+A fused kernel would, per token after block j, read x_{j+1} for the weight MLP and each
+source once and write the four mixes in one pass (S + 1 reads and 4 writes of D); its
+backward needs the sources and the per-token weights, which this module keeps.
+
 Snapshots: the effective matrix is the residual stream's (its reads matrix: row j+1 is
 A_j[residual] over x_0 .. x_{j+1}), averaged over the probe tokens with its spread; the
 query, key and value mixes' means are under ``raw`` with the static weights a_j.
