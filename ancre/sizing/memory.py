@@ -38,6 +38,8 @@ KIND_EXTRA_PER_TOKEN = {
 streams of hyper-connections, ... (measured at the kinds' default options; ``frac`` is
 hyper with ``topology.fractions``, measured at 4; MUDD's grows by its per-token weights,
 4 (j + 2) fp32 numbers per token after block j, which D large makes negligible)."""
+
+
 LAUREL_BYTES_PER_TOKEN = {
     "bf16": {"none": (0, 0), "rw": (6, 0), "lr": (2, 4), "rw_lr": (10, 4)},
     "fp32": {"none": (0, 0), "rw": (8, 0), "lr": (0, 8), "rw_lr": (16, 8)},
@@ -47,6 +49,11 @@ LAUREL_BYTES_PER_TOKEN = {
 maps' bf16 casts count with the weights' (4 r D per block)."""
 HEAD_BYTES_PER_TOKEN = {"bf16": (7.6, 4.13), "fp32": (11.6, 4.13)}
 """Per token outside the blocks: a D + b V (the embeddings, final norm, logits, loss)."""
+
+
+def mix_name(kind: str, fractions: int) -> str:
+    """The row of :data:`KIND_EXTRA_PER_TOKEN` of a ``topology.kind`` and its fractions."""
+    return "frac" if fractions > 1 else kind
 
 
 @dataclass(frozen=True)

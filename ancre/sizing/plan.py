@@ -19,7 +19,7 @@ import torch
 from ancre.config import AncreConfig
 from ancre.kernels.traffic import HBM_BYTES_PER_S, grouped_traffic
 from ancre.model import Transformer, build_model, resolve_shape, whole_numel
-from ancre.sizing.memory import Activations, ModelStates, activations, model_states
+from ancre.sizing.memory import Activations, ModelStates, activations, mix_name, model_states
 from ancre.train.flops import PEAK_BF16_FLOPS, shape_flops_per_token
 from ancre.train.optimizers import is_muon_matrix
 from ancre.train.speedups import recomputed_blocks
@@ -200,7 +200,7 @@ def _plan(
     )  # fmt: skip
     acts = activations(
         tokens, shape.hidden_size, shape.intermediate_size, shape.num_heads, shape.num_layers,
-        shape.vocab_size, "frac" if config.topology.fractions > 1 else config.topology.kind,
+        shape.vocab_size, mix_name(config.topology.kind, config.topology.fractions),
         train.precision,
         len(recomputed_blocks(train, shape.num_layers)), (shape.laurel, shape.laurel_rank),
         shape.num_kv_heads * shape.head_dim if shape.value_residual else 0,

@@ -9,7 +9,7 @@ import torch
 from ancre.config import load_config
 from ancre.model.memory import saved_for_backward_bytes
 from ancre.model.transformer import build_model
-from ancre.sizing.memory import activations, model_states
+from ancre.sizing.memory import activations, mix_name, model_states
 from ancre.train.speedups import apply_speedups, recomputed_blocks
 from tests.helpers.training import QUICKSTART
 
@@ -42,7 +42,7 @@ def measured_and_planned(
     tokens = torch.randint(0, VOCAB, (batch, seq))
     measured = saved_for_backward_bytes(model, tokens, tokens, autocast=precision == "bf16")
     recomputed = len(recomputed_blocks(config.train, layers))
-    planned_kind = "frac" if config.topology.fractions > 1 else kind
+    planned_kind = mix_name(kind, config.topology.fractions)
     planned = activations(
         batch * seq, hidden, inner, heads, layers, VOCAB, planned_kind, precision, recomputed,
         laurel, hidden if value_residual else 0,

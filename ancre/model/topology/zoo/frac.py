@@ -54,7 +54,7 @@ from ancre.config import ConfigError, TopologyConfig
 from ancre.kernels import MixBackend
 from ancre.model.topology.base import Block
 from ancre.model.topology.effective import LearnedWiring
-from ancre.model.topology.zoo.hyper import StreamMaps, dynamic_terms, init_dynamic
+from ancre.model.topology.zoo.hyper import StreamMaps, dynamic_terms, init_dynamic, stacked_maps
 
 
 class FracTopology(LearnedWiring):
@@ -144,18 +144,7 @@ class FracTopology(LearnedWiring):
 
     def fraction_reads(self) -> torch.Tensor:
         """(N, L+1, L+1, m, m): the reads per pair of fractions, static or per recorded token."""
-        if self.dynamic:
-            records = self.recorded()[-self.num_layers :]
-            pre = torch.stack([r[0] for r in records], 1)  # (N, L, m, m)
-            res = torch.stack([r[1] for r in records], 1)  # (N, L, m, m)
-            post = torch.stack([r[2] for r in records], 1)  # (N, L, m)
-        else:
-            with torch.no_grad():
-                maps = [self.maps(j, None) for j in range(self.num_layers)]
-            pre = torch.stack([m.pre for m in maps]).float().unsqueeze(0)  # (1, L, m, m)
-            res = torch.stack([m.res for m in maps]).float().unsqueeze(0)  # (1, L, m, m)
-            post = torch.stack([m.post for m in maps]).float().unsqueeze(0)  # (1, L, m)
-        return fraction_reads(pre.cpu(), res.cpu(), post.cpu())
+        return fraction_reads(*stacked_maps(self))  # G, A (N, L, m, m), B (N, L, m)
 
     def reads(self) -> torch.Tensor:
         """(N, L+1, L+1): the fraction-diagonal reads, averaged over the fractions."""

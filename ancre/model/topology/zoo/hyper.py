@@ -150,22 +150,36 @@ class HyperTopology(LearnedWiring):
 
     def reads(self) -> torch.Tensor:
         """(N, L+1, L+1): R from the static weights, or from the recorded per-token ones."""
-        if self.dynamic:
-            records = self.recorded()[-self.num_layers :]
-            pre = torch.stack([r[0] for r in records], 1)  # (N, L, n)
-            res = torch.stack([r[1] for r in records], 1)  # (N, L, n, n)
-            post = torch.stack([r[2] for r in records], 1)  # (N, L, n)
-        else:
-            with torch.no_grad():
-                maps = [self.maps(j, None) for j in range(self.num_layers)]
-            pre = torch.stack([m.pre for m in maps]).float().unsqueeze(0)  # (1, L, n)
-            res = torch.stack([m.res for m in maps]).float().unsqueeze(0)  # (1, L, n, n)
-            post = torch.stack([m.post for m in maps]).float().unsqueeze(0)  # (1, L, n)
-        return stream_reads(pre.cpu(), res.cpu(), post.cpu())
+        return stream_reads(*stacked_maps(self))
 
     def extra_repr(self) -> str:
         """Shown by print(model)."""
         return f"{super().extra_repr()}, streams={self.streams}, dynamic={self.dynamic}"
+
+
+def stacked_maps(wiring: LearnedWiring) -> tuple[torch.Tensor, ...]:
+    """Every block's pre, res and post weights, stacked over the blocks, fp32 on the CPU.
+
+    Args:
+        wiring: A wiring with ``maps(j, None)`` (its static weights) and, when dynamic,
+            the per-token weights of its last :meth:`LearnedWiring.recording`.
+
+    Returns:
+        pre (N, L, ...), res (N, L, ...), post (N, L, ...): N = 1 when static, else the
+        recorded tokens.
+    """
+    if wiring.dynamic:
+        records = wiring.recorded()[-wiring.num_layers :]
+        stacked = [torch.stack([r[k] for r in records], 1) for k in range(3)]  # (N, L, ...)
+    else:
+        with torch.no_grad():
+            maps = [wiring.maps(j, None) for j in range(wiring.num_layers)]
+        stacked = [
+            torch.stack([m.pre for m in maps]).float().unsqueeze(0),  # (1, L, ...)
+            torch.stack([m.res for m in maps]).float().unsqueeze(0),
+            torch.stack([m.post for m in maps]).float().unsqueeze(0),
+        ]
+    return tuple(t.cpu() for t in stacked)
 
 
 def init_dynamic(wiring: nn.Module, layers: int, width: int, columns: int) -> None:
